@@ -1,0 +1,77 @@
+# sstc build. `make` builds build/libsstc.a and build/sstc; `make test` runs the
+# Criterion suite; `make asan` runs it under AddressSanitizer + UBSan.
+# Every target depends on `deps`, which installs missing Debian packages once.
+
+CC      ?= gcc
+BUILD   := build
+PKGS    := libopenblas-dev libcriterion-dev libpng-dev libstb-dev zlib1g-dev \
+           libinih-dev libzip-dev pkg-config
+
+# Recursive (=) so pkg-config runs after `deps` has installed it.
+BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+
+WARN    := -Wall -Wextra -Wno-unused-parameter
+OPT     ?= -O2 -march=x86-64-v2 -g
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -Iinclude -Isrc \
+              -I/usr/include/libpng16 -I/usr/include/stb $(BLAS_CFLAGS)
+CFLAGS  = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
+LDLIBS  = $(BLAS_LIBS) -lpng16 -lz -linih -lzip -lm -fopenmp -pthread
+
+LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+CLI_SRC  := $(shell find src/cli -name '*.c' | sort)
+TEST_SRC := $(shell find tests -name '*.c' | sort)
+HDRS     := $(shell find include src tests -name '*.h')
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+
+ASAN_DIR   := $(BUILD)/asan
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ASAN_LIB_OBJ  := $(LIB_SRC:%.c=$(ASAN_DIR)/obj/%.o)
+ASAN_TEST_OBJ := $(TEST_SRC:%.c=$(ASAN_DIR)/obj/%.o)
+
+.PHONY: all deps test asan bench bench-train bench-infer run data fuzz clean
+
+all: $(BUILD)/libsstc.a $(BUILD)/sstc
+
+deps:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing missing packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/obj/%.o: %.c $(HDRS) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libsstc.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/sstc: $(CLI_OBJ) $(BUILD)/libsstc.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libsstc.a $(LDLIBS)
+
+$(BUILD)/test_sstc: $(TEST_OBJ) $(BUILD)/libsstc.a
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libsstc.a -lcriterion $(LDLIBS)
+
+# Tests run from the repository root so fixtures are found at tests/fixtures.
+test: $(BUILD)/test_sstc $(BUILD)/sstc
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ./$(BUILD)/test_sstc --jobs 2
+
+$(ASAN_DIR)/obj/%.o: %.c $(HDRS) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O1 -g $(ASAN_FLAGS) -c $< -o $@
+
+$(ASAN_DIR)/test_sstc: $(ASAN_TEST_OBJ) $(ASAN_LIB_OBJ)
+	$(CC) $(CFLAGS_BASE) $(ASAN_FLAGS) -o $@ $^ -lcriterion $(LDLIBS)
+
+asan: $(ASAN_DIR)/test_sstc
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=tests/lsan.supp:print_suppressions=0 \
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ./$(ASAN_DIR)/test_sstc --jobs 2
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,19 @@
+/* Subcommands of the sstc command-line program. Each takes the arguments that
+ * follow its name (argv[0] is the subcommand name) and returns the process
+ * exit status: 0 success, 1 runtime failure, 2 usage error. */
+#ifndef SSTC_CLI_H
+#define SSTC_CLI_H
+
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_compress(int argc, char **argv);
+int cmd_codes(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+
+/* True if argv contains -h or --help. */
+int cli_wants_help(int argc, char **argv);
+
+#endif

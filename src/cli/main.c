@@ -1,0 +1,53 @@
+/* sstc: train, compress and run networks with structured sparse ternary codes. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *summary;
+} command;
+
+/* One line per subcommand; keep alphabetical within each group. */
+static const command commands[] = {
+    {"codes", cmd_codes, "print the (N,K) code table size, bits and compression"},
+    {"data", cmd_data, "prepare, describe and show datasets"},
+    {"inspect", cmd_inspect, "describe a coded network file (.sst)"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: sstc COMMAND [ARGS...]\n"
+            "\n"
+            "Train neural networks and compress them with structured sparse ternary\n"
+            "(N,K) weight coding.\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun 'sstc COMMAND --help' for the options of one command.\n");
+}
+
+int cli_wants_help(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "sstc: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
