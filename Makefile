@@ -4,8 +4,8 @@
 
 CC      ?= gcc
 BUILD   := build
-PKGS    := libopenblas-dev libcriterion-dev libpng-dev libstb-dev zlib1g-dev \
-           libinih-dev libzip-dev pkg-config
+PKGS    := libopenblas-dev libcriterion-dev libpng-dev libstb-dev zlib1g-dev clang \
+           libinih-dev libzip-dev pkg-config libclang-rt-14-dev
 
 # Recursive (=) so pkg-config runs after `deps` has installed it.
 BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
@@ -75,3 +75,29 @@ asan: $(ASAN_DIR)/test_sstc
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- datasets --------------------------------------------------------------
+data: $(BUILD)/sstc
+	./$(BUILD)/sstc data prepare mnist
+
+# ---- fuzzing (libFuzzer) ----------------------------------------------------
+# Every fuzz/fuzz_*.c is a target; seeds live in fuzz/corpus/<target>/.
+# `make fuzz FUZZ_SECONDS=600` runs each target for that long.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR  := $(BUILD)/fuzz
+FUZZ_SRC  := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_BIN  := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_CFLAGS = $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+
+$(FUZZ_DIR)/obj/%.o: %.c $(HDRS) | deps
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_DIR)/%: fuzz/%.c $(FUZZ_LIB_OBJ)
+	clang $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+	@for b in $(FUZZ_BIN); do n=$$(basename $$b); mkdir -p fuzz/corpus-work/$$n; \
+	  echo "== $$n for $(FUZZ_SECONDS)s"; \
+	  $$b -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 fuzz/corpus-work/$$n fuzz/corpus/$$n || exit 1; done

@@ -12,9 +12,7 @@ typedef struct {
 
 /* One line per subcommand; keep alphabetical within each group. */
 static const command commands[] = {
-    {"codes", cmd_codes, "print the (N,K) code table size, bits and compression"},
-    {"data", cmd_data, "prepare, describe and show datasets"},
-    {"inspect", cmd_inspect, "describe a coded network file (.sst)"},
+    {"help", NULL, "show this help"},
 };
 
 static void usage(FILE *f) {
@@ -46,7 +44,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+        if (commands[i].run && !strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "sstc: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;
