@@ -4,8 +4,8 @@
 
 CC      ?= gcc
 BUILD   := build
-PKGS    := libopenblas-dev libcriterion-dev libpng-dev libstb-dev zlib1g-dev clang \
-           libinih-dev libzip-dev pkg-config libclang-rt-14-dev
+PKGS    := libopenblas-dev libcriterion-dev libpng-dev libstb-dev zlib1g-dev \
+           libinih-dev libzip-dev pkg-config
 
 # Recursive (=) so pkg-config runs after `deps` has installed it.
 BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
@@ -32,12 +32,12 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 ASAN_LIB_OBJ  := $(LIB_SRC:%.c=$(ASAN_DIR)/obj/%.o)
 ASAN_TEST_OBJ := $(TEST_SRC:%.c=$(ASAN_DIR)/obj/%.o)
 
-.PHONY: all deps test asan bench bench-train bench-infer run data fuzz clean
+.PHONY: fuzz-deps all deps test asan bench bench-train bench-infer run data fuzz clean
 
 all: $(BUILD)/libsstc.a $(BUILD)/sstc
 
 deps:
-	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(PKGS) $(EXTRA_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing missing packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -90,7 +90,10 @@ FUZZ_BIN  := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_CFLAGS = $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 
-$(FUZZ_DIR)/obj/%.o: %.c $(HDRS) | deps
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps EXTRA_PKGS="clang libclang-rt-14-dev"
+
+$(FUZZ_DIR)/obj/%.o: %.c $(HDRS) | fuzz-deps
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -c $< -o $@
 
