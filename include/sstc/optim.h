@@ -1,0 +1,62 @@
+/* Optimizers and learning-rate schedules.
+ *
+ * SGD: v = momentum*v + g (+ weight_decay*w added to g); w -= lr*v
+ *      (PyTorch's SGD with dampening 0, nesterov off).
+ * Adam: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+ *       w -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps).
+ *       weight decay is L2 (added to g) or, with decoupled_wd, AdamW's
+ *       w -= lr*weight_decay*w before the update.
+ * Weight decay applies to parameters with two or more dimensions (weight
+ * matrices and kernels), never to biases or batch-norm scales. */
+#ifndef SSTC_OPTIM_H
+#define SSTC_OPTIM_H
+
+#include "sstc/tensor.h"
+
+typedef enum { SSTC_OPT_SGD = 0, SSTC_OPT_ADAM } sstc_optim_kind;
+
+typedef struct {
+    sstc_optim_kind kind;
+    float lr;
+    float momentum;      /* SGD */
+    float beta1, beta2;  /* Adam */
+    float eps;           /* Adam */
+    float weight_decay;
+    int decoupled_wd;    /* Adam: AdamW-style decay */
+} sstc_optim_config;
+
+/* Defaults: SGD momentum 0.9; Adam betas 0.9/0.999, eps 1e-8; lr 1e-3; no decay. */
+sstc_optim_config sstc_optim_defaults(sstc_optim_kind kind);
+
+typedef struct sstc_optimizer {
+    sstc_optim_config cfg;
+    int nparams;
+    sstc_tensor **params;
+    float **m;    /* SGD velocity / Adam first moment, one buffer per param */
+    float **v;    /* Adam second moment (NULL for SGD) */
+    long step;    /* number of steps taken */
+} sstc_optimizer;
+
+sstc_optimizer *sstc_optim_create(const sstc_optim_config *cfg, sstc_tensor **params, int nparams);
+void sstc_optim_free(sstc_optimizer *o);
+/* One update of every parameter from its .grad, at learning rate lr. */
+int sstc_optim_step(sstc_optimizer *o, float lr);
+void sstc_optim_zero_grad(sstc_optimizer *o);
+
+typedef enum { SSTC_LR_CONSTANT = 0, SSTC_LR_STEP, SSTC_LR_EXP, SSTC_LR_COSINE } sstc_lr_kind;
+
+typedef struct {
+    sstc_lr_kind kind;
+    float base_lr;
+    int step_epochs;     /* STEP: multiply by gamma every step_epochs epochs */
+    float gamma;         /* STEP, EXP: decay factor (EXP: per epoch) */
+    float min_lr;        /* COSINE: floor */
+    int total_epochs;    /* COSINE: length of the half period */
+} sstc_lr_schedule;
+
+/* Learning rate at a (fractional) epoch position, epoch >= 0. STEP and EXP
+ * change at whole epochs; COSINE anneals smoothly per step:
+ * min + (base-min)*(1+cos(pi*epoch/total))/2. */
+float sstc_lr_at(const sstc_lr_schedule *s, double epoch);
+
+#endif

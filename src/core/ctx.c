@@ -1,0 +1,247 @@
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "internal.h"
+
+typedef struct arena_chunk {
+    struct arena_chunk *next;
+    size_t cap, used;
+    unsigned char *base;
+} arena_chunk;
+
+#define ALIGN 64
+
+static arena_chunk *chunk_new(sstc_ctx *ctx, size_t cap) {
+    arena_chunk *c = malloc(sizeof *c);
+    if (!c) return NULL;
+    c->base = aligned_alloc(ALIGN, (cap + ALIGN - 1) / ALIGN * ALIGN);
+    if (!c->base) {
+        free(c);
+        return NULL;
+    }
+    c->cap = cap;
+    c->used = 0;
+    c->next = NULL;
+    ctx->mallocs += 2;
+    ctx->total_cap += cap;
+    return c;
+}
+
+sstc_ctx *sstc_ctx_create(size_t initial_bytes) {
+    sstc_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        sstc_fail(SSTC_ENOMEM, "ctx_create: out of memory");
+        return NULL;
+    }
+    if (initial_bytes < 4096) initial_bytes = 4096;
+    ctx->chunks = chunk_new(ctx, initial_bytes);
+    if (!ctx->chunks) {
+        free(ctx);
+        sstc_fail(SSTC_ENOMEM, "ctx_create: cannot reserve %zu bytes", initial_bytes);
+        return NULL;
+    }
+    return ctx;
+}
+
+void sstc_ctx_free(sstc_ctx *ctx) {
+    if (!ctx) return;
+    arena_chunk *c = ctx->chunks;
+    while (c) {
+        arena_chunk *n = c->next;
+        free(c->base);
+        free(c);
+        c = n;
+    }
+    free(ctx->tape);
+    free(ctx);
+}
+
+void sstc_ctx_reset(sstc_ctx *ctx) {
+    if (!ctx) return;
+    ctx->tape_len = 0;
+    if (ctx->chunks && ctx->chunks->next) {
+        /* Coalesce: one chunk big enough for everything the last cycle used. */
+        size_t total = ctx->total_cap;
+        arena_chunk *c = ctx->chunks;
+        while (c) {
+            arena_chunk *n = c->next;
+            free(c->base);
+            free(c);
+            c = n;
+        }
+        ctx->total_cap = 0;
+        ctx->chunks = chunk_new(ctx, total);
+        /* On failure the next alloc will try a fresh chunk again. */
+    }
+    if (ctx->chunks) ctx->chunks->used = 0;
+}
+
+void *sstc_ctx_alloc(sstc_ctx *ctx, size_t bytes) {
+    bytes = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    if (bytes == 0) bytes = ALIGN;
+    arena_chunk *c = ctx->chunks;
+    if (!c || c->cap - c->used < bytes) {
+        size_t cap = ctx->total_cap > bytes ? ctx->total_cap : bytes;
+        if (cap < (1u << 20)) cap = 1u << 20;
+        arena_chunk *n = chunk_new(ctx, cap);
+        if (!n) {
+            sstc_fail(SSTC_ENOMEM, "arena: cannot allocate %zu bytes", cap);
+            return NULL;
+        }
+        n->next = c;
+        ctx->chunks = n;
+        c = n;
+    }
+    void *p = c->base + c->used;
+    c->used += bytes;
+    return p;
+}
+
+void *ctx_calloc(sstc_ctx *ctx, size_t bytes) {
+    void *p = sstc_ctx_alloc(ctx, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+void sstc_ctx_set_training(sstc_ctx *ctx, int training) { ctx->training = training; }
+int sstc_ctx_training(const sstc_ctx *ctx) { return ctx->training; }
+void sstc_ctx_set_rng(sstc_ctx *ctx, sstc_rng *rng) { ctx->rng = rng; }
+size_t sstc_ctx_mallocs(const sstc_ctx *ctx) { return ctx->mallocs; }
+
+size_t sstc_ctx_bytes_used(const sstc_ctx *ctx) {
+    size_t u = 0;
+    for (arena_chunk *c = ctx->chunks; c; c = c->next) u += c->used;
+    return u;
+}
+
+int ctx_record(sstc_ctx *ctx, sstc_tensor *t) {
+    if (ctx->tape_len == ctx->tape_cap) {
+        size_t cap = ctx->tape_cap ? ctx->tape_cap * 2 : 256;
+        sstc_tensor **n = realloc(ctx->tape, cap * sizeof *n);
+        if (!n) return sstc_fail(SSTC_ENOMEM, "tape: out of memory");
+        ctx->tape = n;
+        ctx->tape_cap = cap;
+        ctx->mallocs++;
+    }
+    ctx->tape[ctx->tape_len++] = t;
+    return 0;
+}
+
+static int check_shape(const char *what, int ndim, const int *shape) {
+    if (ndim < 1 || ndim > SSTC_MAX_DIMS)
+        return sstc_fail(SSTC_ESHAPE, "%s: %d dimensions, expected 1..%d", what, ndim, SSTC_MAX_DIMS);
+    if (!shape) return sstc_fail(SSTC_EINVAL, "%s: NULL shape", what);
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] <= 0)
+            return sstc_fail(SSTC_ESHAPE, "%s: dimension %d is %d, expected > 0", what, i, shape[i]);
+    return 0;
+}
+
+static sstc_tensor *tensor_header(sstc_ctx *ctx, int ndim, const int *shape) {
+    sstc_tensor *t = ctx_calloc(ctx, sizeof *t);
+    if (!t) return NULL;
+    t->ndim = ndim;
+    t->size = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->size *= (size_t)shape[i];
+    }
+    for (int i = ndim; i < SSTC_MAX_DIMS; i++) t->shape[i] = 1;
+    return t;
+}
+
+sstc_tensor *sstc_tensor_new(sstc_ctx *ctx, int ndim, const int *shape) {
+    if (!ctx) {
+        sstc_fail(SSTC_EINVAL, "tensor_new: NULL context");
+        return NULL;
+    }
+    if (check_shape("tensor_new", ndim, shape)) return NULL;
+    sstc_tensor *t = tensor_header(ctx, ndim, shape);
+    if (!t) return NULL;
+    t->data = ctx_calloc(ctx, t->size * sizeof(float));
+    return t->data ? t : NULL;
+}
+
+sstc_tensor *sstc_tensor_1d(sstc_ctx *ctx, int n0) { return sstc_tensor_new(ctx, 1, (int[]){n0}); }
+sstc_tensor *sstc_tensor_2d(sstc_ctx *ctx, int n0, int n1) {
+    return sstc_tensor_new(ctx, 2, (int[]){n0, n1});
+}
+sstc_tensor *sstc_tensor_4d(sstc_ctx *ctx, int n0, int n1, int n2, int n3) {
+    return sstc_tensor_new(ctx, 4, (int[]){n0, n1, n2, n3});
+}
+
+sstc_tensor *sstc_param_new(sstc_ctx *ctx, int ndim, const int *shape) {
+    sstc_tensor *t = sstc_tensor_new(ctx, ndim, shape);
+    if (!t) return NULL;
+    t->grad = ctx_calloc(ctx, t->size * sizeof(float));
+    if (!t->grad) return NULL;
+    t->requires_grad = 1;
+    return t;
+}
+
+sstc_tensor *sstc_tensor_wrap(sstc_ctx *ctx, float *data, int ndim, const int *shape) {
+    if (!ctx || !data) {
+        sstc_fail(SSTC_EINVAL, "tensor_wrap: NULL %s", ctx ? "data" : "context");
+        return NULL;
+    }
+    if (check_shape("tensor_wrap", ndim, shape)) return NULL;
+    sstc_tensor *t = tensor_header(ctx, ndim, shape);
+    if (t) t->data = data;
+    return t;
+}
+
+void sstc_tensor_fill(sstc_tensor *t, float v) {
+    for (size_t i = 0; i < t->size; i++) t->data[i] = v;
+}
+
+void sstc_zero_grad(sstc_tensor *t) {
+    if (t && t->grad) memset(t->grad, 0, t->size * sizeof(float));
+}
+
+const char *sstc_shape_str(const sstc_tensor *t, char *buf, size_t n) {
+    if (!t) {
+        snprintf(buf, n, "(null)");
+        return buf;
+    }
+    size_t off = 0;
+    off += (size_t)snprintf(buf + off, n - off, "(");
+    for (int i = 0; i < t->ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, i ? ",%d" : "%d", t->shape[i]);
+    if (off < n) snprintf(buf + off, n - off, ")");
+    return buf;
+}
+
+sstc_tensor *ctx_op_output(sstc_ctx *ctx, sstc_op op, int ndim, const int *shape, sstc_tensor *a,
+                           sstc_tensor *b, sstc_tensor *c) {
+    sstc_tensor *t = tensor_header(ctx, ndim, shape);
+    if (!t) return NULL;
+    t->data = sstc_ctx_alloc(ctx, t->size * sizeof(float));
+    if (!t->data) return NULL;
+    t->op = op;
+    t->src[0] = a;
+    t->src[1] = b;
+    t->src[2] = c;
+    t->requires_grad = (a && a->requires_grad) || (b && b->requires_grad) || (c && c->requires_grad);
+    if (t->requires_grad && ctx_record(ctx, t)) return NULL;
+    return t;
+}
+
+float *ctx_grad(sstc_ctx *ctx, sstc_tensor *t) {
+    if (!t->grad) t->grad = ctx_calloc(ctx, t->size * sizeof(float));
+    return t->grad;
+}
+
+static int n_threads = 1;
+
+void sstc_set_threads(int n) {
+    if (n < 1) n = 1;
+    n_threads = n;
+    openblas_set_num_threads(n);
+    omp_set_num_threads(n);
+}
+
+int sstc_get_threads(void) { return n_threads; }

@@ -1,0 +1,37 @@
+/* Shared between the core's source files; not part of the public API. */
+#ifndef SSTC_CORE_INTERNAL_H
+#define SSTC_CORE_INTERNAL_H
+
+#include "sstc/tensor.h"
+
+struct sstc_ctx {
+    /* arena: a list of chunks; after a reset with more than one chunk they are
+     * replaced by one chunk of the total size, so steady state is one chunk. */
+    struct arena_chunk *chunks;
+    size_t total_cap;
+    size_t mallocs;
+    /* tape of recorded ops (outputs), in creation order */
+    sstc_tensor **tape;
+    size_t tape_len, tape_cap;
+    int training;
+    sstc_rng *rng;
+};
+
+/* Appends t to the tape (grows the tape array; counted as a malloc). */
+int ctx_record(sstc_ctx *ctx, sstc_tensor *t);
+/* Zeroed arena memory. */
+void *ctx_calloc(sstc_ctx *ctx, size_t bytes);
+/* An output tensor for an op: data allocated (not zeroed), op and sources set,
+ * requires_grad if any source requires it. */
+sstc_tensor *ctx_op_output(sstc_ctx *ctx, sstc_op op, int ndim, const int *shape, sstc_tensor *a,
+                           sstc_tensor *b, sstc_tensor *c);
+/* Makes sure t->grad exists (zeroed when newly allocated). */
+float *ctx_grad(sstc_ctx *ctx, sstc_tensor *t);
+
+typedef void (*backward_fn)(sstc_ctx *ctx, sstc_tensor *out);
+extern const backward_fn sstc_backward_rules[SSTC_OP_COUNT];
+
+/* Below this many elements an elementwise loop stays single-threaded. */
+#define PAR_MIN 32768
+
+#endif

@@ -1,0 +1,882 @@
+/* Forward and backward rules of every op. Each op validates its inputs,
+ * computes its output eagerly and, when a gradient is needed, records itself on
+ * the context's tape; its backward rule accumulates into the sources' grads.
+ * Sums are always taken in a fixed order (per output element, sequentially), so
+ * results do not depend on the thread count's scheduling. */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "internal.h"
+
+#define S(t) sstc_shape_str((t), sb_##t, sizeof sb_##t)
+#define SHAPEBUF(t) char sb_##t[64]
+
+static const char *const op_names[SSTC_OP_COUNT] = {
+    "leaf",   "matmul",    "linear",    "add",       "bias_add", "mul",
+    "scale",  "relu",      "conv2d",    "maxpool2d", "avgpool2d", "batchnorm",
+    "dropout", "reshape",  "sum",       "mean",      "softmax_ce",
+};
+
+const char *sstc_op_name(sstc_op op) {
+    return (op >= 0 && op < SSTC_OP_COUNT) ? op_names[op] : "unknown";
+}
+
+/* A NULL input: if an earlier op failed its message stands; otherwise say which. */
+static int null_args(const char *op, sstc_ctx *ctx, sstc_tensor *a, sstc_tensor *b) {
+    if (!ctx) return sstc_fail(SSTC_EINVAL, "%s: NULL context", op), 1;
+    if (!a || !b) {
+        if (sstc_errcode() == 0) sstc_fail(SSTC_EINVAL, "%s: NULL input tensor", op);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- matmul ----------------------------------------------------------- */
+
+sstc_tensor *sstc_matmul(sstc_ctx *ctx, sstc_tensor *a, sstc_tensor *b) {
+    if (null_args("matmul", ctx, a, b)) return NULL;
+    if (a->ndim != 2 || b->ndim != 2 || a->shape[1] != b->shape[0]) {
+        SHAPEBUF(a); SHAPEBUF(b);
+        sstc_fail(SSTC_ESHAPE, "matmul: shapes %s and %s do not fit, expected (M,K) and (K,N)", S(a), S(b));
+        return NULL;
+    }
+    int M = a->shape[0], K = a->shape[1], N = b->shape[1];
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_MATMUL, 2, (int[]){M, N}, a, b, NULL);
+    if (!y) return NULL;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a->data, K, b->data, N,
+                0.0f, y->data, N);
+    return y;
+}
+
+static void matmul_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *a = y->src[0], *b = y->src[1];
+    int M = a->shape[0], K = a->shape[1], N = b->shape[1];
+    if (a->requires_grad)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.0f, y->grad, N, b->data, N,
+                    1.0f, ctx_grad(ctx, a), K);
+    if (b->requires_grad)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, a->data, K, y->grad, N,
+                    1.0f, ctx_grad(ctx, b), N);
+}
+
+/* ---- linear ----------------------------------------------------------- */
+
+sstc_tensor *sstc_linear(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_tensor *bias) {
+    if (null_args("linear", ctx, x, w)) return NULL;
+    if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1] ||
+        (bias && (bias->size != (size_t)w->shape[0]))) {
+        SHAPEBUF(x); SHAPEBUF(w); SHAPEBUF(bias);
+        sstc_fail(SSTC_ESHAPE,
+                  "linear: input %s, weight %s, bias %s do not fit, expected (B,in), (out,in), (out)",
+                  S(x), S(w), S(bias));
+        return NULL;
+    }
+    int B = x->shape[0], in = x->shape[1], out = w->shape[0];
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_LINEAR, 2, (int[]){B, out}, x, w, bias);
+    if (!y) return NULL;
+    if (bias) {
+        for (int i = 0; i < B; i++) memcpy(y->data + (size_t)i * out, bias->data, out * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, out, in, 1.0f, x->data, in, w->data, in,
+                bias ? 1.0f : 0.0f, y->data, out);
+    return y;
+}
+
+static void linear_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0], *w = y->src[1], *bias = y->src[2];
+    int B = x->shape[0], in = x->shape[1], out = w->shape[0];
+    if (x->requires_grad)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, y->grad, out, w->data,
+                    in, 1.0f, ctx_grad(ctx, x), in);
+    if (w->requires_grad)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, y->grad, out, x->data,
+                    in, 1.0f, ctx_grad(ctx, w), in);
+    if (bias && bias->requires_grad) {
+        float *db = ctx_grad(ctx, bias);
+        for (int i = 0; i < B; i++) {
+            const float *g = y->grad + (size_t)i * out;
+            for (int o = 0; o < out; o++) db[o] += g[o];
+        }
+    }
+}
+
+/* ---- elementwise ------------------------------------------------------ */
+
+static int same_shape(const sstc_tensor *a, const sstc_tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+static sstc_tensor *binary(sstc_ctx *ctx, sstc_op op, sstc_tensor *a, sstc_tensor *b) {
+    const char *name = sstc_op_name(op);
+    if (null_args(name, ctx, a, b)) return NULL;
+    if (!same_shape(a, b)) {
+        SHAPEBUF(a); SHAPEBUF(b);
+        sstc_fail(SSTC_ESHAPE, "%s: shapes %s and %s differ, expected equal shapes", name, S(a), S(b));
+        return NULL;
+    }
+    sstc_tensor *y = ctx_op_output(ctx, op, a->ndim, a->shape, a, b, NULL);
+    if (!y) return NULL;
+    size_t n = y->size;
+    const float *pa = a->data, *pb = b->data;
+    float *py = y->data;
+    if (op == SSTC_OP_ADD) {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) py[i] = pa[i] + pb[i];
+    } else {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) py[i] = pa[i] * pb[i];
+    }
+    return y;
+}
+
+sstc_tensor *sstc_add(sstc_ctx *ctx, sstc_tensor *a, sstc_tensor *b) { return binary(ctx, SSTC_OP_ADD, a, b); }
+sstc_tensor *sstc_mul(sstc_ctx *ctx, sstc_tensor *a, sstc_tensor *b) { return binary(ctx, SSTC_OP_MUL, a, b); }
+
+static void add_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    size_t n = y->size;
+    for (int s = 0; s < 2; s++) {
+        sstc_tensor *t = y->src[s];
+        if (!t->requires_grad) continue;
+        float *g = ctx_grad(ctx, t);
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) g[i] += y->grad[i];
+    }
+}
+
+static void mul_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    size_t n = y->size;
+    for (int s = 0; s < 2; s++) {
+        sstc_tensor *t = y->src[s], *o = y->src[1 - s];
+        if (!t->requires_grad) continue;
+        float *g = ctx_grad(ctx, t);
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) g[i] += y->grad[i] * o->data[i];
+    }
+}
+
+sstc_tensor *sstc_scale(sstc_ctx *ctx, sstc_tensor *a, float s) {
+    if (null_args("scale", ctx, a, a)) return NULL;
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_SCALE, a->ndim, a->shape, a, NULL, NULL);
+    if (!y) return NULL;
+    y->fp[0] = s;
+    size_t n = y->size;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) y->data[i] = s * a->data[i];
+    return y;
+}
+
+static void scale_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *a = y->src[0];
+    if (!a->requires_grad) return;
+    float *g = ctx_grad(ctx, a), s = y->fp[0];
+    size_t n = y->size;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) g[i] += s * y->grad[i];
+}
+
+sstc_tensor *sstc_relu(sstc_ctx *ctx, sstc_tensor *x) {
+    if (null_args("relu", ctx, x, x)) return NULL;
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_RELU, x->ndim, x->shape, x, NULL, NULL);
+    if (!y) return NULL;
+    size_t n = y->size;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
+    return y;
+}
+
+static void relu_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0];
+    if (!x->requires_grad) return;
+    float *g = ctx_grad(ctx, x);
+    size_t n = y->size;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++)
+        if (x->data[i] > 0.0f) g[i] += y->grad[i];
+}
+
+/* ---- bias add --------------------------------------------------------- */
+
+/* inner = product of the dims after axis 1 (1 for (B,C)). */
+static size_t inner_size(const sstc_tensor *x) {
+    size_t inner = 1;
+    for (int i = 2; i < x->ndim; i++) inner *= (size_t)x->shape[i];
+    return inner;
+}
+
+sstc_tensor *sstc_bias_add(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *bias) {
+    if (null_args("bias_add", ctx, x, bias)) return NULL;
+    if (x->ndim < 2 || bias->size != (size_t)x->shape[1]) {
+        SHAPEBUF(x); SHAPEBUF(bias);
+        sstc_fail(SSTC_ESHAPE, "bias_add: input %s and bias %s do not fit, expected (B,C,...) and (C)", S(x), S(bias));
+        return NULL;
+    }
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_BIAS_ADD, x->ndim, x->shape, x, bias, NULL);
+    if (!y) return NULL;
+    int B = x->shape[0], C = x->shape[1];
+    size_t inner = inner_size(x);
+#pragma omp parallel for collapse(2) if (x->size > PAR_MIN) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            size_t off = ((size_t)b * C + c) * inner;
+            for (size_t i = 0; i < inner; i++) y->data[off + i] = x->data[off + i] + bias->data[c];
+        }
+    return y;
+}
+
+static void bias_add_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0], *bias = y->src[1];
+    int B = x->shape[0], C = x->shape[1];
+    size_t inner = inner_size(x);
+    if (x->requires_grad) {
+        float *g = ctx_grad(ctx, x);
+        for (size_t i = 0; i < y->size; i++) g[i] += y->grad[i];
+    }
+    if (bias->requires_grad) {
+        float *db = ctx_grad(ctx, bias);
+#pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
+        for (int c = 0; c < C; c++) {
+            float s = 0;
+            for (int b = 0; b < B; b++) {
+                const float *g = y->grad + ((size_t)b * C + c) * inner;
+                for (size_t i = 0; i < inner; i++) s += g[i];
+            }
+            db[c] += s;
+        }
+    }
+}
+
+/* ---- conv2d ----------------------------------------------------------- */
+
+/* Column block of one image: col[(c*KH+ky)*KW+kx][p] at leading dimension ld. */
+static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stride, int pad, int OH,
+                   int OW, float *col, size_t ld) {
+    for (int c = 0; c < C; c++)
+        for (int ky = 0; ky < KH; ky++)
+            for (int kx = 0; kx < KW; kx++) {
+                float *row = col + ((size_t)(c * KH + ky) * KW + kx) * ld;
+                for (int oy = 0; oy < OH; oy++) {
+                    int iy = oy * stride - pad + ky;
+                    float *r = row + (size_t)oy * OW;
+                    if (iy < 0 || iy >= H) {
+                        memset(r, 0, OW * sizeof(float));
+                        continue;
+                    }
+                    const float *xr = x + ((size_t)c * H + iy) * W;
+                    for (int ox = 0; ox < OW; ox++) {
+                        int ix = ox * stride - pad + kx;
+                        r[ox] = (ix >= 0 && ix < W) ? xr[ix] : 0.0f;
+                    }
+                }
+            }
+}
+
+static void col2im(const float *col, size_t ld, int C, int H, int W, int KH, int KW, int stride,
+                   int pad, int OH, int OW, float *dx) {
+    for (int c = 0; c < C; c++)
+        for (int ky = 0; ky < KH; ky++)
+            for (int kx = 0; kx < KW; kx++) {
+                const float *row = col + ((size_t)(c * KH + ky) * KW + kx) * ld;
+                for (int oy = 0; oy < OH; oy++) {
+                    int iy = oy * stride - pad + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    float *xr = dx + ((size_t)c * H + iy) * W;
+                    const float *r = row + (size_t)oy * OW;
+                    for (int ox = 0; ox < OW; ox++) {
+                        int ix = ox * stride - pad + kx;
+                        if (ix >= 0 && ix < W) xr[ix] += r[ox];
+                    }
+                }
+            }
+}
+
+/* Images per sgemm: enough columns to keep sgemm efficient, bounded scratch. */
+static int conv_chunk(int B, size_t ckk, size_t ohw, size_t oc) {
+    size_t per = (ckk + oc) * ohw;
+    size_t target = (size_t)4 << 20; /* floats */
+    size_t s = per ? target / per : 1;
+    if (s < 1) s = 1;
+    if (s > (size_t)B) s = (size_t)B;
+    return (int)s;
+}
+
+sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_tensor *bias,
+                         int stride, int pad) {
+    if (null_args("conv2d", ctx, x, w)) return NULL;
+    SHAPEBUF(x); SHAPEBUF(w);
+    if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1] ||
+        (bias && bias->size != (size_t)w->shape[0])) {
+        sstc_fail(SSTC_ESHAPE, "conv2d: input %s, weight %s do not fit, expected (B,C,H,W), (OC,C,KH,KW) and bias (OC)",
+                  S(x), S(w));
+        return NULL;
+    }
+    if (stride < 1 || pad < 0) {
+        sstc_fail(SSTC_EINVAL, "conv2d: stride %d, pad %d; expected stride >= 1, pad >= 0", stride, pad);
+        return NULL;
+    }
+    int B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int OC = w->shape[0], KH = w->shape[2], KW = w->shape[3];
+    int OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
+    if (H + 2 * pad < KH || W + 2 * pad < KW || OH < 1 || OW < 1) {
+        sstc_fail(SSTC_ESHAPE, "conv2d: kernel %dx%d larger than padded input %s (pad %d)", KH, KW, S(x), pad);
+        return NULL;
+    }
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_CONV2D, 4, (int[]){B, OC, OH, OW}, x, w, bias);
+    if (!y) return NULL;
+    y->ip[0] = stride;
+    y->ip[1] = pad;
+    size_t ckk = (size_t)C * KH * KW, ohw = (size_t)OH * OW;
+    int S = conv_chunk(B, ckk, ohw, OC);
+    float *col = sstc_ctx_alloc(ctx, ckk * S * ohw * sizeof(float));
+    float *tmp = sstc_ctx_alloc(ctx, (size_t)OC * S * ohw * sizeof(float));
+    if (!col || !tmp) return NULL;
+    for (int b0 = 0; b0 < B; b0 += S) {
+        int n = B - b0 < S ? B - b0 : S;
+        size_t ld = (size_t)n * ohw;
+#pragma omp parallel for if (n > 1) schedule(static)
+        for (int s = 0; s < n; s++)
+            im2col(x->data + (size_t)(b0 + s) * C * H * W, C, H, W, KH, KW, stride, pad, OH, OW,
+                   col + (size_t)s * ohw, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)ld, (int)ckk, 1.0f, w->data,
+                    (int)ckk, col, (int)ld, 0.0f, tmp, (int)ld);
+#pragma omp parallel for collapse(2) if (n * OC > 8) schedule(static)
+        for (int s = 0; s < n; s++)
+            for (int oc = 0; oc < OC; oc++) {
+                float *dst = y->data + ((size_t)(b0 + s) * OC + oc) * ohw;
+                const float *src = tmp + (size_t)oc * ld + (size_t)s * ohw;
+                float bv = bias ? bias->data[oc] : 0.0f;
+                for (size_t p = 0; p < ohw; p++) dst[p] = src[p] + bv;
+            }
+    }
+    return y;
+}
+
+static void conv2d_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0], *w = y->src[1], *bias = y->src[2];
+    int stride = y->ip[0], pad = y->ip[1];
+    int B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int OC = w->shape[0], KH = w->shape[2], KW = w->shape[3];
+    int OH = y->shape[2], OW = y->shape[3];
+    size_t ckk = (size_t)C * KH * KW, ohw = (size_t)OH * OW;
+    if (bias && bias->requires_grad) {
+        float *db = ctx_grad(ctx, bias);
+        for (int oc = 0; oc < OC; oc++) {
+            float s = 0;
+            for (int b = 0; b < B; b++) {
+                const float *g = y->grad + ((size_t)b * OC + oc) * ohw;
+                for (size_t p = 0; p < ohw; p++) s += g[p];
+            }
+            db[oc] += s;
+        }
+    }
+    if (!x->requires_grad && !w->requires_grad) return;
+    int S = conv_chunk(B, ckk, ohw, OC);
+    float *col = sstc_ctx_alloc(ctx, ckk * S * ohw * sizeof(float));
+    float *dtmp = sstc_ctx_alloc(ctx, (size_t)OC * S * ohw * sizeof(float));
+    if (!col || !dtmp) return;
+    float *dx = x->requires_grad ? ctx_grad(ctx, x) : NULL;
+    float *dw = w->requires_grad ? ctx_grad(ctx, w) : NULL;
+    for (int b0 = 0; b0 < B; b0 += S) {
+        int n = B - b0 < S ? B - b0 : S;
+        size_t ld = (size_t)n * ohw;
+#pragma omp parallel for collapse(2) if (n * OC > 8) schedule(static)
+        for (int s = 0; s < n; s++)
+            for (int oc = 0; oc < OC; oc++)
+                memcpy(dtmp + (size_t)oc * ld + (size_t)s * ohw,
+                       y->grad + ((size_t)(b0 + s) * OC + oc) * ohw, ohw * sizeof(float));
+        if (dw) {
+#pragma omp parallel for if (n > 1) schedule(static)
+            for (int s = 0; s < n; s++)
+                im2col(x->data + (size_t)(b0 + s) * C * H * W, C, H, W, KH, KW, stride, pad, OH, OW,
+                       col + (size_t)s * ohw, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, (int)ckk, (int)ld, 1.0f, dtmp,
+                        (int)ld, col, (int)ld, 1.0f, dw, (int)ckk);
+        }
+        if (dx) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ld, OC, 1.0f, w->data,
+                        (int)ckk, dtmp, (int)ld, 0.0f, col, (int)ld);
+#pragma omp parallel for if (n > 1) schedule(static)
+            for (int s = 0; s < n; s++)
+                col2im(col + (size_t)s * ohw, ld, C, H, W, KH, KW, stride, pad, OH, OW,
+                       dx + (size_t)(b0 + s) * C * H * W);
+        }
+    }
+}
+
+/* ---- pooling ---------------------------------------------------------- */
+
+static sstc_tensor *pool(sstc_ctx *ctx, sstc_op op, sstc_tensor *x, int k, int stride, int pad) {
+    const char *name = sstc_op_name(op);
+    if (null_args(name, ctx, x, x)) return NULL;
+    SHAPEBUF(x);
+    if (x->ndim != 4) {
+        sstc_fail(SSTC_ESHAPE, "%s: input %s, expected (B,C,H,W)", name, S(x));
+        return NULL;
+    }
+    if (k < 1 || stride < 1 || pad < 0 || pad * 2 > k) {
+        sstc_fail(SSTC_EINVAL, "%s: kernel %d, stride %d, pad %d; expected k >= 1, stride >= 1, 0 <= pad <= k/2",
+                  name, k, stride, pad);
+        return NULL;
+    }
+    int B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int OH = (H + 2 * pad - k) / stride + 1, OW = (W + 2 * pad - k) / stride + 1;
+    if (H + 2 * pad < k || W + 2 * pad < k) {
+        sstc_fail(SSTC_ESHAPE, "%s: window %d larger than padded input %s", name, k, S(x));
+        return NULL;
+    }
+    sstc_tensor *y = ctx_op_output(ctx, op, 4, (int[]){B, C, OH, OW}, x, NULL, NULL);
+    if (!y) return NULL;
+    y->ip[0] = k;
+    y->ip[1] = stride;
+    y->ip[2] = pad;
+    int32_t *arg = NULL;
+    if (op == SSTC_OP_MAXPOOL2D) {
+        arg = sstc_ctx_alloc(ctx, y->size * sizeof(int32_t));
+        if (!arg) return NULL;
+        y->saved = arg;
+    }
+    int planes = B * C;
+#pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *xp = x->data + (size_t)pl * H * W;
+        float *yp = y->data + (size_t)pl * OH * OW;
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                int y0 = oy * stride - pad, x0 = ox * stride - pad;
+                int ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
+                int xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
+                size_t o = (size_t)oy * OW + ox;
+                if (op == SSTC_OP_MAXPOOL2D) {
+                    float m = -FLT_MAX;
+                    int best = ya * W + xa;
+                    for (int iy = ya; iy < yb; iy++)
+                        for (int ix = xa; ix < xb; ix++)
+                            if (xp[iy * W + ix] > m) {
+                                m = xp[iy * W + ix];
+                                best = iy * W + ix;
+                            }
+                    yp[o] = m;
+                    arg[(size_t)pl * OH * OW + o] = best;
+                } else {
+                    float s = 0;
+                    for (int iy = ya; iy < yb; iy++)
+                        for (int ix = xa; ix < xb; ix++) s += xp[iy * W + ix];
+                    yp[o] = s / (float)(k * k);
+                }
+            }
+    }
+    return y;
+}
+
+sstc_tensor *sstc_maxpool2d(sstc_ctx *ctx, sstc_tensor *x, int k, int stride, int pad) {
+    return pool(ctx, SSTC_OP_MAXPOOL2D, x, k, stride, pad);
+}
+sstc_tensor *sstc_avgpool2d(sstc_ctx *ctx, sstc_tensor *x, int k, int stride, int pad) {
+    return pool(ctx, SSTC_OP_AVGPOOL2D, x, k, stride, pad);
+}
+
+static void pool_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0];
+    if (!x->requires_grad) return;
+    float *dx = ctx_grad(ctx, x);
+    int k = y->ip[0], stride = y->ip[1], pad = y->ip[2];
+    int B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int OH = y->shape[2], OW = y->shape[3];
+    int planes = B * C;
+    const int32_t *arg = y->saved;
+#pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
+    for (int pl = 0; pl < planes; pl++) {
+        float *dp = dx + (size_t)pl * H * W;
+        const float *gp = y->grad + (size_t)pl * OH * OW;
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                size_t o = (size_t)oy * OW + ox;
+                if (y->op == SSTC_OP_MAXPOOL2D) {
+                    dp[arg[(size_t)pl * OH * OW + o]] += gp[o];
+                } else {
+                    int y0 = oy * stride - pad, x0 = ox * stride - pad;
+                    int ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
+                    int xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
+                    float g = gp[o] / (float)(k * k);
+                    for (int iy = ya; iy < yb; iy++)
+                        for (int ix = xa; ix < xb; ix++) dp[iy * W + ix] += g;
+                }
+            }
+    }
+}
+
+/* ---- batch norm ------------------------------------------------------- */
+
+sstc_tensor *sstc_batchnorm(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, sstc_tensor *beta,
+                            sstc_tensor *running_mean, sstc_tensor *running_var, float momentum,
+                            float eps) {
+    if (null_args("batchnorm", ctx, x, gamma) || null_args("batchnorm", ctx, beta, running_mean) ||
+        null_args("batchnorm", ctx, running_var, running_var))
+        return NULL;
+    SHAPEBUF(x);
+    if ((x->ndim != 2 && x->ndim != 4)) {
+        sstc_fail(SSTC_ESHAPE, "batchnorm: input %s, expected (B,C) or (B,C,H,W)", S(x));
+        return NULL;
+    }
+    int B = x->shape[0], C = x->shape[1];
+    if (gamma->size != (size_t)C || beta->size != (size_t)C || running_mean->size != (size_t)C ||
+        running_var->size != (size_t)C) {
+        sstc_fail(SSTC_ESHAPE, "batchnorm: input %s has %d channels but gamma/beta/running stats have %zu/%zu/%zu/%zu",
+                  S(x), C, gamma->size, beta->size, running_mean->size, running_var->size);
+        return NULL;
+    }
+    size_t inner = inner_size(x), m = (size_t)B * inner;
+    int training = ctx->training;
+    if (training && m < 2) {
+        sstc_fail(SSTC_ESHAPE, "batchnorm: training mode needs more than one value per channel, input %s", S(x));
+        return NULL;
+    }
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_BATCHNORM, x->ndim, x->shape, x, gamma, beta);
+    if (!y) return NULL;
+    float *stats = sstc_ctx_alloc(ctx, 2 * (size_t)C * sizeof(float)); /* mean, invstd */
+    if (!stats) return NULL;
+    y->saved = stats;
+    y->ip[0] = training;
+    float *mean = stats, *invstd = stats + C;
+    if (training) {
+        if (inner == 1) {
+            /* (B,C): accumulate rows into per-channel sums (vectorizes over C). */
+            double *acc = sstc_ctx_alloc(ctx, 2 * (size_t)C * sizeof(double));
+            if (!acc) return NULL;
+            double *s1 = acc, *s2 = acc + C;
+            for (int c = 0; c < C; c++) s1[c] = s2[c] = 0;
+            for (int b = 0; b < B; b++) {
+                const float *r = x->data + (size_t)b * C;
+                for (int c = 0; c < C; c++) s1[c] += r[c];
+            }
+            for (int c = 0; c < C; c++) mean[c] = (float)(s1[c] / (double)m);
+            for (int b = 0; b < B; b++) {
+                const float *r = x->data + (size_t)b * C;
+                for (int c = 0; c < C; c++) {
+                    double d = r[c] - mean[c];
+                    s2[c] += d * d;
+                }
+            }
+            for (int c = 0; c < C; c++) {
+                double var = s2[c] / (double)m;
+                invstd[c] = (float)(1.0 / sqrt(var + eps));
+                running_var->data[c] = (1 - momentum) * running_var->data[c] +
+                                       momentum * (float)(s2[c] / (double)(m - 1));
+            }
+        } else {
+#pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
+            for (int c = 0; c < C; c++) {
+                double s1 = 0, s2 = 0;
+                for (int b = 0; b < B; b++) {
+                    const float *p = x->data + ((size_t)b * C + c) * inner;
+                    for (size_t i = 0; i < inner; i++) s1 += p[i];
+                }
+                double mu = s1 / (double)m;
+                for (int b = 0; b < B; b++) {
+                    const float *p = x->data + ((size_t)b * C + c) * inner;
+                    for (size_t i = 0; i < inner; i++) {
+                        double d = p[i] - mu;
+                        s2 += d * d;
+                    }
+                }
+                mean[c] = (float)mu;
+                invstd[c] = (float)(1.0 / sqrt(s2 / (double)m + eps));
+                running_var->data[c] =
+                    (1 - momentum) * running_var->data[c] + momentum * (float)(s2 / (double)(m - 1));
+            }
+        }
+        for (int c = 0; c < C; c++)
+            running_mean->data[c] = (1 - momentum) * running_mean->data[c] + momentum * mean[c];
+    } else {
+        for (int c = 0; c < C; c++) {
+            mean[c] = running_mean->data[c];
+            invstd[c] = 1.0f / sqrtf(running_var->data[c] + eps);
+        }
+    }
+#pragma omp parallel for collapse(2) if (x->size > PAR_MIN) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            size_t off = ((size_t)b * C + c) * inner;
+            float a = gamma->data[c] * invstd[c], sh = beta->data[c] - a * mean[c];
+            for (size_t i = 0; i < inner; i++) y->data[off + i] = a * x->data[off + i] + sh;
+        }
+    return y;
+}
+
+static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0], *gamma = y->src[1], *beta = y->src[2];
+    int B = x->shape[0], C = x->shape[1];
+    size_t inner = inner_size(x), m = (size_t)B * inner;
+    const float *mean = y->saved, *invstd = (const float *)y->saved + C;
+    int training = y->ip[0];
+    /* Per channel: sum(dy) and sum(dy * xhat). */
+    float *sums = sstc_ctx_alloc(ctx, 2 * (size_t)C * sizeof(float));
+    if (!sums) return;
+    float *sdy = sums, *sdyx = sums + C;
+    if (inner == 1) {
+        for (int c = 0; c < C; c++) sdy[c] = sdyx[c] = 0;
+        for (int b = 0; b < B; b++) {
+            const float *g = y->grad + (size_t)b * C, *xr = x->data + (size_t)b * C;
+            for (int c = 0; c < C; c++) {
+                sdy[c] += g[c];
+                sdyx[c] += g[c] * (xr[c] - mean[c]) * invstd[c];
+            }
+        }
+    } else {
+#pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
+        for (int c = 0; c < C; c++) {
+            float s1 = 0, s2 = 0;
+            for (int b = 0; b < B; b++) {
+                size_t off = ((size_t)b * C + c) * inner;
+                for (size_t i = 0; i < inner; i++) {
+                    float g = y->grad[off + i];
+                    s1 += g;
+                    s2 += g * (x->data[off + i] - mean[c]) * invstd[c];
+                }
+            }
+            sdy[c] = s1;
+            sdyx[c] = s2;
+        }
+    }
+    if (gamma->requires_grad) {
+        float *dg = ctx_grad(ctx, gamma);
+        for (int c = 0; c < C; c++) dg[c] += sdyx[c];
+    }
+    if (beta->requires_grad) {
+        float *db = ctx_grad(ctx, beta);
+        for (int c = 0; c < C; c++) db[c] += sdy[c];
+    }
+    if (!x->requires_grad) return;
+    float *dx = ctx_grad(ctx, x);
+    float inv_m = 1.0f / (float)m;
+#pragma omp parallel for collapse(2) if (x->size > PAR_MIN) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            size_t off = ((size_t)b * C + c) * inner;
+            float gi = gamma->data[c] * invstd[c];
+            if (training) {
+                float mu = mean[c], is = invstd[c], a = sdy[c] * inv_m, bb = sdyx[c] * inv_m;
+                for (size_t i = 0; i < inner; i++) {
+                    float xhat = (x->data[off + i] - mu) * is;
+                    dx[off + i] += gi * (y->grad[off + i] - a - xhat * bb);
+                }
+            } else {
+                for (size_t i = 0; i < inner; i++) dx[off + i] += gi * y->grad[off + i];
+            }
+        }
+}
+
+/* ---- dropout ---------------------------------------------------------- */
+
+sstc_tensor *sstc_dropout(sstc_ctx *ctx, sstc_tensor *x, float p) {
+    if (null_args("dropout", ctx, x, x)) return NULL;
+    if (!(p >= 0.0f && p < 1.0f)) {
+        sstc_fail(SSTC_EINVAL, "dropout: probability %g, expected 0 <= p < 1", (double)p);
+        return NULL;
+    }
+    int active = ctx->training && p > 0.0f;
+    if (active && !ctx->rng) {
+        sstc_fail(SSTC_ESTATE, "dropout: training mode needs a generator (sstc_ctx_set_rng)");
+        return NULL;
+    }
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_DROPOUT, x->ndim, x->shape, x, NULL, NULL);
+    if (!y) return NULL;
+    y->ip[0] = active;
+    if (!active) {
+        memcpy(y->data, x->data, x->size * sizeof(float));
+        return y;
+    }
+    float *mask = sstc_ctx_alloc(ctx, x->size * sizeof(float));
+    if (!mask) return NULL;
+    y->saved = mask;
+    float keep = 1.0f / (1.0f - p);
+    for (size_t i = 0; i < x->size; i++) mask[i] = sstc_rng_uniform(ctx->rng) < p ? 0.0f : keep;
+    for (size_t i = 0; i < x->size; i++) y->data[i] = x->data[i] * mask[i];
+    return y;
+}
+
+static void dropout_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0];
+    if (!x->requires_grad) return;
+    float *g = ctx_grad(ctx, x);
+    const float *mask = y->saved;
+    if (y->ip[0])
+        for (size_t i = 0; i < y->size; i++) g[i] += y->grad[i] * mask[i];
+    else
+        for (size_t i = 0; i < y->size; i++) g[i] += y->grad[i];
+}
+
+/* ---- reshape ---------------------------------------------------------- */
+
+sstc_tensor *sstc_reshape(sstc_ctx *ctx, sstc_tensor *x, int ndim, const int *shape) {
+    if (null_args("reshape", ctx, x, x)) return NULL;
+    size_t n = 1;
+    if (ndim < 1 || ndim > SSTC_MAX_DIMS || !shape) {
+        sstc_fail(SSTC_ESHAPE, "reshape: %d dimensions, expected 1..%d", ndim, SSTC_MAX_DIMS);
+        return NULL;
+    }
+    for (int i = 0; i < ndim; i++) n *= shape[i] > 0 ? (size_t)shape[i] : 0;
+    if (n != x->size) {
+        SHAPEBUF(x);
+        sstc_fail(SSTC_ESHAPE, "reshape: input %s has %zu elements, the new shape has %zu", S(x), x->size, n);
+        return NULL;
+    }
+    sstc_tensor *y = ctx_calloc(ctx, sizeof *y);
+    if (!y) return NULL;
+    y->ndim = ndim;
+    y->size = n;
+    for (int i = 0; i < SSTC_MAX_DIMS; i++) y->shape[i] = i < ndim ? shape[i] : 1;
+    y->data = x->data; /* a view: same storage */
+    y->op = SSTC_OP_RESHAPE;
+    y->src[0] = x;
+    y->requires_grad = x->requires_grad;
+    if (y->requires_grad && ctx_record(ctx, y)) return NULL;
+    return y;
+}
+
+sstc_tensor *sstc_flatten(sstc_ctx *ctx, sstc_tensor *x) {
+    if (null_args("flatten", ctx, x, x)) return NULL;
+    return sstc_reshape(ctx, x, 2, (int[]){x->shape[0], (int)(x->size / (size_t)x->shape[0])});
+}
+
+static void reshape_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0];
+    if (!x->requires_grad) return;
+    float *g = ctx_grad(ctx, x);
+    size_t n = y->size;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) g[i] += y->grad[i];
+}
+
+/* ---- reductions ------------------------------------------------------- */
+
+static sstc_tensor *reduce(sstc_ctx *ctx, sstc_op op, sstc_tensor *x) {
+    if (null_args(sstc_op_name(op), ctx, x, x)) return NULL;
+    sstc_tensor *y = ctx_op_output(ctx, op, 1, (int[]){1}, x, NULL, NULL);
+    if (!y) return NULL;
+    double s = 0;
+    for (size_t i = 0; i < x->size; i++) s += x->data[i];
+    y->data[0] = (float)(op == SSTC_OP_MEAN ? s / (double)x->size : s);
+    return y;
+}
+
+sstc_tensor *sstc_sum(sstc_ctx *ctx, sstc_tensor *x) { return reduce(ctx, SSTC_OP_SUM, x); }
+sstc_tensor *sstc_mean(sstc_ctx *ctx, sstc_tensor *x) { return reduce(ctx, SSTC_OP_MEAN, x); }
+
+static void reduce_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0];
+    if (!x->requires_grad) return;
+    float *g = ctx_grad(ctx, x);
+    float d = y->grad[0] / (y->op == SSTC_OP_MEAN ? (float)x->size : 1.0f);
+    for (size_t i = 0; i < x->size; i++) g[i] += d;
+}
+
+/* ---- softmax + cross-entropy ------------------------------------------ */
+
+sstc_tensor *sstc_softmax_ce(sstc_ctx *ctx, sstc_tensor *logits, const int *labels) {
+    if (null_args("softmax_ce", ctx, logits, logits)) return NULL;
+    if (!labels) {
+        sstc_fail(SSTC_EINVAL, "softmax_ce: NULL labels");
+        return NULL;
+    }
+    if (logits->ndim != 2) {
+        SHAPEBUF(logits);
+        sstc_fail(SSTC_ESHAPE, "softmax_ce: logits %s, expected (B,C)", S(logits));
+        return NULL;
+    }
+    int B = logits->shape[0], C = logits->shape[1];
+    for (int b = 0; b < B; b++)
+        if (labels[b] < 0 || labels[b] >= C) {
+            sstc_fail(SSTC_EINVAL, "softmax_ce: label %d of sample %d out of range, expected 0..%d",
+                      labels[b], b, C - 1);
+            return NULL;
+        }
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_SOFTMAX_CE, 1, (int[]){1}, logits, NULL, NULL);
+    if (!y) return NULL;
+    float *prob = sstc_ctx_alloc(ctx, logits->size * sizeof(float));
+    int *lab = sstc_ctx_alloc(ctx, (size_t)B * sizeof(int));
+    if (!prob || !lab) return NULL;
+    memcpy(lab, labels, (size_t)B * sizeof(int));
+    y->saved = prob;
+    y->saved2 = lab;
+    double loss = 0;
+    for (int b = 0; b < B; b++) {
+        const float *z = logits->data + (size_t)b * C;
+        float *p = prob + (size_t)b * C;
+        float mx = z[0];
+        for (int c = 1; c < C; c++) mx = z[c] > mx ? z[c] : mx;
+        double s = 0;
+        for (int c = 0; c < C; c++) {
+            p[c] = expf(z[c] - mx);
+            s += p[c];
+        }
+        float inv = (float)(1.0 / s);
+        for (int c = 0; c < C; c++) p[c] *= inv;
+        loss += log(s) + mx - z[lab[b]];
+    }
+    y->data[0] = (float)(loss / B);
+    return y;
+}
+
+static void softmax_ce_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *z = y->src[0];
+    if (!z->requires_grad) return;
+    int B = z->shape[0], C = z->shape[1];
+    const float *prob = y->saved;
+    const int *lab = y->saved2;
+    float *g = ctx_grad(ctx, z), d = y->grad[0] / (float)B;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+            g[(size_t)b * C + c] += d * (prob[(size_t)b * C + c] - (c == lab[b] ? 1.0f : 0.0f));
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+const backward_fn sstc_backward_rules[SSTC_OP_COUNT] = {
+    [SSTC_OP_MATMUL] = matmul_backward,
+    [SSTC_OP_LINEAR] = linear_backward,
+    [SSTC_OP_ADD] = add_backward,
+    [SSTC_OP_BIAS_ADD] = bias_add_backward,
+    [SSTC_OP_MUL] = mul_backward,
+    [SSTC_OP_SCALE] = scale_backward,
+    [SSTC_OP_RELU] = relu_backward,
+    [SSTC_OP_CONV2D] = conv2d_backward,
+    [SSTC_OP_MAXPOOL2D] = pool_backward,
+    [SSTC_OP_AVGPOOL2D] = pool_backward,
+    [SSTC_OP_BATCHNORM] = batchnorm_backward,
+    [SSTC_OP_DROPOUT] = dropout_backward,
+    [SSTC_OP_RESHAPE] = reshape_backward,
+    [SSTC_OP_SUM] = reduce_backward,
+    [SSTC_OP_MEAN] = reduce_backward,
+    [SSTC_OP_SOFTMAX_CE] = softmax_ce_backward,
+};
+
+int sstc_backward(sstc_ctx *ctx, sstc_tensor *loss) {
+    if (!ctx || !loss) return sstc_fail(SSTC_EINVAL, "backward: NULL %s", ctx ? "loss" : "context");
+    if (loss->size != 1) {
+        SHAPEBUF(loss);
+        return sstc_fail(SSTC_ESHAPE, "backward: loss has shape %s, expected a scalar", S(loss));
+    }
+    size_t pos = ctx->tape_len;
+    while (pos > 0 && ctx->tape[pos - 1] != loss) pos--;
+    if (pos == 0)
+        return sstc_fail(SSTC_ESTATE,
+                         "backward: the loss is not on this context's tape (run the forward pass, with "
+                         "parameters that require gradients, in this context first)");
+    float *g = ctx_grad(ctx, loss);
+    if (!g) return sstc_errcode();
+    g[0] += 1.0f;
+    for (size_t i = pos; i-- > 0;) {
+        sstc_tensor *t = ctx->tape[i];
+        if (!t->grad) continue; /* no gradient reached it */
+        if (t->op <= SSTC_OP_LEAF || t->op >= SSTC_OP_COUNT || !sstc_backward_rules[t->op])
+            return sstc_fail(SSTC_ESTATE, "backward: unknown op %d on the tape", (int)t->op);
+        sstc_backward_rules[t->op](ctx, t);
+    }
+    return 0;
+}

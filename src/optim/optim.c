@@ -1,0 +1,122 @@
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sstc/optim.h"
+
+sstc_optim_config sstc_optim_defaults(sstc_optim_kind kind) {
+    sstc_optim_config c = {0};
+    c.kind = kind;
+    c.lr = 1e-3f;
+    c.momentum = 0.9f;
+    c.beta1 = 0.9f;
+    c.beta2 = 0.999f;
+    c.eps = 1e-8f;
+    return c;
+}
+
+void sstc_optim_free(sstc_optimizer *o) {
+    if (!o) return;
+    for (int i = 0; i < o->nparams; i++) {
+        if (o->m) free(o->m[i]);
+        if (o->v) free(o->v[i]);
+    }
+    free(o->m);
+    free(o->v);
+    free(o->params);
+    free(o);
+}
+
+sstc_optimizer *sstc_optim_create(const sstc_optim_config *cfg, sstc_tensor **params, int nparams) {
+    if (!cfg || (!params && nparams > 0) || nparams < 0) {
+        sstc_fail(SSTC_EINVAL, "optim_create: NULL config or parameter list");
+        return NULL;
+    }
+    if (cfg->kind != SSTC_OPT_SGD && cfg->kind != SSTC_OPT_ADAM) {
+        sstc_fail(SSTC_EINVAL, "optim_create: unknown optimizer kind %d", (int)cfg->kind);
+        return NULL;
+    }
+    for (int i = 0; i < nparams; i++)
+        if (!params[i] || !params[i]->grad) {
+            sstc_fail(SSTC_EINVAL, "optim_create: parameter %d is NULL or has no gradient buffer", i);
+            return NULL;
+        }
+    sstc_optimizer *o = calloc(1, sizeof *o);
+    if (!o) goto oom;
+    o->cfg = *cfg;
+    o->nparams = nparams;
+    o->params = calloc((size_t)nparams + 1, sizeof *o->params);
+    o->m = calloc((size_t)nparams + 1, sizeof *o->m);
+    if (cfg->kind == SSTC_OPT_ADAM) o->v = calloc((size_t)nparams + 1, sizeof *o->v);
+    if (!o->params || !o->m || (cfg->kind == SSTC_OPT_ADAM && !o->v)) goto oom;
+    for (int i = 0; i < nparams; i++) {
+        o->params[i] = params[i];
+        o->m[i] = calloc(params[i]->size, sizeof(float));
+        if (!o->m[i]) goto oom;
+        if (o->v && !(o->v[i] = calloc(params[i]->size, sizeof(float)))) goto oom;
+    }
+    return o;
+oom:
+    sstc_optim_free(o);
+    sstc_fail(SSTC_ENOMEM, "optim_create: out of memory");
+    return NULL;
+}
+
+int sstc_optim_step(sstc_optimizer *o, float lr) {
+    if (!o) return sstc_fail(SSTC_EINVAL, "optim_step: NULL optimizer");
+    const sstc_optim_config *c = &o->cfg;
+    o->step++;
+    double bc1 = 1.0 - pow(c->beta1, (double)o->step), bc2 = 1.0 - pow(c->beta2, (double)o->step);
+    for (int p = 0; p < o->nparams; p++) {
+        sstc_tensor *t = o->params[p];
+        float *w = t->data, *g = t->grad, *m = o->m[p];
+        size_t n = t->size;
+        float wd = t->ndim >= 2 ? c->weight_decay : 0.0f;
+        if (c->kind == SSTC_OPT_SGD) {
+            float mom = c->momentum;
+#pragma omp parallel for if (n > 65536) schedule(static)
+            for (size_t i = 0; i < n; i++) {
+                float gi = g[i] + wd * w[i];
+                m[i] = mom * m[i] + gi;
+                w[i] -= lr * m[i];
+            }
+        } else {
+            float *v = o->v[p];
+            float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+            float step = (float)(lr / bc1), isb2 = (float)(1.0 / sqrt(bc2));
+            int decoupled = c->decoupled_wd;
+#pragma omp parallel for if (n > 65536) schedule(static)
+            for (size_t i = 0; i < n; i++) {
+                float gi = g[i];
+                if (decoupled) w[i] -= lr * wd * w[i];
+                else gi += wd * w[i];
+                m[i] = b1 * m[i] + (1 - b1) * gi;
+                v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+                w[i] -= step * m[i] / (sqrtf(v[i]) * isb2 + eps);
+            }
+        }
+    }
+    return 0;
+}
+
+void sstc_optim_zero_grad(sstc_optimizer *o) {
+    for (int p = 0; p < o->nparams; p++) sstc_zero_grad(o->params[p]);
+}
+
+float sstc_lr_at(const sstc_lr_schedule *s, double epoch) {
+    double e = epoch < 0 ? 0 : epoch;
+    switch (s->kind) {
+    case SSTC_LR_STEP:
+        return (float)(s->base_lr * pow(s->gamma, floor(e / (s->step_epochs > 0 ? s->step_epochs : 1))));
+    case SSTC_LR_EXP:
+        return (float)(s->base_lr * pow(s->gamma, floor(e)));
+    case SSTC_LR_COSINE: {
+        double t = s->total_epochs > 0 ? e / s->total_epochs : 1.0;
+        if (t > 1) t = 1;
+        return (float)(s->min_lr + (s->base_lr - s->min_lr) * 0.5 * (1.0 + cos(M_PI * t)));
+    }
+    case SSTC_LR_CONSTANT:
+    default:
+        return s->base_lr;
+    }
+}
