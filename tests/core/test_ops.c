@@ -1,0 +1,329 @@
+/* Ops: finite-difference gradient checks for every op, PyTorch reference
+ * comparisons, and error reporting. */
+#include "../test_util.h"
+
+static sstc_ctx *P; /* parameters (inputs of the checked functions) */
+static sstc_rng rng;
+
+static void setup(void) {
+    P = sstc_ctx_create(1 << 20);
+    sstc_rng_seed(&rng, 7);
+    sstc_clear_error();
+}
+static void teardown(void) { sstc_ctx_free(P); }
+
+TestSuite(ops, .init = setup, .fini = teardown);
+
+static sstc_tensor *randp(int ndim, const int *shape, float scale) {
+    sstc_tensor *t = sstc_param_new(P, ndim, shape);
+    fill_normal(t, &rng, scale);
+    return t;
+}
+
+/* ---- gradient checks ---- */
+
+static sstc_tensor *f_matmul(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_matmul(c, in[0], in[1]); }
+Test(ops, matmul_gradient_matches_finite_differences) {
+    sstc_tensor *in[] = {randp(2, (int[]){3, 4}, 1), randp(2, (int[]){4, 5}, 1)};
+    gradcheck(f_matmul, in, 2, NULL, "matmul");
+}
+
+static sstc_tensor *f_linear(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_linear(c, in[0], in[1], in[2]); }
+Test(ops, linear_gradient_matches_finite_differences) {
+    sstc_tensor *in[] = {randp(2, (int[]){3, 6}, 1), randp(2, (int[]){4, 6}, 1), randp(1, (int[]){4}, 1)};
+    gradcheck(f_linear, in, 3, NULL, "linear");
+}
+
+static sstc_tensor *f_add(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_add(c, in[0], in[1]); }
+static sstc_tensor *f_mul(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_mul(c, in[0], in[1]); }
+static sstc_tensor *f_scale(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_scale(c, in[0], -2.5f); }
+Test(ops, add_mul_scale_gradients_match_finite_differences) {
+    sstc_tensor *in[] = {randp(2, (int[]){3, 4}, 1), randp(2, (int[]){3, 4}, 1)};
+    gradcheck(f_add, in, 2, NULL, "add");
+    gradcheck(f_mul, in, 2, NULL, "mul");
+    gradcheck(f_scale, in, 1, NULL, "scale");
+}
+
+static sstc_tensor *f_bias(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_bias_add(c, in[0], in[1]); }
+Test(ops, bias_add_gradient_matches_finite_differences_2d_and_4d) {
+    sstc_tensor *a[] = {randp(2, (int[]){3, 4}, 1), randp(1, (int[]){4}, 1)};
+    gradcheck(f_bias, a, 2, NULL, "bias_add 2d");
+    sstc_tensor *b[] = {randp(4, (int[]){2, 3, 2, 2}, 1), randp(1, (int[]){3}, 1)};
+    gradcheck(f_bias, b, 2, NULL, "bias_add 4d");
+}
+
+static sstc_tensor *f_relu(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_relu(c, in[0]); }
+Test(ops, relu_gradient_matches_finite_differences) {
+    sstc_tensor *x = sstc_param_new(P, 2, (int[]){4, 5});
+    fill_away_from_zero(x, &rng);
+    sstc_tensor *in[] = {x};
+    gradcheck(f_relu, in, 1, NULL, "relu");
+}
+
+struct conv_args { int stride, pad; };
+static sstc_tensor *f_conv(sstc_ctx *c, sstc_tensor **in, void *u) {
+    struct conv_args *a = u;
+    return sstc_conv2d(c, in[0], in[1], in[2], a->stride, a->pad);
+}
+Test(ops, conv2d_gradient_matches_finite_differences_with_stride_and_padding) {
+    struct conv_args cases[] = {{1, 0}, {1, 1}, {2, 1}, {3, 2}};
+    for (int k = 0; k < 4; k++) {
+        sstc_tensor *in[] = {randp(4, (int[]){2, 3, 6, 5}, 1), randp(4, (int[]){4, 3, 3, 2}, 0.5f),
+                             randp(1, (int[]){4}, 1)};
+        char what[64];
+        snprintf(what, sizeof what, "conv2d stride %d pad %d", cases[k].stride, cases[k].pad);
+        gradcheck(f_conv, in, 3, &cases[k], what);
+    }
+}
+
+struct pool_args { int k, stride, pad; };
+static sstc_tensor *f_maxpool(sstc_ctx *c, sstc_tensor **in, void *u) {
+    struct pool_args *a = u;
+    return sstc_maxpool2d(c, in[0], a->k, a->stride, a->pad);
+}
+static sstc_tensor *f_avgpool(sstc_ctx *c, sstc_tensor **in, void *u) {
+    struct pool_args *a = u;
+    return sstc_avgpool2d(c, in[0], a->k, a->stride, a->pad);
+}
+Test(ops, pooling_gradients_match_finite_differences) {
+    struct pool_args cases[] = {{2, 2, 0}, {3, 2, 1}, {3, 1, 1}};
+    for (int k = 0; k < 3; k++) {
+        /* distinct values far apart (spacing 0.05 > 2h) so the max never switches */
+        sstc_tensor *x = sstc_param_new(P, 4, (int[]){2, 2, 5, 5});
+        int *perm = malloc(x->size * sizeof(int));
+        for (size_t i = 0; i < x->size; i++) perm[i] = (int)i;
+        sstc_rng_shuffle(&rng, perm, (int)x->size);
+        for (size_t i = 0; i < x->size; i++) x->data[i] = 0.05f * (float)perm[i] - 2.5f;
+        free(perm);
+        sstc_tensor *in[] = {x};
+        gradcheck(f_maxpool, in, 1, &cases[k], "maxpool2d");
+        gradcheck(f_avgpool, in, 1, &cases[k], "avgpool2d");
+    }
+}
+
+struct bn_args { sstc_tensor *rm, *rv; int training; };
+static sstc_tensor *f_bn(sstc_ctx *c, sstc_tensor **in, void *u) {
+    struct bn_args *a = u;
+    sstc_ctx_set_training(c, a->training);
+    return sstc_batchnorm(c, in[0], in[1], in[2], a->rm, a->rv, 0.1f, 1e-5f);
+}
+Test(ops, batchnorm_gradient_matches_finite_differences_training_and_eval) {
+    for (int training = 1; training >= 0; training--) {
+        for (int d4 = 0; d4 < 2; d4++) {
+            sstc_tensor *x = d4 ? randp(4, (int[]){3, 2, 3, 2}, 1.5f) : randp(2, (int[]){5, 3}, 1.5f);
+            int C = x->shape[1];
+            struct bn_args a = {sstc_tensor_1d(P, C), sstc_tensor_1d(P, C), training};
+            for (int c = 0; c < C; c++) {
+                a.rm->data[c] = 0.3f * c;
+                a.rv->data[c] = 1.0f + c;
+            }
+            sstc_tensor *in[] = {x, randp(1, (int[]){C}, 1), randp(1, (int[]){C}, 1)};
+            char what[64];
+            snprintf(what, sizeof what, "batchnorm %s %s", d4 ? "2d" : "1d", training ? "train" : "eval");
+            gradcheck(f_bn, in, 3, &a, what);
+        }
+    }
+}
+
+struct drop_args { sstc_rng r; };
+static sstc_tensor *f_dropout(sstc_ctx *c, sstc_tensor **in, void *u) {
+    struct drop_args *a = u;
+    sstc_rng_seed(&a->r, 5); /* same mask on every evaluation */
+    sstc_ctx_set_rng(c, &a->r);
+    sstc_ctx_set_training(c, 1);
+    return sstc_dropout(c, in[0], 0.4f);
+}
+Test(ops, dropout_gradient_matches_finite_differences) {
+    struct drop_args a;
+    sstc_tensor *in[] = {randp(2, (int[]){6, 7}, 1)};
+    gradcheck(f_dropout, in, 1, &a, "dropout");
+}
+
+static sstc_tensor *f_reshape(sstc_ctx *c, sstc_tensor **in, void *u) {
+    return sstc_mul(c, sstc_flatten(c, in[0]), sstc_reshape(c, in[1], 2, (int[]){2, 12}));
+}
+static sstc_tensor *f_sum(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_sum(c, in[0]); }
+static sstc_tensor *f_mean(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_mean(c, in[0]); }
+Test(ops, reshape_sum_mean_gradients_match_finite_differences) {
+    sstc_tensor *in[] = {randp(4, (int[]){2, 3, 2, 2}, 1), randp(3, (int[]){4, 3, 2}, 1)};
+    gradcheck(f_reshape, in, 2, NULL, "reshape/flatten");
+    gradcheck(f_sum, in, 1, NULL, "sum");
+    gradcheck(f_mean, in, 1, NULL, "mean");
+}
+
+static const int ce_labels[] = {2, 0, 4, 4};
+static sstc_tensor *f_ce(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_softmax_ce(c, in[0], ce_labels); }
+Test(ops, softmax_ce_gradient_matches_finite_differences) {
+    sstc_tensor *in[] = {randp(2, (int[]){4, 5}, 2)};
+    gradcheck(f_ce, in, 1, NULL, "softmax_ce");
+}
+
+/* ---- PyTorch references ---- */
+
+static void run_ref(const char *name, fx_file *f, sstc_ctx *ctx, sstc_tensor *y, sstc_tensor **srcs,
+                    const char **gnames, int n) {
+    fx_array *r = fx_get(f, "r"), *yr = fx_get(f, "y");
+    cr_assert_not_null(y, "%s: %s", name, sstc_errmsg());
+    cr_assert_eq(y->size, yr->n);
+    expect_close(y->data, yr->v, yr->n, 1e-5f, 1e-4f, "y");
+    sstc_tensor *rt = sstc_tensor_wrap(ctx, r->v, y->ndim, y->shape);
+    cr_assert_eq(sstc_backward(ctx, sstc_sum(ctx, sstc_mul(ctx, y, rt))), 0, "%s", sstc_errmsg());
+    for (int i = 0; i < n; i++) {
+        fx_array *g = fx_get(f, gnames[i]);
+        cr_assert_eq(srcs[i]->size, g->n);
+        expect_close(srcs[i]->grad, g->v, g->n, 1e-4f, 1e-4f, gnames[i]);
+    }
+}
+
+Test(ops, linear_matches_pytorch) {
+    fx_file f;
+    fx_load(&f, "linear");
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *x = fx_tensor(P, fx_get(&f, "x"), 1), *w = fx_tensor(P, fx_get(&f, "w"), 1),
+                *b = fx_tensor(P, fx_get(&f, "b"), 1);
+    run_ref("linear", &f, ctx, sstc_linear(ctx, x, w, b), (sstc_tensor *[]){x, w, b},
+            (const char *[]){"dx", "dw", "db"}, 3);
+    sstc_ctx_free(ctx);
+    fx_free(&f);
+}
+
+Test(ops, conv2d_stride2_pad1_matches_pytorch) {
+    fx_file f;
+    fx_load(&f, "conv2d");
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *x = fx_tensor(P, fx_get(&f, "x"), 1), *w = fx_tensor(P, fx_get(&f, "w"), 1),
+                *b = fx_tensor(P, fx_get(&f, "b"), 1);
+    run_ref("conv2d", &f, ctx, sstc_conv2d(ctx, x, w, b, 2, 1), (sstc_tensor *[]){x, w, b},
+            (const char *[]){"dx", "dw", "db"}, 3);
+    sstc_ctx_free(ctx);
+    fx_free(&f);
+}
+
+static void bn_ref(const char *name) {
+    fx_file f;
+    fx_load(&f, name);
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_ctx_set_training(ctx, 1);
+    sstc_tensor *x = fx_tensor(P, fx_get(&f, "x"), 1), *g = fx_tensor(P, fx_get(&f, "gamma"), 1),
+                *b = fx_tensor(P, fx_get(&f, "beta"), 1);
+    int C = x->shape[1];
+    sstc_tensor *rm = sstc_tensor_1d(P, C), *rv = sstc_tensor_1d(P, C);
+    sstc_tensor_fill(rv, 1.0f);
+    sstc_tensor *y = sstc_batchnorm(ctx, x, g, b, rm, rv, 0.1f, 1e-5f);
+    run_ref(name, &f, ctx, y, (sstc_tensor *[]){x, g, b}, (const char *[]){"dx", "dgamma", "dbeta"}, 3);
+    expect_close(rm->data, fx_get(&f, "running_mean")->v, (size_t)C, 1e-6f, 1e-5f, "running_mean");
+    expect_close(rv->data, fx_get(&f, "running_var")->v, (size_t)C, 1e-6f, 1e-5f, "running_var");
+    sstc_ctx_free(ctx);
+    fx_free(&f);
+}
+Test(ops, batchnorm2d_training_matches_pytorch) { bn_ref("batchnorm2d"); }
+Test(ops, batchnorm1d_training_matches_pytorch) { bn_ref("batchnorm1d"); }
+
+Test(ops, maxpool2d_k3_s2_p1_matches_pytorch) {
+    fx_file f;
+    fx_load(&f, "maxpool2d");
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *x = fx_tensor(P, fx_get(&f, "x"), 1);
+    run_ref("maxpool2d", &f, ctx, sstc_maxpool2d(ctx, x, 3, 2, 1), (sstc_tensor *[]){x},
+            (const char *[]){"dx"}, 1);
+    sstc_ctx_free(ctx);
+    fx_free(&f);
+}
+
+Test(ops, softmax_ce_matches_pytorch_on_large_logits) {
+    fx_file f;
+    fx_load(&f, "softmax_ce");
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *z = fx_tensor(P, fx_get(&f, "logits"), 1);
+    fx_array *la = fx_get(&f, "labels");
+    int labels[16];
+    for (size_t i = 0; i < la->n; i++) labels[i] = (int)la->v[i];
+    sstc_tensor *loss = sstc_softmax_ce(ctx, z, labels);
+    cr_assert_not_null(loss);
+    cr_assert(isfinite(loss->data[0]));
+    expect_close(loss->data, fx_get(&f, "loss")->v, 1, 1e-4f, 1e-5f, "loss");
+    cr_assert_eq(sstc_backward(ctx, loss), 0);
+    fx_array *g = fx_get(&f, "dlogits");
+    expect_close(z->grad, g->v, g->n, 1e-6f, 1e-4f, "dlogits");
+    sstc_ctx_free(ctx);
+    fx_free(&f);
+}
+
+/* ---- errors ---- */
+
+Test(ops, shape_mismatch_names_op_and_shapes) {
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *a = sstc_tensor_2d(ctx, 3, 4), *b = sstc_tensor_2d(ctx, 5, 6);
+    cr_assert_null(sstc_matmul(ctx, a, b));
+    cr_assert_eq(sstc_errcode(), SSTC_ESHAPE);
+    cr_assert_not_null(strstr(sstc_errmsg(), "matmul"));
+    cr_assert_not_null(strstr(sstc_errmsg(), "(3,4)"));
+    cr_assert_not_null(strstr(sstc_errmsg(), "(5,6)"));
+    cr_assert_null(sstc_conv2d(ctx, a, b, NULL, 1, 0));
+    cr_assert_not_null(strstr(sstc_errmsg(), "conv2d"));
+    sstc_ctx_free(ctx);
+}
+
+Test(ops, null_input_propagates_first_error) {
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *a = sstc_tensor_2d(ctx, 3, 4), *b = sstc_tensor_2d(ctx, 5, 6);
+    sstc_tensor *y = sstc_relu(ctx, sstc_add(ctx, a, b));
+    cr_assert_null(y);
+    cr_assert_not_null(strstr(sstc_errmsg(), "add"), "message: %s", sstc_errmsg());
+    sstc_clear_error();
+    cr_assert_null(sstc_relu(ctx, NULL));
+    cr_assert_not_null(strstr(sstc_errmsg(), "relu"));
+    sstc_ctx_free(ctx);
+}
+
+Test(ops, backward_before_forward_is_an_error) {
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *s = sstc_tensor_1d(ctx, 1);
+    cr_assert_eq(sstc_backward(ctx, s), SSTC_ESTATE);
+    cr_assert_not_null(strstr(sstc_errmsg(), "backward"));
+    cr_assert_eq(sstc_backward(ctx, NULL), SSTC_EINVAL);
+    sstc_ctx_free(ctx);
+}
+
+Test(ops, label_out_of_range_is_an_error) {
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *z = sstc_tensor_2d(ctx, 2, 3);
+    cr_assert_null(sstc_softmax_ce(ctx, z, (int[]){1, 3}));
+    cr_assert_not_null(strstr(sstc_errmsg(), "label 3"));
+    sstc_ctx_free(ctx);
+}
+
+Test(ops, unknown_op_on_tape_is_an_error) {
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *x = sstc_param_new(P, 1, (int[]){3});
+    sstc_tensor *y = sstc_sum(ctx, sstc_relu(ctx, x));
+    cr_assert_not_null(y);
+    y->op = SSTC_OP_COUNT; /* corrupt it */
+    cr_assert_eq(sstc_backward(ctx, y), SSTC_ESTATE);
+    cr_assert_not_null(strstr(sstc_errmsg(), "unknown op"));
+    sstc_ctx_free(ctx);
+}
+
+Test(ops, reset_context_reuses_memory_without_new_allocations) {
+    sstc_ctx *ctx = sstc_ctx_create(4096);
+    sstc_tensor *w = randp(2, (int[]){64, 64}, 1);
+    for (int it = 0; it < 5; it++) {
+        if (it == 2) {
+            /* after two warm-up iterations the arena is one chunk of the right size */
+            size_t before = sstc_ctx_mallocs(ctx);
+            for (int j = 0; j < 3; j++) {
+                sstc_ctx_reset(ctx);
+                sstc_tensor *x = sstc_tensor_2d(ctx, 32, 64);
+                sstc_tensor *l = sstc_mean(ctx, sstc_relu(ctx, sstc_linear(ctx, x, w, NULL)));
+                cr_assert_eq(sstc_backward(ctx, l), 0);
+            }
+            cr_assert_eq(sstc_ctx_mallocs(ctx), before, "steady-state steps must not allocate");
+            break;
+        }
+        sstc_ctx_reset(ctx);
+        sstc_tensor *x = sstc_tensor_2d(ctx, 32, 64);
+        sstc_tensor *l = sstc_mean(ctx, sstc_relu(ctx, sstc_linear(ctx, x, w, NULL)));
+        cr_assert_eq(sstc_backward(ctx, l), 0);
+    }
+    sstc_ctx_free(ctx);
+}
