@@ -13,6 +13,8 @@ typedef struct {
 /* One line per subcommand; keep alphabetical within each group. */
 static const command commands[] = {
     {"help", NULL, "show this help"},
+    {"codes", cmd_codes, "size of the (N,K) code, or its table (--list)"},
+    {"inspect", cmd_inspect, "check a .sst file and print its layers and bits per weight"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,761 @@
+/* The .sst file: a versioned, checksummed binary image of a coded network.
+ * docs/format.md describes it byte by byte; every multi-byte field is
+ * little-endian, floats are IEEE-754 binary32.
+ *
+ * The reader is written for hostile input: every length is checked against
+ * the bytes that remain before anything is read or allocated, and every
+ * failure names the layer and the byte offset. The writer validates by
+ * parsing what it produced, so it can never write a file the reader refuses. */
+#include "sstc/sst.h"
+#include "sstc/error.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+static const uint8_t MAGIC[4] = {'S', 'S', 'T', 'C'};
+enum {
+    HEADER_BYTES = 36,
+    CRC_BYTES = 4,
+    FLAG_CODED = 1,
+    FLAG_PER_ROW = 2,
+};
+#define MAX_LAYERS 65535u
+#define MAX_CHANNELS (1u << 24)   /* channels, features, out, in */
+#define MAX_SPATIAL 65535u        /* H, W, kernel, stride, pad */
+#define MAX_ACTIVATION 2147483647ull /* C*H*W of any layer, fan_in */
+
+const char *sstc_sst_kind_name(int kind) {
+    switch (kind) {
+    case SSTC_LAYER_FC: return "fc";
+    case SSTC_LAYER_CONV: return "conv";
+    case SSTC_LAYER_BATCHNORM: return "batchnorm";
+    case SSTC_LAYER_RELU: return "relu";
+    case SSTC_LAYER_MAXPOOL: return "maxpool";
+    case SSTC_LAYER_AVGPOOL: return "avgpool";
+    case SSTC_LAYER_FLATTEN: return "flatten";
+    case SSTC_LAYER_DROPOUT: return "dropout";
+    default: return "?";
+    }
+}
+
+static int has_weights(int kind) { return kind == SSTC_LAYER_FC || kind == SSTC_LAYER_CONV; }
+static int is_pool(int kind) { return kind == SSTC_LAYER_MAXPOOL || kind == SSTC_LAYER_AVGPOOL; }
+
+size_t sstc_sst_fan_in(const sstc_sst_layer *L) {
+    if (!L || L->in < 0) return 0;
+    if (L->kind == SSTC_LAYER_FC) return (size_t)L->in;
+    if (L->kind == SSTC_LAYER_CONV && L->kh > 0 && L->kw > 0) return (size_t)L->in * (size_t)L->kh * (size_t)L->kw;
+    return 0;
+}
+
+/* Packed code bytes of a coded layer. */
+static size_t code_bytes(const sstc_sst_layer *L) {
+    size_t G = sstc_groups_per_row(sstc_sst_fan_in(L), L->N);
+    return sstc_packed_bytes((size_t)L->out * G, sstc_code_bits(L->N, L->K));
+}
+
+/* ---- model memory ----------------------------------------------------------- */
+
+sstc_sst_model *sstc_sst_model_new(int n_layers) {
+    if (n_layers < 0 || (unsigned)n_layers > MAX_LAYERS) {
+        sstc_fail(SSTC_EINVAL, "sstc_sst_model_new: %d layers, expected 0..%u", n_layers, MAX_LAYERS);
+        return NULL;
+    }
+    sstc_sst_model *m = calloc(1, sizeof *m);
+    if (m && n_layers) m->layers = calloc((size_t)n_layers, sizeof *m->layers);
+    if (!m || (n_layers && !m->layers)) {
+        free(m);
+        sstc_fail(SSTC_ENOMEM, "sstc_sst_model_new: out of memory");
+        return NULL;
+    }
+    m->n_layers = n_layers;
+    return m;
+}
+
+static void layer_release(sstc_sst_layer *L) {
+    free(L->delta);
+    free(L->scale);
+    free(L->bias);
+    free(L->codes);
+    free(L->weight);
+    L->delta = L->scale = L->bias = L->weight = NULL;
+    L->codes = NULL;
+    L->codes_bytes = 0;
+}
+
+void sstc_sst_free(sstc_sst_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_layers && m->layers; i++) layer_release(&m->layers[i]);
+    free(m->layers);
+    free(m);
+}
+
+int sstc_sst_layer_alloc(sstc_sst_layer *L) {
+    if (!L) return sstc_fail(SSTC_EINVAL, "sstc_sst_layer_alloc: NULL layer");
+    layer_release(L);
+    const char *kn = sstc_sst_kind_name(L->kind);
+    if (has_weights(L->kind) || L->kind == SSTC_LAYER_BATCHNORM) {
+        if (L->out < 1 || (unsigned)L->out > MAX_CHANNELS)
+            return sstc_fail(SSTC_EINVAL, "%s layer: out=%d, expected 1..%u", kn, L->out, MAX_CHANNELS);
+    }
+    size_t out = (size_t)(L->out > 0 ? L->out : 0);
+    if (L->kind == SSTC_LAYER_BATCHNORM) {
+        L->scale = calloc(out, sizeof(float));
+        L->bias = calloc(out, sizeof(float));
+        if (!L->scale || !L->bias) goto nomem;
+        return SSTC_OK;
+    }
+    if (!has_weights(L->kind)) return SSTC_OK;
+    if (L->in < 1 || (unsigned)L->in > MAX_CHANNELS)
+        return sstc_fail(SSTC_EINVAL, "%s layer: in=%d, expected 1..%u", kn, L->in, MAX_CHANNELS);
+    if (L->kind == SSTC_LAYER_CONV && (L->kh < 1 || L->kw < 1 || (unsigned)L->kh > MAX_SPATIAL ||
+                                       (unsigned)L->kw > MAX_SPATIAL))
+        return sstc_fail(SSTC_EINVAL, "conv layer: kernel %dx%d, expected 1..%u", L->kh, L->kw, MAX_SPATIAL);
+    size_t fan_in = sstc_sst_fan_in(L);
+    if (fan_in > MAX_ACTIVATION) return sstc_fail(SSTC_EINVAL, "%s layer: fan_in %zu too large", kn, fan_in);
+    L->bias = calloc(out, sizeof(float));
+    if (!L->bias) goto nomem;
+    if (L->coded) {
+        if (!sstc_code_count(L->N, L->K))
+            return sstc_fail(SSTC_EINVAL, "%s layer: need 1 <= K <= N <= %d, got N=%d K=%d", kn, SSTC_MAX_N, L->N, L->K);
+        L->delta = calloc(L->per_row_delta ? out : 1, sizeof(float));
+        L->scale = calloc(out, sizeof(float));
+        L->codes_bytes = code_bytes(L);
+        L->codes = calloc(L->codes_bytes ? L->codes_bytes : 1, 1);
+        if (!L->delta || !L->scale || !L->codes) goto nomem;
+    } else {
+        L->weight = calloc(out * fan_in, sizeof(float));
+        if (!L->weight) goto nomem;
+    }
+    return SSTC_OK;
+nomem:
+    layer_release(L);
+    return sstc_fail(SSTC_ENOMEM, "%s layer: out of memory", kn);
+}
+
+int sstc_sst_layer_ternary(const sstc_sst_layer *L, int8_t *T) {
+    if (!L || !T || !has_weights(L->kind) || !L->coded || !L->codes)
+        return sstc_fail(SSTC_EINVAL, "sstc_sst_layer_ternary: not a coded fc/conv layer");
+    size_t fan_in = sstc_sst_fan_in(L), G = sstc_groups_per_row(fan_in, L->N), count = (size_t)L->out * G;
+    uint32_t *idx = malloc((count ? count : 1) * sizeof *idx);
+    if (!idx) return sstc_fail(SSTC_ENOMEM, "sstc_sst_layer_ternary: out of memory");
+    int rc = sstc_unpack_codes(L->codes, L->codes_bytes, count, sstc_code_bits(L->N, L->K), idx);
+    if (!rc) rc = sstc_ternary_from_codes(idx, L->out, (int)fan_in, L->N, L->K, T);
+    free(idx);
+    return rc;
+}
+
+int sstc_sst_layer_set_ternary(sstc_sst_layer *L, const int8_t *T) {
+    if (!L || !T || !has_weights(L->kind) || !L->coded || !L->codes)
+        return sstc_fail(SSTC_EINVAL, "sstc_sst_layer_set_ternary: not an allocated coded fc/conv layer");
+    size_t fan_in = sstc_sst_fan_in(L), G = sstc_groups_per_row(fan_in, L->N), count = (size_t)L->out * G;
+    if (L->codes_bytes != code_bytes(L))
+        return sstc_fail(SSTC_EINVAL, "sstc_sst_layer_set_ternary: codes_bytes %zu, expected %zu", L->codes_bytes,
+                         code_bytes(L));
+    uint32_t *idx = malloc((count ? count : 1) * sizeof *idx);
+    if (!idx) return sstc_fail(SSTC_ENOMEM, "sstc_sst_layer_set_ternary: out of memory");
+    int rc = sstc_codes_from_ternary(T, L->out, (int)fan_in, L->N, L->K, idx);
+    if (!rc) rc = sstc_pack_codes(idx, count, sstc_code_bits(L->N, L->K), L->codes);
+    free(idx);
+    return rc;
+}
+
+/* ---- reader ----------------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *p;
+    size_t n, off;
+    int layer;  /* -1 in the header */
+    int kind;
+} reader;
+
+static int rfail(const reader *r, size_t at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int rfail(const reader *r, size_t at, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (r->layer < 0) return sstc_fail(SSTC_EFORMAT, "at byte %zu: %s", at, msg);
+    return sstc_fail(SSTC_EFORMAT, "layer %d (%s) at byte %zu: %s", r->layer, sstc_sst_kind_name(r->kind), at, msg);
+}
+
+static int need(reader *r, size_t bytes, const char *what) {
+    if (r->n - r->off < bytes)
+        return rfail(r, r->off, "truncated: %s needs %zu bytes, only %zu left", what, bytes, r->n - r->off);
+    return SSTC_OK;
+}
+
+static uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+static int rd_u8(reader *r, const char *what, unsigned *v) {
+    int rc = need(r, 1, what);
+    if (!rc) *v = r->p[r->off++];
+    return rc;
+}
+static int rd_u16(reader *r, const char *what, unsigned *v) {
+    int rc = need(r, 2, what);
+    if (!rc) *v = (unsigned)r->p[r->off] | (unsigned)r->p[r->off + 1] << 8, r->off += 2;
+    return rc;
+}
+static int rd_u32(reader *r, const char *what, uint32_t *v) {
+    int rc = need(r, 4, what);
+    if (!rc) *v = le32(r->p + r->off), r->off += 4;
+    return rc;
+}
+static int rd_u64(reader *r, const char *what, uint64_t *v) {
+    int rc = need(r, 8, what);
+    if (!rc) *v = le64(r->p + r->off), r->off += 8;
+    return rc;
+}
+
+/* Reads n finite floats into a fresh array; positive = 1 also demands > 0. */
+static int rd_floats(reader *r, size_t n, const char *what, int positive, float **out) {
+    if (n > (r->n - r->off) / 4)
+        return rfail(r, r->off, "truncated: %s needs %zu floats (%zu bytes), only %zu bytes left", what, n, n * 4,
+                     r->n - r->off);
+    float *a = malloc((n ? n : 1) * sizeof(float));
+    if (!a) return sstc_fail(SSTC_ENOMEM, "layer %d: out of memory for %s (%zu floats)", r->layer, what, n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = le32(r->p + r->off + 4 * i);
+        memcpy(&a[i], &u, 4);
+        if (!isfinite(a[i]) || (positive && !(a[i] > 0))) {
+            double v = a[i];
+            free(a);
+            return rfail(r, r->off + 4 * i, "%s[%zu] is %g, expected a %s number", what, i, v,
+                         positive ? "positive finite" : "finite");
+        }
+    }
+    r->off += 4 * n;
+    *out = a;
+    return SSTC_OK;
+}
+
+/* Checks every packed index of a coded layer: < M, padding decodes to 0. */
+static int check_codes(reader *r, size_t start, const sstc_sst_layer *L) {
+    size_t fan_in = sstc_sst_fan_in(L), G = sstc_groups_per_row(fan_in, L->N);
+    int bits = sstc_code_bits(L->N, L->K);
+    uint32_t M = sstc_code_count(L->N, L->K);
+    size_t pad_from = fan_in - (G - 1) * (size_t)L->N; /* real entries of the last group */
+    const uint8_t *in = L->codes;
+    uint64_t acc = 0, mask = ((uint64_t)1 << bits) - 1;
+    int nacc = 0;
+    size_t b = 0;
+    int8_t t[SSTC_MAX_N];
+    size_t bit = 0;
+    for (size_t row = 0; row < (size_t)L->out; row++)
+        for (size_t g = 0; g < G; g++, bit += (size_t)bits) {
+            size_t at = start + bit / 8;
+            while (nacc < bits) {
+                acc |= (uint64_t)in[b++] << nacc;
+                nacc += 8;
+            }
+            uint32_t i = (uint32_t)(acc & mask);
+            acc >>= bits;
+            nacc -= bits;
+            if (i >= M)
+                return rfail(r, at, "row %zu group %zu: code index %u >= M(%d,%d) = %u", row, g, i, L->N, L->K, M);
+            if (g == G - 1 && pad_from < (size_t)L->N) {
+                sstc_code_unrank(L->N, L->K, i, t);
+                for (size_t q = pad_from; q < (size_t)L->N; q++)
+                    if (t[q])
+                        return rfail(r, at, "row %zu group %zu: code index %u puts a non-zero into padding position %zu",
+                                     row, g, i, q);
+            }
+        }
+    if (acc) return rfail(r, start + L->codes_bytes - 1, "unused bits of the last code byte are not zero");
+    return SSTC_OK;
+}
+
+typedef struct {
+    uint64_t c, h, w;
+} shape3;
+
+static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
+    size_t at = r->off;
+    unsigned kind, flags, res;
+    int rc;
+    if ((rc = rd_u8(r, "layer kind", &kind))) return rc;
+    r->kind = (int)kind;
+    if (kind < SSTC_LAYER_FC || kind > SSTC_LAYER_DROPOUT) return rfail(r, at, "unknown layer kind %u", kind);
+    L->kind = (sstc_layer_kind)kind;
+    if ((rc = rd_u8(r, "layer flags", &flags)) || (rc = rd_u16(r, "reserved field", &res))) return rc;
+    if (flags & ~(unsigned)(FLAG_CODED | FLAG_PER_ROW)) return rfail(r, at + 1, "unknown flags 0x%02x", flags);
+    if (flags && !has_weights(L->kind)) return rfail(r, at + 1, "flags 0x%02x on a layer without weights", flags);
+    if ((flags & FLAG_PER_ROW) && !(flags & FLAG_CODED)) return rfail(r, at + 1, "per-row delta on a float layer");
+    if (res) return rfail(r, at + 2, "reserved field is %u, expected 0", res);
+    L->coded = !!(flags & FLAG_CODED);
+    L->per_row_delta = !!(flags & FLAG_PER_ROW);
+
+    uint64_t act = s->c * s->h * s->w;
+    switch (L->kind) {
+    case SSTC_LAYER_FC:
+    case SSTC_LAYER_CONV: {
+        uint32_t out, in;
+        size_t fo = r->off;
+        if ((rc = rd_u32(r, "out", &out)) || (rc = rd_u32(r, "in", &in))) return rc;
+        if (out < 1 || out > MAX_CHANNELS) return rfail(r, fo, "out=%u, expected 1..%u", out, MAX_CHANNELS);
+        if (in < 1 || in > MAX_CHANNELS) return rfail(r, fo + 4, "in=%u, expected 1..%u", in, MAX_CHANNELS);
+        L->out = (int)out;
+        L->in = (int)in;
+        if (L->kind == SSTC_LAYER_FC) {
+            if (in != act)
+                return rfail(r, fo + 4, "in=%u but the input is %llux%llux%llu = %llu values", in,
+                             (unsigned long long)s->c, (unsigned long long)s->h, (unsigned long long)s->w,
+                             (unsigned long long)act);
+            *s = (shape3){out, 1, 1};
+        } else {
+            unsigned kh, kw, st, pad;
+            size_t ko = r->off;
+            if ((rc = rd_u16(r, "kh", &kh)) || (rc = rd_u16(r, "kw", &kw)) || (rc = rd_u16(r, "stride", &st)) ||
+                (rc = rd_u16(r, "pad", &pad)))
+                return rc;
+            if (in != s->c)
+                return rfail(r, fo + 4, "in=%u channels but the input has %llu", in, (unsigned long long)s->c);
+            if (kh < 1 || kw < 1 || st < 1) return rfail(r, ko, "kernel %ux%u stride %u, expected >= 1", kh, kw, st);
+            if (pad >= kh || pad >= kw) return rfail(r, ko + 6, "pad %u, expected < kernel %ux%u", pad, kh, kw);
+            if (kh > s->h + 2 * pad || kw > s->w + 2 * pad)
+                return rfail(r, ko, "kernel %ux%u does not fit the padded input %llux%llu", kh, kw,
+                             (unsigned long long)(s->h + 2 * pad), (unsigned long long)(s->w + 2 * pad));
+            L->kh = (int)kh, L->kw = (int)kw, L->stride = (int)st, L->pad = (int)pad;
+            *s = (shape3){out, (s->h + 2 * pad - kh) / st + 1, (s->w + 2 * pad - kw) / st + 1};
+            if ((uint64_t)in * kh * kw > MAX_ACTIVATION)
+                return rfail(r, ko, "fan_in %u*%u*%u is too large", in, kh, kw);
+        }
+        size_t fan_in = sstc_sst_fan_in(L);
+        if (L->coded) {
+            unsigned N, K;
+            size_t no = r->off;
+            uint64_t nbytes;
+            if ((rc = rd_u8(r, "N", &N)) || (rc = rd_u8(r, "K", &K)) || (rc = rd_u16(r, "reserved field", &res)) ||
+                (rc = rd_u64(r, "code byte count", &nbytes)))
+                return rc;
+            if (!sstc_code_count((int)N, (int)K))
+                return rfail(r, no, "(N,K) = (%u,%u), expected 1 <= K <= N <= %d", N, K, SSTC_MAX_N);
+            if (res) return rfail(r, no + 2, "reserved field is %u, expected 0", res);
+            L->N = (int)N, L->K = (int)K;
+            size_t want = code_bytes(L);
+            if (nbytes != want)
+                return rfail(r, no + 4,
+                             "code byte count %llu does not add up: %d rows x %zu groups x %d bits = %zu bytes",
+                             (unsigned long long)nbytes, L->out, sstc_groups_per_row(fan_in, L->N),
+                             sstc_code_bits(L->N, L->K), want);
+            if ((rc = rd_floats(r, L->per_row_delta ? out : 1, "delta", 1, &L->delta)) ||
+                (rc = rd_floats(r, out, "scale", 0, &L->scale)) || (rc = rd_floats(r, out, "bias", 0, &L->bias)))
+                return rc;
+            if ((rc = need(r, want, "packed codes"))) return rc;
+            L->codes = malloc(want ? want : 1);
+            if (!L->codes) return sstc_fail(SSTC_ENOMEM, "layer %d: out of memory for %zu code bytes", r->layer, want);
+            memcpy(L->codes, r->p + r->off, want);
+            L->codes_bytes = want;
+            size_t start = r->off;
+            r->off += want;
+            if ((rc = check_codes(r, start, L))) return rc;
+        } else {
+            if ((rc = rd_floats(r, (size_t)out * fan_in, "weight", 0, &L->weight)) ||
+                (rc = rd_floats(r, out, "bias", 0, &L->bias)))
+                return rc;
+        }
+        break;
+    }
+    case SSTC_LAYER_BATCHNORM: {
+        uint32_t c;
+        size_t fo = r->off;
+        if ((rc = rd_u32(r, "channels", &c))) return rc;
+        if (c != s->c) return rfail(r, fo, "%u channels but the input has %llu", c, (unsigned long long)s->c);
+        L->out = (int)c;
+        if ((rc = rd_floats(r, c, "scale", 0, &L->scale)) || (rc = rd_floats(r, c, "bias", 0, &L->bias))) return rc;
+        break;
+    }
+    case SSTC_LAYER_MAXPOOL:
+    case SSTC_LAYER_AVGPOOL: {
+        unsigned k, st, pad;
+        size_t ko = r->off;
+        if ((rc = rd_u16(r, "k", &k)) || (rc = rd_u16(r, "stride", &st)) || (rc = rd_u16(r, "pad", &pad)) ||
+            (rc = rd_u16(r, "reserved field", &res)))
+            return rc;
+        if (k < 1 || st < 1) return rfail(r, ko, "window %u stride %u, expected >= 1", k, st);
+        if (pad >= k) return rfail(r, ko + 4, "pad %u, expected < window %u", pad, k);
+        if (res) return rfail(r, ko + 6, "reserved field is %u, expected 0", res);
+        if (k > s->h + 2 * pad || k > s->w + 2 * pad)
+            return rfail(r, ko, "window %u does not fit the padded input %llux%llu", k,
+                         (unsigned long long)(s->h + 2 * pad), (unsigned long long)(s->w + 2 * pad));
+        L->kh = L->kw = (int)k, L->stride = (int)st, L->pad = (int)pad;
+        s->h = (s->h + 2 * pad - k) / st + 1;
+        s->w = (s->w + 2 * pad - k) / st + 1;
+        break;
+    }
+    case SSTC_LAYER_FLATTEN:
+        *s = (shape3){act, 1, 1};
+        break;
+    case SSTC_LAYER_DROPOUT: {
+        size_t po = r->off;
+        uint32_t u;
+        if ((rc = rd_u32(r, "p", &u))) return rc;
+        memcpy(&L->p, &u, 4);
+        if (!(L->p >= 0 && L->p < 1)) return rfail(r, po, "dropout p = %g, expected 0 <= p < 1", L->p);
+        break;
+    }
+    case SSTC_LAYER_RELU:
+        break;
+    }
+    if (s->c > MAX_CHANNELS || s->h > MAX_ACTIVATION || s->w > MAX_ACTIVATION || s->h * s->w > MAX_ACTIVATION ||
+        s->c * (s->h * s->w) > MAX_ACTIVATION)
+        return rfail(r, at, "output %llux%llux%llu is too large", (unsigned long long)s->c, (unsigned long long)s->h,
+                     (unsigned long long)s->w);
+    return SSTC_OK;
+}
+
+int sstc_sst_read_mem(const void *buf, size_t n, sstc_sst_model **out) {
+    if (!out || (!buf && n)) return sstc_fail(SSTC_EINVAL, "sstc_sst_read_mem: NULL argument");
+    *out = NULL;
+    reader r = {.p = buf, .n = n, .layer = -1};
+    if (n < 4) return rfail(&r, 0, "truncated: %zu bytes, a .sst file has at least %d", n, HEADER_BYTES + CRC_BYTES);
+    if (memcmp(r.p, MAGIC, 4)) return rfail(&r, 0, "wrong magic: not a .sst file");
+    if (n < HEADER_BYTES + CRC_BYTES)
+        return rfail(&r, n, "truncated: %zu bytes, a .sst file has at least %d", n, HEADER_BYTES + CRC_BYTES);
+    uint32_t version = le32(r.p + 4);
+    if (version != SSTC_SST_VERSION)
+        return rfail(&r, 4, "unsupported version %u (this reader reads version %d)", version, SSTC_SST_VERSION);
+    uint64_t total = le64(r.p + 8);
+    if (total > n)
+        return rfail(&r, n, "truncated: the header announces %llu bytes, the file has %zu", (unsigned long long)total, n);
+    if (total < n)
+        return rfail(&r, total, "%zu bytes of trailing data after the %llu the header announces", n - (size_t)total,
+                     (unsigned long long)total);
+    uint32_t stored = le32(r.p + n - CRC_BYTES);
+    uint32_t crc = (uint32_t)crc32(0L, r.p, (uInt)(n - CRC_BYTES));
+    if (n - CRC_BYTES > UINT_MAX) { /* zlib's length is 32-bit: checksum in pieces */
+        crc = (uint32_t)crc32(0L, Z_NULL, 0);
+        for (size_t o = 0; o < n - CRC_BYTES;) {
+            size_t len = n - CRC_BYTES - o > (1u << 30) ? (1u << 30) : n - CRC_BYTES - o;
+            crc = (uint32_t)crc32(crc, r.p + o, (uInt)len);
+            o += len;
+        }
+    }
+    if (crc != stored)
+        return rfail(&r, n - CRC_BYTES, "checksum mismatch: stored 0x%08x, computed 0x%08x", stored, crc);
+    r.n = n - CRC_BYTES; /* layers may not run into the checksum */
+    r.off = 16;
+    uint32_t nl, ic, ih, iw, classes;
+    rd_u32(&r, "layer count", &nl);
+    rd_u32(&r, "input channels", &ic);
+    rd_u32(&r, "input height", &ih);
+    rd_u32(&r, "input width", &iw);
+    rd_u32(&r, "class count", &classes);
+    if (nl < 1 || nl > MAX_LAYERS) return rfail(&r, 16, "%u layers, expected 1..%u", nl, MAX_LAYERS);
+    if (nl > (r.n - r.off) / 4)
+        return rfail(&r, 16, "%u layers cannot fit in the %zu bytes that follow the header", nl, r.n - r.off);
+    if (ic < 1 || ic > MAX_CHANNELS) return rfail(&r, 20, "input channels %u, expected 1..%u", ic, MAX_CHANNELS);
+    if (ih < 1 || ih > MAX_SPATIAL) return rfail(&r, 24, "input height %u, expected 1..%u", ih, MAX_SPATIAL);
+    if (iw < 1 || iw > MAX_SPATIAL) return rfail(&r, 28, "input width %u, expected 1..%u", iw, MAX_SPATIAL);
+    if ((uint64_t)ic * ih * iw > MAX_ACTIVATION) return rfail(&r, 20, "input %ux%ux%u is too large", ic, ih, iw);
+    if (classes < 1 || classes > MAX_CHANNELS) return rfail(&r, 32, "%u classes, expected 1..%u", classes, MAX_CHANNELS);
+
+    sstc_sst_model *m = sstc_sst_model_new((int)nl);
+    if (!m) return sstc_errcode();
+    m->in_c = (int)ic, m->in_h = (int)ih, m->in_w = (int)iw, m->num_classes = (int)classes;
+    shape3 s = {ic, ih, iw};
+    int rc = SSTC_OK;
+    for (uint32_t i = 0; i < nl && !rc; i++) {
+        r.layer = (int)i;
+        r.kind = 0;
+        rc = read_layer(&r, &m->layers[i], &s);
+    }
+    if (!rc && r.off != r.n) {
+        r.layer = -1;
+        rc = rfail(&r, r.off, "lengths do not add up: the layers end at byte %zu but the checksum is at byte %zu", r.off,
+                   r.n);
+    }
+    if (!rc && s.c * s.h * s.w != classes) {
+        r.layer = (int)nl - 1;
+        rc = rfail(&r, r.off, "the network outputs %llux%llux%llu values, the header says %u classes",
+                   (unsigned long long)s.c, (unsigned long long)s.h, (unsigned long long)s.w, classes);
+    }
+    if (rc) {
+        sstc_sst_free(m);
+        return rc;
+    }
+    *out = m;
+    return SSTC_OK;
+}
+
+int sstc_sst_read(const char *path, sstc_sst_model **out) {
+    if (!path || !out) return sstc_fail(SSTC_EINVAL, "sstc_sst_read: NULL argument");
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sstc_fail(SSTC_EIO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) break;
+        uint8_t *nb = realloc(buf, cap * 2);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf) return sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);
+    if (err) {
+        free(buf);
+        return sstc_fail(SSTC_EIO, "%s: read error", path);
+    }
+    int rc = sstc_sst_read_mem(buf, n, out);
+    free(buf);
+    if (rc) return sstc_fail_prefix(rc, "%s: ", path);
+    return SSTC_OK;
+}
+
+/* ---- writer ----------------------------------------------------------------- */
+
+static size_t layer_bytes(const sstc_sst_layer *L) {
+    size_t out = (size_t)L->out;
+    switch (L->kind) {
+    case SSTC_LAYER_FC:
+    case SSTC_LAYER_CONV: {
+        size_t b = 4 + (L->kind == SSTC_LAYER_FC ? 8 : 16);
+        if (L->coded) return b + 12 + 4 * (L->per_row_delta ? out : 1) + 8 * out + code_bytes(L);
+        return b + 4 * out * sstc_sst_fan_in(L) + 4 * out;
+    }
+    case SSTC_LAYER_BATCHNORM: return 4 + 4 + 8 * out;
+    case SSTC_LAYER_MAXPOOL:
+    case SSTC_LAYER_AVGPOOL: return 4 + 8;
+    case SSTC_LAYER_DROPOUT: return 4 + 4;
+    default: return 4;
+    }
+}
+
+/* The checks that make serializing safe: kinds, field ranges and arrays. The
+ * rest (shapes, values, codes) is checked by parsing the result. */
+static int check_fields(const sstc_sst_model *m) {
+    if (!m) return sstc_fail(SSTC_EINVAL, "sst: NULL model");
+    if (m->n_layers < 1 || (unsigned)m->n_layers > MAX_LAYERS || !m->layers)
+        return sstc_fail(SSTC_EINVAL, "sst: %d layers, expected 1..%u", m->n_layers, MAX_LAYERS);
+    if (m->in_c < 1 || m->in_h < 1 || m->in_w < 1 || m->num_classes < 1)
+        return sstc_fail(SSTC_EINVAL, "sst: input %dx%dx%d and %d classes must all be >= 1", m->in_c, m->in_h,
+                         m->in_w, m->num_classes);
+    for (int i = 0; i < m->n_layers; i++) {
+        const sstc_sst_layer *L = &m->layers[i];
+        const char *kn = sstc_sst_kind_name(L->kind);
+        if (!strcmp(kn, "?")) return sstc_fail(SSTC_EINVAL, "layer %d: unknown kind %d", i, (int)L->kind);
+        if (has_weights(L->kind) || L->kind == SSTC_LAYER_BATCHNORM) {
+            if (L->out < 1 || (unsigned)L->out > MAX_CHANNELS)
+                return sstc_fail(SSTC_EINVAL, "layer %d (%s): out=%d, expected 1..%u", i, kn, L->out, MAX_CHANNELS);
+            if (!L->bias) return sstc_fail(SSTC_EINVAL, "layer %d (%s): bias is NULL", i, kn);
+        }
+        if (L->kind == SSTC_LAYER_BATCHNORM && !L->scale)
+            return sstc_fail(SSTC_EINVAL, "layer %d (%s): scale is NULL", i, kn);
+        if (is_pool(L->kind) || L->kind == SSTC_LAYER_CONV) {
+            if (L->kh < 1 || L->kw < 1 || L->stride < 1 || L->pad < 0 || (unsigned)L->kh > MAX_SPATIAL ||
+                (unsigned)L->kw > MAX_SPATIAL || (unsigned)L->stride > MAX_SPATIAL || (unsigned)L->pad > MAX_SPATIAL)
+                return sstc_fail(SSTC_EINVAL, "layer %d (%s): kernel %dx%d stride %d pad %d out of range", i, kn, L->kh,
+                                 L->kw, L->stride, L->pad);
+            if (is_pool(L->kind) && L->kh != L->kw)
+                return sstc_fail(SSTC_EINVAL, "layer %d (%s): pooling windows are square, got %dx%d", i, kn, L->kh, L->kw);
+        }
+        if ((L->coded || L->per_row_delta) && !has_weights(L->kind))
+            return sstc_fail(SSTC_EINVAL, "layer %d (%s): only fc and conv layers can be coded", i, kn);
+        if (L->per_row_delta && !L->coded)
+            return sstc_fail(SSTC_EINVAL, "layer %d (%s): per-row delta on a float layer", i, kn);
+        if (!has_weights(L->kind)) continue;
+        if (L->in < 1 || (unsigned)L->in > MAX_CHANNELS)
+            return sstc_fail(SSTC_EINVAL, "layer %d (%s): in=%d, expected 1..%u", i, kn, L->in, MAX_CHANNELS);
+        if (sstc_sst_fan_in(L) > MAX_ACTIVATION)
+            return sstc_fail(SSTC_EINVAL, "layer %d (%s): fan_in %zu too large", i, kn, sstc_sst_fan_in(L));
+        if (L->coded) {
+            if (!sstc_code_count(L->N, L->K))
+                return sstc_fail(SSTC_EINVAL, "layer %d (%s): need 1 <= K <= N <= %d, got N=%d K=%d", i, kn, SSTC_MAX_N,
+                                 L->N, L->K);
+            if (!L->delta || !L->scale || !L->codes)
+                return sstc_fail(SSTC_EINVAL, "layer %d (%s): delta, scale or codes is NULL", i, kn);
+            if (L->codes_bytes != code_bytes(L))
+                return sstc_fail(SSTC_EINVAL, "layer %d (%s): codes_bytes %zu, expected %zu", i, kn, L->codes_bytes,
+                                 code_bytes(L));
+        } else if (!L->weight) {
+            return sstc_fail(SSTC_EINVAL, "layer %d (%s): weight is NULL", i, kn);
+        }
+    }
+    return SSTC_OK;
+}
+
+size_t sstc_sst_size(const sstc_sst_model *m) {
+    if (!m || !m->layers) return 0;
+    size_t n = HEADER_BYTES + CRC_BYTES;
+    for (int i = 0; i < m->n_layers; i++) n += layer_bytes(&m->layers[i]);
+    return n;
+}
+
+typedef struct {
+    uint8_t *p;
+    size_t off;
+} writer;
+
+static void w_u8(writer *w, unsigned v) { w->p[w->off++] = (uint8_t)v; }
+static void w_u16(writer *w, unsigned v) {
+    w_u8(w, v & 0xff);
+    w_u8(w, (v >> 8) & 0xff);
+}
+static void w_u32(writer *w, uint32_t v) {
+    w_u16(w, v & 0xffff);
+    w_u16(w, v >> 16);
+}
+static void w_u64(writer *w, uint64_t v) {
+    w_u32(w, (uint32_t)v);
+    w_u32(w, (uint32_t)(v >> 32));
+}
+static void w_floats(writer *w, const float *a, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &a[i], 4);
+        w_u32(w, u);
+    }
+}
+
+static void serialize(const sstc_sst_model *m, uint8_t *buf, size_t size) {
+    writer w = {buf, 0};
+    memcpy(w.p, MAGIC, 4);
+    w.off = 4;
+    w_u32(&w, SSTC_SST_VERSION);
+    w_u64(&w, size);
+    w_u32(&w, (uint32_t)m->n_layers);
+    w_u32(&w, (uint32_t)m->in_c);
+    w_u32(&w, (uint32_t)m->in_h);
+    w_u32(&w, (uint32_t)m->in_w);
+    w_u32(&w, (uint32_t)m->num_classes);
+    for (int i = 0; i < m->n_layers; i++) {
+        const sstc_sst_layer *L = &m->layers[i];
+        size_t out = (size_t)L->out;
+        w_u8(&w, (unsigned)L->kind);
+        w_u8(&w, (L->coded ? FLAG_CODED : 0) | (L->per_row_delta ? FLAG_PER_ROW : 0));
+        w_u16(&w, 0);
+        switch (L->kind) {
+        case SSTC_LAYER_FC:
+        case SSTC_LAYER_CONV:
+            w_u32(&w, (uint32_t)L->out);
+            w_u32(&w, (uint32_t)L->in);
+            if (L->kind == SSTC_LAYER_CONV) {
+                w_u16(&w, (unsigned)L->kh);
+                w_u16(&w, (unsigned)L->kw);
+                w_u16(&w, (unsigned)L->stride);
+                w_u16(&w, (unsigned)L->pad);
+            }
+            if (L->coded) {
+                w_u8(&w, (unsigned)L->N);
+                w_u8(&w, (unsigned)L->K);
+                w_u16(&w, 0);
+                w_u64(&w, L->codes_bytes);
+                w_floats(&w, L->delta, L->per_row_delta ? out : 1);
+                w_floats(&w, L->scale, out);
+                w_floats(&w, L->bias, out);
+                memcpy(w.p + w.off, L->codes, L->codes_bytes);
+                w.off += L->codes_bytes;
+            } else {
+                w_floats(&w, L->weight, out * sstc_sst_fan_in(L));
+                w_floats(&w, L->bias, out);
+            }
+            break;
+        case SSTC_LAYER_BATCHNORM:
+            w_u32(&w, (uint32_t)L->out);
+            w_floats(&w, L->scale, out);
+            w_floats(&w, L->bias, out);
+            break;
+        case SSTC_LAYER_MAXPOOL:
+        case SSTC_LAYER_AVGPOOL:
+            w_u16(&w, (unsigned)L->kh);
+            w_u16(&w, (unsigned)L->stride);
+            w_u16(&w, (unsigned)L->pad);
+            w_u16(&w, 0);
+            break;
+        case SSTC_LAYER_DROPOUT:
+            w_floats(&w, &L->p, 1);
+            break;
+        default:
+            break;
+        }
+    }
+    uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
+    for (size_t o = 0; o < w.off;) {
+        size_t len = w.off - o > (1u << 30) ? (1u << 30) : w.off - o;
+        crc = (uint32_t)crc32(crc, w.p + o, (uInt)len);
+        o += len;
+    }
+    w_u32(&w, crc);
+}
+
+/* Serializes without the deep checks; *buf is malloc'ed. */
+static int build(const sstc_sst_model *m, uint8_t **buf, size_t *size) {
+    int rc = check_fields(m);
+    if (rc) return rc;
+    size_t n = sstc_sst_size(m);
+    uint8_t *b = malloc(n);
+    if (!b) return sstc_fail(SSTC_ENOMEM, "sst: out of memory for a %zu-byte image", n);
+    serialize(m, b, n);
+    *buf = b;
+    *size = n;
+    return SSTC_OK;
+}
+
+int sstc_sst_validate(const sstc_sst_model *m) {
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    int rc = build(m, &buf, &n);
+    if (rc) return rc;
+    sstc_sst_model *back = NULL;
+    rc = sstc_sst_read_mem(buf, n, &back);
+    sstc_sst_free(back);
+    free(buf);
+    return rc;
+}
+
+int sstc_sst_write_mem(const sstc_sst_model *m, uint8_t **buf, size_t *size) {
+    if (!buf || !size) return sstc_fail(SSTC_EINVAL, "sstc_sst_write_mem: NULL argument");
+    *buf = NULL;
+    *size = 0;
+    uint8_t *b = NULL;
+    size_t n = 0;
+    int rc = build(m, &b, &n);
+    if (rc) return rc;
+    sstc_sst_model *back = NULL;
+    rc = sstc_sst_read_mem(b, n, &back);
+    sstc_sst_free(back);
+    if (rc) {
+        free(b);
+        return sstc_fail_prefix(rc, "sst: refusing to write an invalid model: ");
+    }
+    *buf = b;
+    *size = n;
+    return SSTC_OK;
+}
+
+int sstc_sst_write(const char *path, const sstc_sst_model *m) {
+    if (!path) return sstc_fail(SSTC_EINVAL, "sstc_sst_write: NULL path");
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    int rc = sstc_sst_write_mem(m, &buf, &n);
+    if (rc) return sstc_fail_prefix(rc, "%s: ", path);
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        free(buf);
+        return sstc_fail(SSTC_EIO, "%s: cannot create: %s", path, strerror(errno));
+    }
+    size_t wrote = fwrite(buf, 1, n, f);
+    int closed = fclose(f);
+    free(buf);
+    if (wrote != n || closed) return sstc_fail(SSTC_EIO, "%s: write failed after %zu of %zu bytes", path, wrote, n);
+    return SSTC_OK;
+}
