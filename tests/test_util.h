@@ -101,7 +101,10 @@ static inline void fill_away_from_zero(sstc_tensor *t, sstc_rng *r) {
  * 1e-7 * |L| / h ~ 1e-5 * |L|; a tolerance of 2e-3 absolute + 2e-2 relative
  * sits well above both while a wrong rule (a missing term, a transposed
  * index) is off by O(1). Kinks (ReLU at 0, max-pool ties) are avoided by the
- * choice of inputs. */
+ * choice of inputs in the op tests; in whole-network tests a step of 1e-2 can
+ * still cross one, so an element that disagrees is measured again with a step
+ * of 1e-3 (rounding error then ~1e-4 * |L|, still under the tolerance), and
+ * only a disagreement at both steps fails. */
 
 typedef sstc_tensor *(*gc_forward)(sstc_ctx *ctx, sstc_tensor **in, void *user);
 
@@ -146,6 +149,18 @@ static inline void gradcheck(gc_forward f, sstc_tensor **in, int nin, void *user
             t->data[i] = save;
             double num = (lp - lm) / (2.0 * h);
             double tol = 2e-3 + 2e-2 * fabs(num);
+            if (fabs(num - analytic[i]) > tol) {
+                const float h2 = 1e-3f;
+                t->data[i] = save + h2;
+                sstc_ctx_reset(ctx);
+                lp = gc_loss(ctx, f, in, user, R, rn);
+                t->data[i] = save - h2;
+                sstc_ctx_reset(ctx);
+                lm = gc_loss(ctx, f, in, user, R, rn);
+                t->data[i] = save;
+                num = (lp - lm) / (2.0 * h2);
+                tol = 2e-3 + 2e-2 * fabs(num);
+            }
             cr_expect(fabs(num - analytic[i]) <= tol, "%s: input %d element %zu: analytic %.6g, numeric %.6g",
                       what, k, i, (double)analytic[i], num);
             if (fabs(num - analytic[i]) > tol) break;
