@@ -12,6 +12,7 @@ typedef struct {
 
 /* One line per subcommand; keep alphabetical within each group. */
 static const command commands[] = {
+    {"data", cmd_data, "prepare, describe and show datasets"},
     {"help", NULL, "show this help"},
     {"codes", cmd_codes, "size of the (N,K) code, or its table (--list)"},
     {"inspect", cmd_inspect, "check a .sst file and print its layers and bits per weight"},
