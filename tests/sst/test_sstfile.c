@@ -1,0 +1,383 @@
+/* The .sst file: round trips, size against theory, and hostile input. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sst_helpers.h"
+
+static const int file_nk[][2] = {{4, 1}, {8, 1}, {8, 2}, {8, 3}, {16, 2}, {16, 4}};
+
+static void assert_same_floats(const float *a, const float *b, size_t n, int layer, const char *what) {
+    if (!n) return;
+    cr_assert(a && b, "layer %d %s present", layer, what);
+    cr_assert_eq(memcmp(a, b, n * sizeof(float)), 0, "layer %d %s differs", layer, what);
+}
+
+static void assert_same_model(const sstc_sst_model *a, const sstc_sst_model *b) {
+    cr_assert_eq(a->in_c, b->in_c);
+    cr_assert_eq(a->in_h, b->in_h);
+    cr_assert_eq(a->in_w, b->in_w);
+    cr_assert_eq(a->num_classes, b->num_classes);
+    cr_assert_eq(a->n_layers, b->n_layers);
+    for (int i = 0; i < a->n_layers; i++) {
+        const sstc_sst_layer *x = &a->layers[i], *y = &b->layers[i];
+        cr_assert_eq(x->kind, y->kind, "layer %d kind", i);
+        cr_assert_eq(x->coded, y->coded, "layer %d coded", i);
+        int weighted = x->kind == SSTC_LAYER_FC || x->kind == SSTC_LAYER_CONV;
+        if (weighted || x->kind == SSTC_LAYER_BATCHNORM) cr_assert_eq(x->out, y->out, "layer %d out", i);
+        if (weighted) cr_assert_eq(x->in, y->in, "layer %d in", i);
+        if (x->kind == SSTC_LAYER_CONV || x->kind == SSTC_LAYER_MAXPOOL || x->kind == SSTC_LAYER_AVGPOOL) {
+            cr_assert_eq(x->kh, y->kh, "layer %d kh", i);
+            cr_assert_eq(x->kw, y->kw, "layer %d kw", i);
+            cr_assert_eq(x->stride, y->stride, "layer %d stride", i);
+            cr_assert_eq(x->pad, y->pad, "layer %d pad", i);
+        }
+        if (x->kind == SSTC_LAYER_DROPOUT) cr_assert_eq(x->p, y->p);
+        size_t out = (size_t)x->out;
+        if (x->kind == SSTC_LAYER_BATCHNORM) {
+            assert_same_floats(x->scale, y->scale, out, i, "scale");
+            assert_same_floats(x->bias, y->bias, out, i, "bias");
+        }
+        if (!weighted) continue;
+        assert_same_floats(x->bias, y->bias, out, i, "bias");
+        if (x->coded) {
+            cr_assert_eq(x->N, y->N);
+            cr_assert_eq(x->K, y->K);
+            cr_assert_eq(x->per_row_delta, y->per_row_delta, "layer %d per-row flag", i);
+            assert_same_floats(x->delta, y->delta, x->per_row_delta ? out : 1, i, "delta");
+            assert_same_floats(x->scale, y->scale, out, i, "scale");
+            cr_assert_eq(x->codes_bytes, y->codes_bytes, "layer %d code bytes", i);
+            cr_assert_eq(memcmp(x->codes, y->codes, x->codes_bytes), 0, "layer %d codes differ", i);
+        } else {
+            assert_same_floats(x->weight, y->weight, out * sstc_sst_fan_in(x), i, "weight");
+        }
+    }
+}
+
+/* The documented layout, computed independently of the writer: bytes of
+ * layer i's record, and of its packed codes. */
+static size_t theory_layer_bytes(const sstc_sst_layer *L, size_t *codes) {
+    size_t out = (size_t)L->out;
+    *codes = 0;
+    switch (L->kind) {
+    case SSTC_LAYER_FC:
+    case SSTC_LAYER_CONV: {
+        size_t fan_in = L->kind == SSTC_LAYER_FC ? (size_t)L->in : (size_t)L->in * L->kh * L->kw;
+        size_t head = 4 + (L->kind == SSTC_LAYER_FC ? 8 : 16);
+        if (!L->coded) return head + 4 * out * fan_in + 4 * out;
+        size_t groups = out * ((fan_in + L->N - 1) / L->N);
+        *codes = (groups * sstc_code_bits(L->N, L->K) + 7) / 8;
+        return head + 12 + 4 * (L->per_row_delta ? out : 1) + 8 * out + *codes;
+    }
+    case SSTC_LAYER_BATCHNORM: return 8 + 8 * out;
+    case SSTC_LAYER_MAXPOOL:
+    case SSTC_LAYER_AVGPOOL: return 12;
+    case SSTC_LAYER_DROPOUT: return 8;
+    default: return 4;
+    }
+}
+
+static size_t layer_offset(const sstc_sst_model *m, int layer) {
+    size_t off = 36, c;
+    for (int i = 0; i < layer; i++) off += theory_layer_bytes(&m->layers[i], &c);
+    return off;
+}
+
+Test(sst_file, networks_round_trip_exactly_for_every_n_k) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 21);
+    for (size_t c = 0; c < sizeof file_nk / sizeof file_nk[0]; c++)
+        for (int per_row = 0; per_row < 2; per_row++) {
+            sstc_sst_model *m = th_random_net(&r, file_nk[c][0], file_nk[c][1], per_row), *back = NULL;
+            uint8_t *buf, *buf2;
+            size_t n, n2;
+            cr_assert_eq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK, "%s", sstc_errmsg());
+            cr_assert_eq(n, sstc_sst_size(m));
+            cr_assert_eq(sstc_sst_read_mem(buf, n, &back), SSTC_OK, "%s", sstc_errmsg());
+            assert_same_model(m, back);
+            cr_assert_eq(sstc_sst_write_mem(back, &buf2, &n2), SSTC_OK);
+            cr_assert_eq(n2, n);
+            cr_assert_eq(memcmp(buf, buf2, n), 0, "re-writing what was read gives the same bytes");
+            /* the codes decode to a valid ternary matrix of the right shape */
+            int8_t *T = malloc((size_t)back->layers[7].out * sstc_sst_fan_in(&back->layers[7]));
+            cr_assert_eq(sstc_sst_layer_ternary(&back->layers[7], T), SSTC_OK, "%s", sstc_errmsg());
+            free(T);
+            free(buf), free(buf2);
+            sstc_sst_free(m), sstc_sst_free(back);
+        }
+}
+
+Test(sst_file, write_and_read_through_a_file) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 22);
+    sstc_sst_model *m = th_random_net(&r, 8, 2, 1), *back = NULL;
+    char path[] = "/tmp/sstc-test-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    cr_assert_eq(sstc_sst_write(path, m), SSTC_OK, "%s", sstc_errmsg());
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    cr_assert_eq((size_t)ftell(f), sstc_sst_size(m), "the file has the announced size");
+    fclose(f);
+    cr_assert_eq(sstc_sst_read(path, &back), SSTC_OK, "%s", sstc_errmsg());
+    assert_same_model(m, back);
+    sstc_sst_free(back);
+    unlink(path);
+    cr_assert_eq(sstc_sst_read(path, &back), SSTC_EIO, "a missing file is an I/O error");
+    cr_assert_neq(strstr(sstc_errmsg(), path), NULL, "the message names the file: %s", sstc_errmsg());
+    cr_assert_null(back);
+    sstc_sst_free(m);
+}
+
+Test(sst_file, size_is_the_theoretical_code_size_plus_small_metadata) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 23);
+    for (size_t c = 0; c < sizeof file_nk / sizeof file_nk[0]; c++) {
+        int N = file_nk[c][0], K = file_nk[c][1];
+        sstc_sst_model *m = th_random_net(&r, N, K, 0);
+        size_t total = 36 + 4, codes = 0, floats = 0;
+        for (int i = 0; i < m->n_layers; i++) {
+            size_t cb, lb = theory_layer_bytes(&m->layers[i], &cb);
+            total += lb;
+            codes += cb;
+            const sstc_sst_layer *L = &m->layers[i];
+            if ((L->kind == SSTC_LAYER_FC || L->kind == SSTC_LAYER_CONV) && !L->coded)
+                floats += 4 * (size_t)L->out * (sstc_sst_fan_in(L) + 1);
+            if (L->kind == SSTC_LAYER_BATCHNORM) floats += 8 * (size_t)L->out;
+        }
+        uint8_t *buf;
+        size_t n;
+        cr_assert_eq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK);
+        cr_assert_eq(n, total, "(%d,%d): file %zu bytes, layout says %zu", N, K, n, total);
+        /* metadata: 40 bytes of header and checksum, <= 32 bytes per layer
+         * record, one delta and a scale and bias per output of coded layers */
+        size_t meta = n - codes - floats, bound = 40;
+        for (int i = 0; i < m->n_layers; i++) {
+            const sstc_sst_layer *L = &m->layers[i];
+            bound += 32;
+            if (L->coded) bound += 4 + 12 * (size_t)L->out;
+        }
+        cr_assert_leq(meta, bound, "(%d,%d): %zu bytes of metadata, bound %zu", N, K, meta, bound);
+        for (int i = 0; i < m->n_layers; i++)
+            if (m->layers[i].coded) {
+                size_t cb;
+                theory_layer_bytes(&m->layers[i], &cb);
+                cr_assert_eq(m->layers[i].codes_bytes, cb, "layer %d packs ceil(groups*b/8) bytes", i);
+            }
+        free(buf);
+        sstc_sst_free(m);
+    }
+}
+
+/* A valid (8,2) image to damage; the caller frees both. */
+static uint8_t *valid_image(sstc_sst_model **m, size_t *n) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 24);
+    *m = th_random_net(&r, 8, 2, 0);
+    uint8_t *buf;
+    cr_assert_eq(sstc_sst_write_mem(*m, &buf, n), SSTC_OK);
+    return buf;
+}
+
+static void expect_reject(const uint8_t *buf, size_t n, const char *needle, const char *why) {
+    sstc_sst_model *back = (sstc_sst_model *)1;
+    int rc = sstc_sst_read_mem(buf, n, &back);
+    cr_assert_eq(rc, SSTC_EFORMAT, "%s: accepted or wrong code %d (%s)", why, rc, sstc_errmsg());
+    cr_assert_null(back, "%s: no model on failure", why);
+    cr_assert_neq(strstr(sstc_errmsg(), "byte"), NULL, "%s: message names a byte offset: %s", why, sstc_errmsg());
+    cr_assert_neq(strstr(sstc_errmsg(), needle), NULL, "%s: expected '%s' in: %s", why, needle, sstc_errmsg());
+}
+
+Test(sst_file, every_truncation_is_rejected) {
+    sstc_sst_model *m;
+    size_t n;
+    uint8_t *buf = valid_image(&m, &n);
+    for (size_t len = 0; len < n; len++) {
+        uint8_t *cut = malloc(len ? len : 1); /* exact size, so ASan sees any over-read */
+        memcpy(cut, buf, len);
+        expect_reject(cut, len, len < 4 ? "truncated" : "", "truncated file");
+        free(cut);
+    }
+    free(buf);
+    sstc_sst_free(m);
+}
+
+Test(sst_file, wrong_magic_version_checksum_and_trailing_bytes_are_rejected) {
+    sstc_sst_model *m;
+    size_t n;
+    uint8_t *buf = valid_image(&m, &n);
+    uint8_t *b = malloc(n + 1);
+    memcpy(b, buf, n);
+    b[0] = 'X';
+    expect_reject(b, n, "magic", "wrong magic");
+    memcpy(b, buf, n);
+    b[4] = 2;
+    th_fix_crc(b, n);
+    expect_reject(b, n, "version 2", "future version");
+    memcpy(b, buf, n);
+    b[n / 2] ^= 0x10;
+    expect_reject(b, n, "checksum", "flipped bit");
+    memcpy(b, buf, n);
+    b[n] = 0;
+    expect_reject(b, n + 1, "trailing", "one byte too many");
+    free(b);
+    free(buf);
+    sstc_sst_free(m);
+}
+
+/* Patches a copy of the image, fixes its checksum and expects a rejection
+ * that names `layer` and the text `needle`. */
+static void patch_and_expect(const uint8_t *buf, size_t n, size_t at, const void *bytes, size_t len, const char *needle,
+                             const char *why) {
+    uint8_t *b = malloc(n);
+    memcpy(b, buf, n);
+    memcpy(b + at, bytes, len);
+    th_fix_crc(b, n);
+    expect_reject(b, n, needle, why);
+    free(b);
+}
+
+Test(sst_file, impossible_shapes_and_bad_records_are_rejected_naming_the_layer) {
+    sstc_sst_model *m;
+    size_t n;
+    uint8_t *buf = valid_image(&m, &n);
+    size_t l0 = layer_offset(m, 0), l1 = layer_offset(m, 1), l3 = layer_offset(m, 3), l7 = layer_offset(m, 7);
+    uint8_t u32[4] = {46, 0, 0, 0};
+    patch_and_expect(buf, n, l7 + 8, u32, 4, "layer 7 (fc) at byte", "fc input does not match");
+    uint8_t ch[4] = {7, 0, 0, 0};
+    patch_and_expect(buf, n, l1 + 4, ch, 4, "layer 1 (batchnorm)", "batchnorm channels do not match");
+    patch_and_expect(buf, n, l0 + 8, ch, 4, "layer 0 (conv)", "conv input channels do not match");
+    uint8_t zero16[2] = {0, 0};
+    patch_and_expect(buf, n, l3 + 6, zero16, 2, "layer 3 (maxpool)", "pool stride 0");
+    uint8_t huge[2] = {200, 0};
+    patch_and_expect(buf, n, l3 + 4, huge, 2, "does not fit", "pool window larger than the input");
+    uint8_t kind = 42;
+    patch_and_expect(buf, n, l3, &kind, 1, "unknown layer kind", "unknown kind");
+    uint8_t flags = 0x04;
+    patch_and_expect(buf, n, l0 + 1, &flags, 1, "flags", "unknown flag");
+    uint8_t nk[2] = {17, 2};
+    patch_and_expect(buf, n, l0 + 20, nk, 2, "(N,K)", "N > 16");
+    uint8_t nk2[2] = {8, 9};
+    patch_and_expect(buf, n, l0 + 20, nk2, 2, "(N,K)", "K > N");
+    uint8_t classes[4] = {11, 0, 0, 0};
+    patch_and_expect(buf, n, 32, classes, 4, "classes", "class count does not match the output");
+    uint8_t layers[4] = {0xff, 0xff, 0xff, 0x7f};
+    patch_and_expect(buf, n, 16, layers, 4, "layers", "absurd layer count");
+    uint8_t fewer[4] = {10, 0, 0, 0};
+    patch_and_expect(buf, n, 16, fewer, 4, "do not add up", "one layer fewer than stored");
+    float nanv = NAN, neg = -1.0f;
+    patch_and_expect(buf, n, l0 + 32, &nanv, 4, "delta[0]", "NaN delta");
+    patch_and_expect(buf, n, l0 + 32, &neg, 4, "positive", "negative delta");
+    patch_and_expect(buf, n, l0 + 36, &nanv, 4, "scale[0]", "NaN scale");
+    free(buf);
+    sstc_sst_free(m);
+}
+
+Test(sst_file, bad_code_lengths_indices_and_padding_are_rejected) {
+    sstc_sst_model *m;
+    size_t n;
+    uint8_t *buf = valid_image(&m, &n);
+    const sstc_sst_layer *L0 = &m->layers[0];
+    size_t l0 = layer_offset(m, 0), codes = l0 + 32 + 4 + 8 * (size_t)L0->out;
+    uint64_t cb = L0->codes_bytes + 1;
+    patch_and_expect(buf, n, l0 + 24, &cb, 8, "does not add up", "code byte count one too many");
+    uint8_t ff = 0xff; /* (8,2): 8-bit indices, M = 129 */
+    patch_and_expect(buf, n, codes + 1, &ff, 1, "code index 255 >= M(8,2)", "index >= M");
+    char want[64];
+    snprintf(want, sizeof want, "layer 0 (conv) at byte %zu", codes + 1);
+    patch_and_expect(buf, n, codes + 1, &ff, 1, want, "the offset is the code's byte");
+    /* conv 0 has fan_in 27: group 3 holds 3 real entries, positions 3..7 pad */
+    int8_t t[8] = {0, 0, 0, 0, 0, -1, 0, 0};
+    uint32_t idx;
+    sstc_code_rank(8, 2, t, &idx);
+    uint8_t ib = (uint8_t)idx;
+    patch_and_expect(buf, n, codes + 3, &ib, 1, "padding", "non-zero in a padded position");
+    free(buf);
+    sstc_sst_free(m);
+}
+
+Test(sst_file, stray_bits_after_the_last_code_are_rejected) {
+    sstc_sst_model *m = sstc_sst_model_new(1);
+    m->in_c = 3, m->in_h = 1, m->in_w = 1, m->num_classes = 3;
+    m->layers[0] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 3, .in = 3, .coded = 1, .N = 8, .K = 3};
+    sstc_rng r;
+    sstc_rng_seed(&r, 25);
+    th_fill_layer(&r, &m->layers[0]);
+    cr_assert_eq(m->layers[0].codes_bytes, 4u, "3 indices of 10 bits");
+    uint8_t *buf;
+    size_t n;
+    cr_assert_eq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK, "%s", sstc_errmsg());
+    uint8_t last = buf[n - 5] | 0x80;
+    patch_and_expect(buf, n, n - 5, &last, 1, "unused bits", "bit 31 of a 30-bit stream");
+    free(buf);
+    sstc_sst_free(m);
+}
+
+Test(sst_file, the_writer_refuses_invalid_models) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 26);
+    sstc_sst_model *m = th_random_net(&r, 8, 2, 0);
+    uint8_t *buf = (uint8_t *)1;
+    size_t n = 1;
+    m->layers[7].in = 44; /* no longer the flattened 45 */
+    cr_assert_neq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK);
+    cr_assert_null(buf);
+    cr_assert_neq(strstr(sstc_errmsg(), "layer 7"), NULL, "%s", sstc_errmsg());
+    m->layers[7].in = 45;
+    m->layers[0].delta[0] = 0;
+    cr_assert_eq(sstc_sst_validate(m), SSTC_EFORMAT, "delta 0");
+    m->layers[0].delta[0] = 0.1f;
+    m->layers[0].codes[0] = 200;
+    cr_assert_eq(sstc_sst_validate(m), SSTC_EFORMAT, "index 200 >= 129");
+    m->layers[0].codes[0] = 0;
+    m->layers[0].N = 4; /* codes_bytes no longer matches */
+    cr_assert_eq(sstc_sst_validate(m), SSTC_EINVAL);
+    m->layers[0].N = 8;
+    m->layers[2].kind = 99;
+    cr_assert_eq(sstc_sst_validate(m), SSTC_EINVAL);
+    m->layers[2].kind = SSTC_LAYER_RELU;
+    cr_assert_eq(sstc_sst_validate(m), SSTC_OK, "%s", sstc_errmsg());
+    sstc_sst_free(m);
+}
+
+Test(sst_file, inspect_prints_layers_and_bits_per_weight) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 27);
+    sstc_sst_model *m = th_random_net(&r, 8, 2, 0);
+    char path[] = "/tmp/sstc-inspect-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    cr_assert_eq(sstc_sst_write(path, m), SSTC_OK);
+    char cmd[256], out[8192] = "";
+    snprintf(cmd, sizeof cmd, "./build/sstc inspect %s", path);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = 0;
+    cr_assert_eq(pclose(p), 0, "inspect succeeds: %s", out);
+    cr_assert_neq(strstr(out, "conv"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "coded  N=8 K=2"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "bits=8"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "float"), NULL, "%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "file_bytes=%zu bits_per_weight=", sstc_sst_size(m));
+    cr_assert_neq(strstr(out, want), NULL, "%s", out);
+    /* a damaged file: exit status 1 and the reader's message */
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 4, SEEK_SET);
+    fputc(9, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "./build/sstc inspect %s 2>&1", path);
+    p = popen(cmd, "r");
+    got = fread(out, 1, sizeof out - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    cr_assert_eq(WEXITSTATUS(st), 1, "%s", out);
+    cr_assert_neq(strstr(out, "version 9"), NULL, "%s", out);
+    unlink(path);
+    sstc_sst_free(m);
+}
