@@ -4,12 +4,15 @@
 
 CC      ?= gcc
 BUILD   := build
-PKGS    := libopenblas-dev libcriterion-dev libpng-dev libstb-dev zlib1g-dev \
+PKGS    := libopenblas-openmp-dev libcriterion-dev libpng-dev libstb-dev zlib1g-dev \
            libinih-dev libzip-dev pkg-config
 
-# Recursive (=) so pkg-config runs after `deps` has installed it.
-BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
-BLAS_LIBS   = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+# OpenBLAS's OpenMP build, so that BLAS calls and sstc's own OpenMP loops share
+# one thread pool (the pthread build's threads and OpenMP's compete for cores).
+MULTIARCH  := $(shell $(CC) -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+BLAS_DIR    = /usr/lib/$(MULTIARCH)/openblas-openmp
+BLAS_CFLAGS = -I/usr/include/$(MULTIARCH)/openblas-openmp
+BLAS_LIBS   = -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas
 
 WARN    := -Wall -Wextra -Wno-unused-parameter
 OPT     ?= -O2 -march=x86-64-v2 -g
@@ -104,3 +107,13 @@ fuzz: $(FUZZ_BIN)
 	@for b in $(FUZZ_BIN); do n=$$(basename $$b); mkdir -p fuzz/corpus-work/$$n; \
 	  echo "== $$n for $(FUZZ_SECONDS)s"; \
 	  $$b -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 fuzz/corpus-work/$$n fuzz/corpus/$$n || exit 1; done
+
+# ---- benchmarks -------------------------------------------------------------
+BENCH_SRC := $(sort $(wildcard experiments/bench/*.c))
+BENCH_BIN := $(BENCH_SRC:experiments/bench/%.c=$(BUILD)/%)
+
+$(BUILD)/bench_%: experiments/bench/bench_%.c $(BUILD)/libsstc.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libsstc.a $(LDLIBS)
+
+bench: $(BENCH_BIN)
+	./$(BUILD)/bench_step --threads 2
