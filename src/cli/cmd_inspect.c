@@ -16,8 +16,9 @@ static void usage(FILE *f) {
             "\n"
             "Check a .sst file (checksum, shapes, codes) and print its layers: shapes,\n"
             "and for coded layers N, K, delta and bits per group. The last line is\n"
-            "machine-readable: weights, file bytes, total bits per weight (the whole\n"
-            "file over every fc/conv weight) and the compression against float32.\n"
+            "machine-readable: weights, the coded layers' code bits per weight, file\n"
+            "bytes, total bits per weight (the whole file over every fc/conv weight)\n"
+            "and the compression against float32.\n"
             "\n"
             "options:\n"
             "  -h, --help\n");
@@ -36,11 +37,11 @@ static void print_layer(int i, const sstc_sst_layer *L) {
     case SSTC_LAYER_DROPOUT: snprintf(shape, sizeof shape, "p=%g", L->p); break;
     default: break;
     }
-    printf("%-5d %-9s %-26s", i, sstc_sst_kind_name(L->kind), shape);
     if (L->kind != SSTC_LAYER_FC && L->kind != SSTC_LAYER_CONV) {
-        printf("\n");
+        printf("%-5d %-9s %s\n", i, sstc_sst_kind_name(L->kind), shape);
         return;
     }
+    printf("%-5d %-9s %-26s", i, sstc_sst_kind_name(L->kind), shape);
     size_t fan_in = sstc_sst_fan_in(L), weights = (size_t)L->out * fan_in;
     if (!L->coded) {
         printf(" float  weights=%zu bits_per_weight=32.000\n", weights);
@@ -92,8 +93,10 @@ int cmd_inspect(int argc, char **argv) {
         }
     }
     double bpw = weights ? 8.0 * bytes / weights : 0.0;
-    printf("weights=%zu coded_weights=%zu code_bytes=%zu file_bytes=%zu bits_per_weight=%.3f compression=%.1f\n",
-           weights, coded_weights, code_bytes, bytes, bpw, bpw > 0 ? 32.0 / bpw : 0.0);
+    printf("weights=%zu coded_weights=%zu code_bytes=%zu code_bits_per_weight=%.3f file_bytes=%zu "
+           "bits_per_weight=%.3f compression=%.1f\n",
+           weights, coded_weights, code_bytes, coded_weights ? 8.0 * code_bytes / coded_weights : 0.0, bytes, bpw,
+           bpw > 0 ? 32.0 / bpw : 0.0);
     sstc_sst_free(m);
     return 0;
 }
