@@ -1,0 +1,84 @@
+/* Experiment configuration: INI files (parsed with inih) in the spirit of
+ * Darknet's .cfg: [experiment], [data], [train] and [compress] sections, then
+ * one section per layer, in order. Every key, its default and its meaning is
+ * documented in docs/config.md. Errors name file:line and what was expected. */
+#ifndef SSTC_CONFIG_H
+#define SSTC_CONFIG_H
+
+#include <stdint.h>
+
+#include "sstc/nn.h"
+#include "sstc/optim.h"
+
+#define SSTC_MAX_LAYERS 64
+#define SSTC_MAX_STAGES 16
+#define SSTC_MAX_CODED 64
+
+typedef struct {
+    sstc_layer_kind kind;
+    char name[32];   /* "" = default name */
+    int line;        /* line of the section header */
+    int outputs;     /* fc: outputs; conv: filters */
+    int size, stride, pad;
+    int bias;
+    float p, eps, momentum;
+} sstc_layer_spec;
+
+typedef enum { SSTC_NORM_NONE = 0, SSTC_NORM_DATASET, SSTC_NORM_GIVEN } sstc_norm_mode;
+
+typedef struct {
+    /* [compress] (see docs/config.md) */
+    int present;
+    char method[16];            /* sst | ternary | nm */
+    int N, K;
+    char normalize[16];         /* none | row | interleave */
+    int schedule[SSTC_MAX_STAGES]; /* K_1 > ... > K_S = K; nstages = 0 means direct */
+    int nstages;
+    int stage_epochs;           /* masked retraining epochs per stage */
+    int retrain_epochs;         /* final retraining with the quantizer in the loop */
+    float retrain_lr;
+    sstc_lr_kind retrain_schedule;
+    char layers[256];           /* all | fc | conv | comma list of layer names */
+    int skip_first, skip_last;  /* leave the first/last coded-kind layer in float */
+    int refit_every;            /* batches between delta refits (0 = once per epoch) */
+    int bn_batches;             /* batches used to re-estimate batch-norm statistics */
+    int line;
+} sstc_compress_spec;
+
+typedef struct {
+    char path[512];             /* file it came from */
+    /* [experiment] */
+    char name[64];
+    uint64_t seed;
+    int threads;
+    /* [data] */
+    char dataset[256];
+    sstc_norm_mode normalize;
+    int norm_channels;
+    float mean[4], std[4];
+    int augment_crop, augment_flip;
+    int validation;             /* images held out of the training set */
+    /* [train] */
+    int epochs, batch_size, eval_batch_size;
+    sstc_optim_config optim;
+    sstc_lr_schedule lr;
+    sstc_init init;
+    /* layers */
+    int nlayers;
+    sstc_layer_spec layers[SSTC_MAX_LAYERS];
+    sstc_compress_spec compress;
+} sstc_config;
+
+/* Parses an INI file. Overrides ("section.key=value", where section is
+ * experiment, data, train, compress or a layer's name) are applied after the
+ * file, in order, and reported as "--set ..." in errors. */
+int sstc_config_load(const char *path, const char *const *overrides, int noverrides, sstc_config *out);
+/* The same from text in memory (path is only used in messages). */
+int sstc_config_parse(const char *text, const char *path, const char *const *overrides, int noverrides,
+                      sstc_config *out);
+
+/* Builds the model the layer sections describe for per-sample input shape
+ * (C,H,W) and checks that the last layer has num_classes outputs. */
+sstc_model *sstc_config_build_model(const sstc_config *cfg, int c, int h, int w, int num_classes);
+
+#endif
