@@ -1,0 +1,327 @@
+/* Training sessions: set-up from a config, the training epoch and evaluation. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sstc/train.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Seed of the generator for (epoch, batch); batch -1 is the epoch's shuffle. */
+static uint64_t stream_seed(uint64_t seed, int64_t a, int64_t b) {
+    uint64_t x = seed * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)a * 0xbf58476d1ce4e5b9ULL) ^
+                 ((uint64_t)(b + 2) * 0x94d049bb133111ebULL);
+    x ^= x >> 31;
+    x *= 0xd6e8feb86659fd93ULL;
+    return x ^ (x >> 32);
+}
+
+static char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+int sstc_session_load_data(sstc_session *s, const char *dataset) {
+    if (s->data_loaded) return 0;
+    const sstc_config *c = &s->cfg;
+    const char *name = dataset ? dataset : c->dataset;
+    if (sstc_dataset_load(name, "train", &s->train)) return sstc_errcode();
+    if (sstc_dataset_load(name, "test", &s->test)) return sstc_errcode();
+    s->data_loaded = 1;
+    if (s->model) {
+        /* An existing network must fit the data. */
+        if (s->train.c != s->in_c || s->train.h != s->in_h || s->train.w != s->in_w ||
+            s->train.num_classes != s->classes)
+            return sstc_fail(SSTC_ESHAPE, "dataset '%s' has %dx%dx%d images in %d classes, but the network expects %dx%dx%d and %d classes",
+                             name, s->train.c, s->train.h, s->train.w, s->train.num_classes, s->in_c, s->in_h, s->in_w, s->classes);
+    }
+    s->in_c = s->train.c;
+    s->in_h = s->train.h;
+    s->in_w = s->train.w;
+    s->classes = s->train.num_classes;
+    if (s->test.c != s->in_c || s->test.h != s->in_h || s->test.w != s->in_w)
+        return sstc_fail(SSTC_ESHAPE, "dataset '%s': test images are %dx%dx%d but training images %dx%dx%d", name,
+                         s->test.c, s->test.h, s->test.w, s->in_c, s->in_h, s->in_w);
+    if (c->validation >= s->train.n)
+        return sstc_fail(SSTC_ECONFIG, "%s: [data] validation = %d, but the training set has only %d images",
+                         c->path, c->validation, s->train.n);
+    sstc_rng r;
+    sstc_rng_seed(&r, stream_seed(c->seed, -7, 0));
+    free(s->train_idx);
+    free(s->val_idx);
+    s->train_idx = s->val_idx = NULL;
+    if (sstc_dataset_split(s->train.n, c->validation, &r, &s->train_idx, &s->val_idx)) return sstc_errcode();
+    s->ntrain = s->train.n - c->validation;
+    s->nval = c->validation;
+    if (s->norm.c == 0) { /* not restored from a checkpoint */
+        memset(&s->norm, 0, sizeof s->norm);
+        s->norm.c = s->in_c;
+        if (c->normalize == SSTC_NORM_DATASET) {
+            if (sstc_dataset_channel_stats(&s->train, s->train_idx, s->ntrain, &s->norm)) return sstc_errcode();
+        } else if (c->normalize == SSTC_NORM_GIVEN) {
+            if (c->norm_channels != s->in_c)
+                return sstc_fail(SSTC_ECONFIG, "%s: [data] mean/std have %d values, the images have %d channels",
+                                 c->path, c->norm_channels, s->in_c);
+            for (int i = 0; i < s->in_c; i++) {
+                s->norm.mean[i] = c->mean[i];
+                s->norm.std[i] = c->std[i];
+            }
+        } else {
+            for (int i = 0; i < s->in_c; i++) s->norm.std[i] = 1.0f;
+        }
+    }
+    s->aug.pad_crop = c->augment_crop;
+    s->aug.hflip = c->augment_flip;
+    if (sstc_batcher_init(&s->batcher, &s->train, s->train_idx, s->ntrain, c->batch_size, 1, 0, &s->norm,
+                          &s->aug, &s->batch_rng))
+        return sstc_errcode();
+    s->batcher_ready = 1;
+    return 0;
+}
+
+static int build(sstc_session *s) {
+    const sstc_config *c = &s->cfg;
+    sstc_set_threads(c->threads);
+    s->model = sstc_config_build_model(c, s->in_c, s->in_h, s->in_w, s->classes);
+    if (!s->model) return sstc_errcode();
+    sstc_rng r;
+    sstc_rng_seed(&r, stream_seed(c->seed, -3, 0));
+    sstc_model_init(s->model, c->init, &r);
+    sstc_named_tensor nt[4 * SSTC_MAX_LAYERS];
+    int n = sstc_model_named_tensors(s->model, nt, 4 * SSTC_MAX_LAYERS), np = 0;
+    sstc_tensor *params[4 * SSTC_MAX_LAYERS];
+    for (int i = 0; i < n; i++)
+        if (nt[i].trainable) params[np++] = nt[i].tensor;
+    s->opt = sstc_optim_create(&c->optim, params, np);
+    if (!s->opt) return sstc_errcode();
+    s->ctx = sstc_ctx_create((size_t)64 << 20);
+    int bs = c->batch_size > c->eval_batch_size ? c->batch_size : c->eval_batch_size;
+    size_t per = (size_t)s->in_c * s->in_h * s->in_w;
+    s->x = malloc((size_t)bs * per * sizeof(float));
+    s->y = malloc((size_t)bs * sizeof(int));
+    if (!s->ctx || !s->x || !s->y) return sstc_fail(SSTC_ENOMEM, "session: out of memory");
+    return 0;
+}
+
+int sstc_session_open_text(sstc_session *s, const char *text, const char *path, const char *const *overrides,
+                           int noverrides, int load_data) {
+    /* keep what the caller preset (shape, normalization) */
+    int in_c = s->in_c, in_h = s->in_h, in_w = s->in_w, classes = s->classes;
+    sstc_normalizer norm = s->norm;
+    memset(s, 0, sizeof *s);
+    s->in_c = in_c, s->in_h = in_h, s->in_w = in_w, s->classes = classes;
+    s->norm = norm;
+    s->log = stderr;
+    if (sstc_config_parse(text, path, overrides, noverrides, &s->cfg)) return sstc_errcode();
+    s->cfg_text = xstrdup(text);
+    s->overrides = calloc((size_t)noverrides + 1, sizeof(char *));
+    for (int i = 0; i < noverrides; i++) s->overrides[i] = xstrdup(overrides[i]);
+    s->noverrides = noverrides;
+    if (load_data) {
+        if (sstc_session_load_data(s, NULL)) return sstc_errcode();
+    } else if (s->in_c <= 0 || s->classes <= 0) {
+        return sstc_fail(SSTC_EINVAL, "session_open: no data loaded and no input shape given");
+    }
+    return build(s);
+}
+
+int sstc_session_open(sstc_session *s, const char *config_path, const char *const *overrides, int noverrides,
+                      int load_data) {
+    FILE *f = fopen(config_path, "rb");
+    if (!f) return sstc_fail(SSTC_EIO, "%s: cannot open config", config_path);
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            char *t = realloc(text, cap);
+            if (!t) break;
+            text = t;
+        }
+        memcpy(text + len, buf, n);
+        len += n;
+        if (len > (1 << 22)) break;
+    }
+    fclose(f);
+    if (!text || len > (1 << 22)) {
+        free(text);
+        return sstc_fail(SSTC_EIO, "%s: empty or too large for a config", config_path);
+    }
+    text[len] = 0;
+    if (memchr(text, 0, len)) {
+        free(text);
+        return sstc_fail(SSTC_EFORMAT, "%s: contains NUL bytes, expected a text INI file", config_path);
+    }
+    int rc = sstc_session_open_text(s, text, config_path, overrides, noverrides, load_data);
+    free(text);
+    return rc;
+}
+
+void sstc_session_close(sstc_session *s) {
+    if (!s) return;
+    sstc_dataset_free(&s->train);
+    sstc_dataset_free(&s->test);
+    if (s->batcher_ready) sstc_batcher_free(&s->batcher);
+    free(s->train_idx);
+    free(s->val_idx);
+    sstc_model_free(s->model);
+    sstc_optim_free(s->opt);
+    sstc_ctx_free(s->ctx);
+    free(s->x);
+    free(s->y);
+    free(s->cfg_text);
+    for (int i = 0; i < s->noverrides; i++) free(s->overrides[i]);
+    free(s->overrides);
+    memset(s, 0, sizeof *s);
+}
+
+static int argmax_errors(const float *z, const int *y, int n, int C) {
+    int err = 0;
+    for (int i = 0; i < n; i++) {
+        const float *r = z + (size_t)i * C;
+        int best = 0;
+        for (int c = 1; c < C; c++)
+            if (r[c] > r[best]) best = c;
+        err += best != y[i];
+    }
+    return err;
+}
+
+static void fmt_time(double s, char *buf, size_t n) {
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int total_epochs, const char *tag,
+                             double *train_loss, double *train_err) {
+    if (!s->batcher_ready) return sstc_fail(SSTC_ESTATE, "train_epoch: no data loaded");
+    sstc_epoch_state *st = &s->state;
+    const sstc_config *c = &s->cfg;
+    int nb = sstc_batcher_num_batches(&s->batcher);
+    int C = s->classes;
+    sstc_rng_seed(&s->batch_rng, stream_seed(c->seed, st->epoch, -1));
+    sstc_batcher_start_epoch(&s->batcher);
+    if (st->batch > 0) s->batcher.pos = st->batch * c->batch_size; /* resume mid-epoch */
+    else st->loss_sum = st->err_sum = st->seen = 0, st->seconds = 0;
+    int tty = !s->quiet && s->log && isatty(fileno(s->log));
+    double t_start = now(), last_print = 0, sec0 = st->seconds;
+    sstc_model_train(s->model, 1);
+    sstc_ctx_set_rng(s->ctx, &s->batch_rng);
+    while (st->batch < nb) {
+        if (s->stop && *s->stop) return sstc_fail(SSTC_EINTR, "interrupted at epoch %d, batch %d", st->epoch + 1, st->batch);
+        sstc_rng_seed(&s->batch_rng, stream_seed(c->seed, st->epoch, st->batch));
+        int n = sstc_batcher_next(&s->batcher, s->x, s->y);
+        if (n <= 0) break;
+        float rate = sstc_lr_at(lr, st->epoch + (double)st->batch / nb);
+        sstc_ctx_reset(s->ctx);
+        if (s->hooks.before_forward && s->hooks.before_forward(s->hooks.user, s)) return sstc_errcode();
+        sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
+        sstc_tensor *logits = sstc_model_forward(s->model, s->ctx, xt);
+        sstc_tensor *loss = sstc_softmax_ce(s->ctx, logits, s->y);
+        if (!loss) return sstc_errcode();
+        float lv = loss->data[0];
+        if (!isfinite(lv))
+            return sstc_fail(SSTC_ENUMERIC, "the training loss became %s at epoch %d, batch %d (learning rate %g); "
+                             "lower the learning rate", isnan(lv) ? "NaN" : "Inf", st->epoch + 1, st->batch + 1, (double)rate);
+        st->err_sum += argmax_errors(logits->data, s->y, n, C);
+        sstc_optim_zero_grad(s->opt);
+        if (sstc_backward(s->ctx, loss)) return sstc_errcode();
+        sstc_optim_step(s->opt, rate);
+        if (s->hooks.after_step && s->hooks.after_step(s->hooks.user, s)) return sstc_errcode();
+        st->loss_sum += (double)lv * n;
+        st->seen += n;
+        st->batch++;
+        double t = now();
+        st->seconds = sec0 + (t - t_start);
+        if (tty && (t - last_print > 0.25 || st->batch == nb)) {
+            last_print = t;
+            double ips = (double)(st->seen) / (st->seconds > 0 ? st->seconds : 1);
+            char eta[32];
+            fmt_time((double)(nb - st->batch) * c->batch_size / (ips > 0 ? ips : 1), eta, sizeof eta);
+            fprintf(s->log, "\r\033[K%s epoch %d/%d %3d%% %d/%d  loss %.4f  err %.2f%%  %.0f img/s  ETA %s", tag,
+                    st->epoch + 1, total_epochs, 100 * st->batch / nb, st->batch, nb, st->loss_sum / st->seen,
+                    100.0 * st->err_sum / st->seen, ips, eta);
+            fflush(s->log);
+        }
+    }
+    if (tty) fprintf(s->log, "\r\033[K");
+    *train_loss = st->seen ? st->loss_sum / st->seen : 0;
+    *train_err = st->seen ? st->err_sum / st->seen : 0;
+    return 0;
+}
+
+/* Fills x,y with samples idx[from..from+n) normalized, without augmentation. */
+static void eval_batch(const sstc_session *s, const sstc_dataset *ds, const int *idx, int from, int n, float *x, int *y) {
+    size_t per = (size_t)ds->c * ds->h * ds->w, hw = (size_t)ds->h * ds->w;
+    for (int i = 0; i < n; i++) {
+        int k = idx ? idx[from + i] : from + i;
+        const uint8_t *p = ds->pixels + (size_t)k * per;
+        float *o = x + (size_t)i * per;
+        for (int ch = 0; ch < ds->c; ch++) {
+            float m = s->norm.mean[ch], inv = 1.0f / s->norm.std[ch];
+            for (size_t j = 0; j < hw; j++) o[ch * hw + j] = ((float)p[ch * hw + j] * (1.0f / 255.0f) - m) * inv;
+        }
+        y[i] = ds->labels[k];
+    }
+}
+
+int sstc_session_evaluate(sstc_session *s, const sstc_dataset *ds, const int *idx, int count, sstc_eval_result *out) {
+    if (!s->model || !ds) return sstc_fail(SSTC_EINVAL, "evaluate: no model or dataset");
+    if (ds->c != s->in_c || ds->h != s->in_h || ds->w != s->in_w)
+        return sstc_fail(SSTC_ESHAPE, "evaluate: images are %dx%dx%d, the network expects %dx%dx%d", ds->c, ds->h, ds->w,
+                         s->in_c, s->in_h, s->in_w);
+    if (count < 0) count = ds->n;
+    int B = s->cfg.eval_batch_size;
+    sstc_model_train(s->model, 0);
+    double loss = 0;
+    long err = 0;
+    for (int from = 0; from < count; from += B) {
+        int n = count - from < B ? count - from : B;
+        eval_batch(s, ds, idx, from, n, s->x, s->y);
+        for (int i = 0; i < n; i++)
+            if (s->y[i] < 0 || s->y[i] >= s->classes)
+                return sstc_fail(SSTC_EFORMAT, "evaluate: label %d of sample %d out of range 0..%d", s->y[i], from + i, s->classes - 1);
+        sstc_ctx_reset(s->ctx);
+        if (s->hooks.before_forward && s->hooks.before_forward(s->hooks.user, s)) return sstc_errcode();
+        sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
+        sstc_tensor *logits = sstc_model_forward(s->model, s->ctx, xt);
+        sstc_tensor *l = sstc_softmax_ce(s->ctx, logits, s->y);
+        if (!l) return sstc_errcode();
+        loss += (double)l->data[0] * n;
+        err += argmax_errors(logits->data, s->y, n, s->classes);
+    }
+    sstc_ctx_reset(s->ctx);
+    out->loss = count ? loss / count : 0;
+    out->error = count ? (double)err / count : 0;
+    out->count = count;
+    return 0;
+}
+
+int sstc_session_logits(sstc_session *s, const sstc_dataset *ds, int count, float *out) {
+    int B = s->cfg.eval_batch_size;
+    sstc_model_train(s->model, 0);
+    for (int from = 0; from < count; from += B) {
+        int n = count - from < B ? count - from : B;
+        eval_batch(s, ds, NULL, from, n, s->x, s->y);
+        sstc_ctx_reset(s->ctx);
+        if (s->hooks.before_forward && s->hooks.before_forward(s->hooks.user, s)) return sstc_errcode();
+        sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
+        sstc_tensor *z = sstc_model_forward(s->model, s->ctx, xt);
+        if (!z) return sstc_errcode();
+        memcpy(out + (size_t)from * s->classes, z->data, (size_t)n * s->classes * sizeof(float));
+    }
+    sstc_ctx_reset(s->ctx);
+    return 0;
+}
