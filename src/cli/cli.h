@@ -13,6 +13,15 @@ int cmd_inspect(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 
+/* Shared helpers (cmd_train.c). */
+#include <signal.h>
+void cli_install_stop_handlers(void);
+volatile sig_atomic_t *cli_stop_flag(void);
+int cli_mkdirs(const char *path);
+/* Evaluates a checkpoint (or, where supported, a .sst file) on a test set. */
+int cli_eval_checkpoint(const char *ckpt, const char *data);
+int cli_eval_file(const char *path, const char *data);
+
 /* True if argv contains -h or --help. */
 int cli_wants_help(int argc, char **argv);
 

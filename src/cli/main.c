@@ -12,10 +12,13 @@ typedef struct {
 
 /* One line per subcommand; keep alphabetical within each group. */
 static const command commands[] = {
+    {"train", cmd_train, "train the network a config describes"},
+    {"eval", cmd_eval, "loss and error of a checkpoint on a test set"},
+    {"export", cmd_export, "write a checkpoint's weights as a NumPy .npz"},
     {"data", cmd_data, "prepare, describe and show datasets"},
-    {"help", NULL, "show this help"},
     {"codes", cmd_codes, "size of the (N,K) code, or its table (--list)"},
     {"inspect", cmd_inspect, "check a .sst file and print its layers and bits per weight"},
+    {"help", NULL, "show this help"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,119 @@
+/* Experiment configs: parsing, defaults, overrides and error messages. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "sstc/config.h"
+
+static const char *good =
+    "# comment\n"
+    "[experiment]\nname = t\nseed = 7\nthreads = 1\n"
+    "[data]\ndataset = mnist\naugment_flip = true\n"
+    "[train]\nepochs = 3\nlr = 0.01 ; inline comment\noptimizer = sgd\nschedule = step\nstep_epochs = 2\n"
+    "[conv]\nfilters = 4\nsize = 3\npad = 1\n"
+    "[relu]\n[relu]\n"
+    "[maxpool]\n"
+    "[fc]\nname = head\noutputs = 10\n";
+
+Test(config, parses_sections_keys_and_layers_in_order) {
+    sstc_config c;
+    cr_assert_eq(sstc_config_parse(good, "good.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
+    cr_assert_str_eq(c.name, "t");
+    cr_assert_eq(c.seed, 7);
+    cr_assert_eq(c.threads, 1);
+    cr_assert_str_eq(c.dataset, "mnist");
+    cr_assert_eq(c.augment_flip, 1);
+    cr_assert_eq(c.epochs, 3);
+    cr_assert_float_eq(c.optim.lr, 0.01f, 1e-9);
+    cr_assert_eq(c.optim.kind, SSTC_OPT_SGD);
+    cr_assert_eq(c.lr.kind, SSTC_LR_STEP);
+    cr_assert_eq(c.nlayers, 5, "keyless sections like [relu] must count");
+    cr_assert_eq(c.layers[0].kind, SSTC_LAYER_CONV2D);
+    cr_assert_eq(c.layers[0].line, 15, "line %d", c.layers[0].line);
+    cr_assert_eq(c.layers[1].kind, SSTC_LAYER_RELU);
+    cr_assert_eq(c.layers[2].kind, SSTC_LAYER_RELU);
+    cr_assert_eq(c.layers[3].kind, SSTC_LAYER_MAXPOOL);
+    cr_assert_eq(c.layers[3].stride, 2, "pool stride defaults to its size");
+    cr_assert_str_eq(c.layers[4].name, "head");
+    cr_assert_eq(c.batch_size, 100, "defaults apply");
+}
+
+Test(config, builds_a_model_and_checks_the_class_count) {
+    sstc_config c;
+    cr_assert_eq(sstc_config_parse(good, "good.ini", NULL, 0, &c), 0);
+    sstc_model *m = sstc_config_build_model(&c, 1, 28, 28, 10);
+    cr_assert_not_null(m, "%s", sstc_errmsg());
+    cr_assert_eq(m->layers[4].in_features, 4 * 14 * 14);
+    sstc_model_free(m);
+    cr_assert_null(sstc_config_build_model(&c, 1, 28, 28, 100));
+    cr_assert_not_null(strstr(sstc_errmsg(), "good.ini:"), "%s", sstc_errmsg());
+    cr_assert_not_null(strstr(sstc_errmsg(), "100"));
+}
+
+static void expect_error(const char *text, const char *where, const char *what) {
+    sstc_config c;
+    cr_assert_neq(sstc_config_parse(text, "x.ini", NULL, 0, &c), 0, "accepted: %s", text);
+    cr_expect_not_null(strstr(sstc_errmsg(), where), "'%s' not in: %s", where, sstc_errmsg());
+    cr_expect_not_null(strstr(sstc_errmsg(), what), "'%s' not in: %s", what, sstc_errmsg());
+}
+
+Test(config, errors_name_file_line_and_expectation) {
+    expect_error("[data]\ndataset = mnist\n[train]\nepochz = 3\n[fc]\noutputs=10\n", "x.ini:4", "unknown key 'epochz'");
+    expect_error("[data]\ndataset = mnist\n[train]\nepochs = three\n", "x.ini:4", "expected an integer");
+    expect_error("[data]\ndataset = mnist\n[train]\nlr = -1\n", "x.ini:4", "out of range");
+    expect_error("[data]\ndataset = mnist\n\n[bogus]\n", "x.ini:4", "unknown section [bogus]");
+    expect_error("[data]\ndataset = mnist\n[train]\noptimizer = rmsprop\n", "x.ini:4", "sgd|adam");
+    expect_error("[data]\ndataset = mnist\n[data]\n", "x.ini:3", "appears twice");
+    expect_error("[data]\ndataset = mnist\nthis is not ini\n", "x.ini:3", "cannot parse");
+    expect_error("[data]\ndataset = mnist\n[fc]\n", "x.ini:3", "outputs");
+    expect_error("[train]\nepochs = 1\n[fc]\noutputs = 10\n", "x.ini", "dataset is missing");
+    expect_error("[data]\ndataset = mnist\n[dropout]\np = 1.5\n", "x.ini:4", "out of range");
+}
+
+Test(config, layer_shapes_that_do_not_fit_name_the_line) {
+    sstc_config c;
+    const char *t = "[data]\ndataset = mnist\n[fc]\noutputs = 20\n[conv]\nfilters = 3\n[fc]\noutputs = 10\n";
+    cr_assert_eq(sstc_config_parse(t, "x.ini", NULL, 0, &c), 0);
+    cr_assert_null(sstc_config_build_model(&c, 1, 28, 28, 10));
+    cr_assert_not_null(strstr(sstc_errmsg(), "x.ini:5"), "%s", sstc_errmsg());
+}
+
+Test(config, compress_section_is_validated) {
+    const char *base = "[data]\ndataset = mnist\n[fc]\noutputs = 10\n[compress]\n";
+    char t[512];
+    snprintf(t, sizeof t, "%sN = 4\nK = 6\n", base);
+    expect_error(t, "x.ini:5", "K = 6 > N = 4");
+    snprintf(t, sizeof t, "%sN = 8\nK = 2\nschedule = 6,4,3\n", base);
+    expect_error(t, "x.ini:5", "end at K = 2");
+    snprintf(t, sizeof t, "%sN = 8\nK = 2\nschedule = 4,6,2\n", base);
+    expect_error(t, "x.ini:5", "strictly decrease");
+    snprintf(t, sizeof t, "%sN = 17\n", base);
+    expect_error(t, "x.ini:6", "out of range");
+    sstc_config c;
+    snprintf(t, sizeof t, "%sN = 8\nK = 2\nschedule = 6,4,3,2\nmethod = sst\n", base);
+    cr_assert_eq(sstc_config_parse(t, "x.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
+    cr_assert_eq(c.compress.nstages, 4);
+    cr_assert_eq(c.compress.schedule[3], 2);
+}
+
+Test(config, overrides_apply_to_sections_and_layers_by_name) {
+    sstc_config c;
+    const char *ov[] = {"train.epochs=9", "head.outputs=10", "conv1.filters=8", "data.dataset=cifar10"};
+    cr_assert_eq(sstc_config_parse(good, "good.ini", ov, 4, &c), 0, "%s", sstc_errmsg());
+    cr_assert_eq(c.epochs, 9);
+    cr_assert_eq(c.layers[0].outputs, 8);
+    cr_assert_str_eq(c.dataset, "cifar10");
+    const char *bad[] = {"train.epochs=abc"};
+    cr_assert_neq(sstc_config_parse(good, "good.ini", bad, 1, &c), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "--set #1"), "%s", sstc_errmsg());
+    const char *nolayer[] = {"fc9.outputs=3"};
+    cr_assert_neq(sstc_config_parse(good, "good.ini", nolayer, 1, &c), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "fc9"));
+}
+
+Test(config, shipped_configs_parse) {
+    const char *files[] = {"configs/mnist_fc.ini"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        sstc_config c;
+        cr_assert_eq(sstc_config_load(files[i], NULL, 0, &c), 0, "%s", sstc_errmsg());
+    }
+}
