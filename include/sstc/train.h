@@ -40,6 +40,7 @@ typedef struct {
     double err_sum;       /* misclassified training samples */
     long seen;            /* training samples seen this epoch */
     double seconds;       /* training time spent in this epoch so far */
+    double total_seconds; /* wall time of all finished epochs (training + evaluation) */
 } sstc_epoch_state;
 
 struct sstc_session {
@@ -69,13 +70,13 @@ struct sstc_session {
     int data_loaded;
 };
 
-/* Loads the config (applying overrides), builds and initializes the model and
- * optimizer. With load_data, also loads the train and test sets and computes
- * the normalization; without, s->in_c/in_h/in_w/classes and s->norm must be
- * set by the caller before the call (a checkpoint knows them). */
+/* Loads the config (applying overrides), the train and test sets, computes
+ * the normalization, builds and initializes the model and optimizer.
+ * load_data must be 1 (the data give the input shape; a checkpoint, which
+ * knows it, opens without data through sstc_checkpoint_open). */
 int sstc_session_open(sstc_session *s, const char *config_path, const char *const *overrides,
                       int noverrides, int load_data);
-/* The same from config text (used when a checkpoint rebuilds its session). */
+/* The same from config text in memory. */
 int sstc_session_open_text(sstc_session *s, const char *text, const char *path,
                            const char *const *overrides, int noverrides, int load_data);
 void sstc_session_close(sstc_session *s);

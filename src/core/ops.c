@@ -186,7 +186,7 @@ sstc_tensor *sstc_relu(sstc_ctx *ctx, sstc_tensor *x) {
     if (!y) return NULL;
     size_t n = y->size;
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) y->data[i] = x->data[i] <= 0.0f ? 0.0f : x->data[i]; /* NaN propagates */
     return y;
 }
 

@@ -5,7 +5,8 @@
  *   u32 len, config text;  u32 count, then per override: u32 len, text
  *   u32 in_c, in_h, in_w, classes
  *   normalizer: u32 c, f32 mean[4], f32 std[4]
- *   epoch state: u32 epoch, u32 batch, f64 loss_sum, f64 err_sum, i64 seen, f64 seconds
+ *   epoch state: u32 epoch, u32 batch, f64 loss_sum, f64 err_sum, i64 seen, f64 seconds,
+ *                f64 total_seconds
  *   u32 ntensors; per tensor: u16 name length, name, u32 ndim, u32 shape[4], f32 data
  *   optimizer: u32 kind, i64 step, u32 nparams; per param: u64 size, f32 m[size], (adam) f32 v[size]
  *   u64 extra length, extra bytes
@@ -21,7 +22,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "sstc/train.h"
+#include "internal.h"
 
 #define CKPT_MAGIC "SSTCCKPT"
 #define CKPT_VERSION 1
@@ -166,6 +167,7 @@ int sstc_checkpoint_save(const sstc_session *s, const char *path, const void *ex
     put_f64(&b, st->err_sum);
     put_u64(&b, (uint64_t)st->seen);
     put_f64(&b, st->seconds);
+    put_f64(&b, st->total_seconds);
     sstc_named_tensor nt[4 * SSTC_MAX_LAYERS];
     int n = sstc_model_named_tensors(s->model, nt, 4 * SSTC_MAX_LAYERS);
     put_u32(&b, (uint32_t)n);
@@ -256,6 +258,7 @@ static int restore_body(sstc_session *s, rbuf *r, void **extra, size_t *extra_le
     st.err_sum = get_f64(r, "error sum");
     st.seen = (long)get_u64(r, "seen");
     st.seconds = get_f64(r, "seconds");
+    st.total_seconds = get_f64(r, "total seconds");
     if (r->err) return sstc_errcode();
     sstc_named_tensor nt[4 * SSTC_MAX_LAYERS];
     int n = sstc_model_named_tensors(s->model, nt, 4 * SSTC_MAX_LAYERS);
@@ -335,22 +338,28 @@ int sstc_checkpoint_open(sstc_session *s, const char *path, int load_data, void 
     ovr = calloc(nov + 1, sizeof *ovr);
     for (uint32_t i = 0; i < nov && !r.err; i++) ovr[i] = get_str(&r, "override");
     memset(s, 0, sizeof *s);
-    s->in_c = (int)get_u32(&r, "input shape");
-    s->in_h = (int)get_u32(&r, "input shape");
-    s->in_w = (int)get_u32(&r, "input shape");
-    s->classes = (int)get_u32(&r, "class count");
+    int in_c = (int)get_u32(&r, "input shape");
+    int in_h = (int)get_u32(&r, "input shape");
+    int in_w = (int)get_u32(&r, "input shape");
+    int classes = (int)get_u32(&r, "class count");
     if (r.err) goto fail;
-    if (s->in_c < 1 || s->in_c > 4 || s->in_h < 1 || s->in_w < 1 || s->in_h > 4096 || s->in_w > 4096 || s->classes < 1)
-        { rc = sstc_fail(SSTC_EFORMAT, "%s: impossible input shape %dx%dx%d or %d classes", path, s->in_c, s->in_h, s->in_w, s->classes); goto done; }
-    {
-        /* Peek at the normalizer so a data load uses the stored statistics. */
-        size_t save = r.off;
-        s->norm.c = (int)get_u32(&r, "normalizer");
-        get(&r, s->norm.mean, sizeof s->norm.mean, "normalizer mean");
-        get(&r, s->norm.std, sizeof s->norm.std, "normalizer std");
-        r.off = save;
+    if (in_c < 1 || in_c > 4 || in_h < 1 || in_w < 1 || in_h > 4096 || in_w > 4096 || classes < 1 || classes > 100000) {
+        rc = sstc_fail(SSTC_EFORMAT, "%s: impossible input shape %dx%dx%d or %d classes", path, in_c, in_h, in_w, classes);
+        goto done;
     }
-    rc = sstc_session_open_text(s, text, path, (const char *const *)ovr, (int)nov, 0);
+    /* Peek at the normalizer so a data load uses the stored statistics. */
+    sstc_normalizer norm = {0};
+    size_t save = r.off;
+    norm.c = (int)get_u32(&r, "normalizer");
+    get(&r, norm.mean, sizeof norm.mean, "normalizer mean");
+    get(&r, norm.std, sizeof norm.std, "normalizer std");
+    r.off = save;
+    if (r.err) goto fail;
+    if (norm.c != in_c) {
+        rc = sstc_fail(SSTC_EFORMAT, "%s: normalizer for %d channels, the input has %d", path, norm.c, in_c);
+        goto done;
+    }
+    rc = session_open_known(s, text, path, (const char *const *)ovr, (int)nov, in_c, in_h, in_w, classes, &norm);
     if (rc) {
         sstc_fail_prefix(rc, "%s: the stored config does not load: ", path);
         goto done;

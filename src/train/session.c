@@ -6,7 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sstc/train.h"
+#include "internal.h"
 
 static double now(void) {
     struct timespec ts;
@@ -112,26 +112,32 @@ static int build(sstc_session *s) {
     return 0;
 }
 
-int sstc_session_open_text(sstc_session *s, const char *text, const char *path, const char *const *overrides,
-                           int noverrides, int load_data) {
-    /* keep what the caller preset (shape, normalization) */
-    int in_c = s->in_c, in_h = s->in_h, in_w = s->in_w, classes = s->classes;
-    sstc_normalizer norm = s->norm;
-    memset(s, 0, sizeof *s);
-    s->in_c = in_c, s->in_h = in_h, s->in_w = in_w, s->classes = classes;
-    s->norm = norm;
+static int open_text(sstc_session *s, const char *text, const char *path, const char *const *overrides,
+                     int noverrides, int load_data) {
     s->log = stderr;
     if (sstc_config_parse(text, path, overrides, noverrides, &s->cfg)) return sstc_errcode();
     s->cfg_text = xstrdup(text);
     s->overrides = calloc((size_t)noverrides + 1, sizeof(char *));
     for (int i = 0; i < noverrides; i++) s->overrides[i] = xstrdup(overrides[i]);
     s->noverrides = noverrides;
-    if (load_data) {
-        if (sstc_session_load_data(s, NULL)) return sstc_errcode();
-    } else if (s->in_c <= 0 || s->classes <= 0) {
-        return sstc_fail(SSTC_EINVAL, "session_open: no data loaded and no input shape given");
-    }
+    if (load_data && sstc_session_load_data(s, NULL)) return sstc_errcode();
     return build(s);
+}
+
+int sstc_session_open_text(sstc_session *s, const char *text, const char *path, const char *const *overrides,
+                           int noverrides, int load_data) {
+    memset(s, 0, sizeof *s);
+    if (!load_data)
+        return sstc_fail(SSTC_EINVAL, "session_open: without data the input shape is unknown (open a checkpoint instead)");
+    return open_text(s, text, path, overrides, noverrides, 1);
+}
+
+int session_open_known(sstc_session *s, const char *text, const char *path, const char *const *overrides,
+                       int noverrides, int in_c, int in_h, int in_w, int classes, const sstc_normalizer *norm) {
+    memset(s, 0, sizeof *s);
+    s->in_c = in_c, s->in_h = in_h, s->in_w = in_w, s->classes = classes;
+    s->norm = *norm;
+    return open_text(s, text, path, overrides, noverrides, 0);
 }
 
 int sstc_session_open(sstc_session *s, const char *config_path, const char *const *overrides, int noverrides,

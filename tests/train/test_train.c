@@ -1,0 +1,221 @@
+/* Training sessions on a tiny generated image-folder dataset: determinism,
+ * interrupt + resume equivalence, checkpoint integrity, NaN handling, npz. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zip.h>
+
+#include "sstc/train.h"
+
+static char dir[256];
+
+/* 8x8 gray images; class 0 bright on top, class 1 at the bottom, noisy. */
+static void make_dataset(void) {
+    snprintf(dir, sizeof dir, "/tmp/sstc_train_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    sstc_rng r;
+    sstc_rng_seed(&r, 5);
+    const char *splits[] = {"train", "test"};
+    int counts[] = {60, 20};
+    for (int s = 0; s < 2; s++)
+        for (int c = 0; c < 2; c++) {
+            char p[512];
+            snprintf(p, sizeof p, "%s/%s", dir, splits[s]);
+            mkdir(p, 0755);
+            snprintf(p, sizeof p, "%s/%s/%d", dir, splits[s], c);
+            mkdir(p, 0755);
+            for (int i = 0; i < counts[s]; i++) {
+                uint8_t px[64];
+                for (int k = 0; k < 64; k++) {
+                    int top = k < 32; /* rows, so horizontal flips keep the class */
+                    float v = (top == (c == 0) ? 150.0f : 60.0f) + 60.0f * sstc_rng_normal(&r);
+                    px[k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+                }
+                snprintf(p, sizeof p, "%s/%s/%d/%03d.png", dir, splits[s], c, i);
+                cr_assert_eq(sstc_image_write_png(p, 8, 8, 1, px), 0, "%s", sstc_errmsg());
+            }
+        }
+}
+
+static void cleanup(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd)) {}
+}
+
+TestSuite(train, .init = make_dataset, .fini = cleanup);
+
+static char cfg_text[2048];
+static const char *config(void) {
+    snprintf(cfg_text, sizeof cfg_text,
+             "[experiment]\nseed = 3\nthreads = 1\n"
+             "[data]\ndataset = %s\naugment_crop = 1\naugment_flip = true\n"
+             "[train]\nepochs = 3\nbatch_size = 16\nlr = 0.01\nschedule = cosine\n"
+             "[fc]\noutputs = 16\n[batchnorm]\n[relu]\n[dropout]\np = 0.3\n[fc]\noutputs = 2\n",
+             dir);
+    return cfg_text;
+}
+
+/* Trains to the end; if stop_at >= 0, stops at that global batch, saves a
+ * checkpoint, and resumes in a fresh session from it. Returns final fc1 weights. */
+static volatile sig_atomic_t stop_flag;
+static int batches, stop_at;
+static int count_batches(void *u, sstc_session *s) {
+    if (++batches == stop_at) stop_flag = 1;
+    return 0;
+}
+
+static float *run(int stop, double *final_loss) {
+    sstc_session s;
+    cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
+    stop_flag = 0;
+    batches = 0;
+    stop_at = stop;
+    s.stop = &stop_flag;
+    s.quiet = 1;
+    s.hooks.after_step = count_batches;
+    char ck[300];
+    snprintf(ck, sizeof ck, "%s/ck.sstc", dir);
+    double tl = 0, te = 0;
+    while (s.state.epoch < s.cfg.epochs) {
+        int rc = sstc_session_train_epoch(&s, &s.cfg.lr, s.cfg.epochs, "t", &tl, &te);
+        if (rc == SSTC_EINTR) {
+            cr_assert_eq(sstc_checkpoint_save(&s, ck, "xyz", 3), 0, "%s", sstc_errmsg());
+            sstc_session_close(&s);
+            cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0);
+            void *extra = NULL;
+            size_t elen = 0;
+            cr_assert_eq(sstc_checkpoint_restore(&s, ck, &extra, &elen), 0, "%s", sstc_errmsg());
+            cr_assert_eq(elen, 3);
+            cr_assert_eq(memcmp(extra, "xyz", 3), 0);
+            free(extra);
+            stop_flag = 0;
+            s.stop = &stop_flag;
+            s.quiet = 1;
+            s.hooks.after_step = count_batches;
+            continue;
+        }
+        cr_assert_eq(rc, 0, "%s", sstc_errmsg());
+        s.state.epoch++;
+        s.state.batch = 0;
+    }
+    sstc_eval_result r;
+    cr_assert_eq(sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r), 0);
+    cr_assert_lt(r.error, 0.2, "the tiny problem is learnable (error %g)", r.error);
+    *final_loss = tl;
+    sstc_tensor *w = s.model->layers[0].weight;
+    float *copy = malloc(w->size * sizeof(float));
+    memcpy(copy, w->data, w->size * sizeof(float));
+    sstc_session_close(&s);
+    return copy;
+}
+
+Test(train, interrupted_and_resumed_run_equals_uninterrupted_run) {
+    double l1, l2, l3;
+    float *a = run(-1, &l1);
+    float *b = run(-1, &l2);
+    cr_assert_eq(memcmp(a, b, 16 * 64 * sizeof(float)), 0, "same seed must give identical weights");
+    cr_assert_eq(l1, l2);
+    float *c = run(11, &l3); /* 8 batches per epoch: stops mid-epoch 2 */
+    cr_assert_eq(memcmp(a, c, 16 * 64 * sizeof(float)), 0, "resumed run differs from the uninterrupted one");
+    cr_assert_eq(l1, l3, "final epoch's training loss differs: %.9g vs %.9g", l1, l3);
+    free(a);
+    free(b);
+    free(c);
+}
+
+static int poison(void *u, sstc_session *s) {
+    s->model->layers[0].weight->data[0] = NAN;
+    return 0;
+}
+
+Test(train, nan_loss_stops_with_a_clear_error) {
+    sstc_session s;
+    cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
+    s.quiet = 1;
+    s.hooks.before_forward = poison;
+    double tl, te;
+    cr_assert_eq(sstc_session_train_epoch(&s, &s.cfg.lr, 1, "t", &tl, &te), SSTC_ENUMERIC);
+    cr_assert_not_null(strstr(sstc_errmsg(), "NaN"), "%s", sstc_errmsg());
+    sstc_session_close(&s);
+}
+
+static size_t file_size(const char *p) {
+    struct stat st;
+    return stat(p, &st) ? 0 : (size_t)st.st_size;
+}
+
+Test(train, corrupt_truncated_and_foreign_checkpoints_are_rejected) {
+    sstc_session s;
+    cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0);
+    char ck[300], bad[300];
+    snprintf(ck, sizeof ck, "%s/good.sstc", dir);
+    snprintf(bad, sizeof bad, "%s/bad.sstc", dir);
+    cr_assert_eq(sstc_checkpoint_save(&s, ck, NULL, 0), 0);
+    size_t n = file_size(ck);
+    unsigned char *buf = malloc(n);
+    FILE *f = fopen(ck, "rb");
+    cr_assert_eq(fread(buf, 1, n, f), n);
+    fclose(f);
+    /* a flipped byte in the middle */
+    buf[n / 2] ^= 0x40;
+    sstc_write_atomic(bad, buf, n);
+    cr_assert_neq(sstc_checkpoint_restore(&s, bad, NULL, NULL), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "checksum"), "%s", sstc_errmsg());
+    buf[n / 2] ^= 0x40;
+    /* truncated */
+    sstc_write_atomic(bad, buf, n - 100);
+    cr_assert_neq(sstc_checkpoint_restore(&s, bad, NULL, NULL), 0);
+    /* wrong magic */
+    buf[0] = 'X';
+    sstc_write_atomic(bad, buf, n);
+    cr_assert_neq(sstc_checkpoint_restore(&s, bad, NULL, NULL), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "magic"), "%s", sstc_errmsg());
+    free(buf);
+    /* a different network */
+    sstc_session o;
+    const char *ov[] = {"fc1.outputs=12"};
+    cr_assert_eq(sstc_session_open_text(&o, config(), "tiny.ini", ov, 1, 1), 0);
+    cr_assert_neq(sstc_checkpoint_restore(&o, ck, NULL, NULL), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "fc1.weight"), "%s", sstc_errmsg());
+    sstc_session_close(&o);
+    /* a checkpoint opens by itself and evaluates identically */
+    sstc_eval_result r1, r2;
+    cr_assert_eq(sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r1), 0);
+    cr_assert_eq(sstc_checkpoint_open(&o, ck, 1, NULL, NULL), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_session_evaluate(&o, &o.test, NULL, o.test.n, &r2), 0);
+    cr_assert_eq(r1.loss, r2.loss);
+    sstc_session_close(&o);
+    sstc_session_close(&s);
+}
+
+Test(train, npz_export_holds_every_tensor_as_npy) {
+    sstc_session s;
+    cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0);
+    char p[300];
+    snprintf(p, sizeof p, "%s/w.npz", dir);
+    cr_assert_eq(sstc_export_npz(s.model, p), 0, "%s", sstc_errmsg());
+    int err;
+    zip_t *z = zip_open(p, ZIP_RDONLY, &err);
+    cr_assert_not_null(z);
+    cr_assert_eq(zip_get_num_entries(z, 0), 8); /* fc1 weight+bias, bn1 x4, fc2 weight+bias */
+    zip_stat_t st;
+    cr_assert_eq(zip_stat(z, "fc1.weight.npy", 0, &st), 0);
+    zip_file_t *zf = zip_fopen(z, "fc1.weight.npy", 0);
+    char *buf = malloc(st.size);
+    cr_assert_eq(zip_fread(zf, buf, st.size), (zip_int64_t)st.size);
+    zip_fclose(zf);
+    cr_assert_eq(memcmp(buf, "\x93NUMPY\x01\x00", 8), 0);
+    size_t hlen = (unsigned char)buf[8] | ((unsigned char)buf[9] << 8);
+    cr_assert_eq((10 + hlen) % 64, 0);
+    cr_assert_not_null(strstr(buf + 10, "'shape': (16, 64)"));
+    cr_assert_eq(st.size, 10 + hlen + 16 * 64 * 4);
+    cr_assert_eq(memcmp(buf + 10 + hlen, s.model->layers[0].weight->data, 16 * 64 * 4), 0);
+    free(buf);
+    zip_close(z);
+    sstc_session_close(&s);
+}
