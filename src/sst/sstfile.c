@@ -10,7 +10,6 @@
 #include "sstc/error.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,6 +57,17 @@ size_t sstc_sst_fan_in(const sstc_sst_layer *L) {
 static size_t code_bytes(const sstc_sst_layer *L) {
     size_t G = sstc_groups_per_row(sstc_sst_fan_in(L), L->N);
     return sstc_packed_bytes((size_t)L->out * G, sstc_code_bits(L->N, L->K));
+}
+
+/* zlib's crc32 of n bytes; zlib takes 32-bit lengths, so large images go in pieces. */
+static uint32_t crc_of(const uint8_t *p, size_t n) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t o = 0; o < n;) {
+        size_t len = n - o > (1u << 30) ? (1u << 30) : n - o;
+        crc = crc32(crc, p + o, (uInt)len);
+        o += len;
+    }
+    return (uint32_t)crc;
 }
 
 /* ---- model memory ----------------------------------------------------------- */
@@ -433,15 +443,7 @@ int sstc_sst_read_mem(const void *buf, size_t n, sstc_sst_model **out) {
         return rfail(&r, total, "%zu bytes of trailing data after the %llu the header announces", n - (size_t)total,
                      (unsigned long long)total);
     uint32_t stored = le32(r.p + n - CRC_BYTES);
-    uint32_t crc = (uint32_t)crc32(0L, r.p, (uInt)(n - CRC_BYTES));
-    if (n - CRC_BYTES > UINT_MAX) { /* zlib's length is 32-bit: checksum in pieces */
-        crc = (uint32_t)crc32(0L, Z_NULL, 0);
-        for (size_t o = 0; o < n - CRC_BYTES;) {
-            size_t len = n - CRC_BYTES - o > (1u << 30) ? (1u << 30) : n - CRC_BYTES - o;
-            crc = (uint32_t)crc32(crc, r.p + o, (uInt)len);
-            o += len;
-        }
-    }
+    uint32_t crc = crc_of(r.p, n - CRC_BYTES);
     if (crc != stored)
         return rfail(&r, n - CRC_BYTES, "checksum mismatch: stored 0x%08x, computed 0x%08x", stored, crc);
     r.n = n - CRC_BYTES; /* layers may not run into the checksum */
@@ -688,13 +690,7 @@ static void serialize(const sstc_sst_model *m, uint8_t *buf, size_t size) {
             break;
         }
     }
-    uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
-    for (size_t o = 0; o < w.off;) {
-        size_t len = w.off - o > (1u << 30) ? (1u << 30) : w.off - o;
-        crc = (uint32_t)crc32(crc, w.p + o, (uInt)len);
-        o += len;
-    }
-    w_u32(&w, crc);
+    w_u32(&w, crc_of(w.p, w.off));
 }
 
 /* Serializes without the deep checks; *buf is malloc'ed. */
