@@ -117,3 +117,8 @@ $(BUILD)/bench_%: experiments/bench/bench_%.c $(BUILD)/libsstc.a
 
 bench: $(BENCH_BIN)
 	./$(BUILD)/bench_step --threads 2
+
+# ---- the main job: MNIST from the mirror, default experiment ---------------
+run: $(BUILD)/sstc
+	./$(BUILD)/sstc data prepare mnist
+	./$(BUILD)/sstc train configs/mnist_fc.ini
