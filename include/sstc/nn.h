@@ -47,6 +47,10 @@ typedef struct sstc_layer {
      * weight->data while gradients still flow into weight->grad: the
      * straight-through estimator used for quantized retraining. */
     float *weight_override;
+    /* Optional per-output scale (Linear/Conv): y = out_scale * (W x) + bias.
+     * Added by weight normalization when no batch norm follows the layer.
+     * Named "<layer>.out_scale"; not trained. */
+    sstc_tensor *out_scale;
 } sstc_layer;
 
 typedef struct sstc_model {
@@ -88,6 +92,9 @@ void sstc_model_train(sstc_model *m, int training);
 
 /* Forward pass in ctx: x (B, in_shape...) -> logits (B, num_classes). */
 sstc_tensor *sstc_model_forward(sstc_model *m, sstc_ctx *ctx, sstc_tensor *x);
+
+/* Gives a Linear/Conv layer a per-output scale (initialized to 1). */
+int sstc_layer_add_out_scale(sstc_model *m, sstc_layer *l);
 
 /* Named parameters and buffers, in layer order. */
 typedef struct {

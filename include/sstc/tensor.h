@@ -48,6 +48,7 @@ typedef enum {
     SSTC_OP_SUM,
     SSTC_OP_MEAN,
     SSTC_OP_SOFTMAX_CE,
+    SSTC_OP_CHANNEL_SCALE,
     SSTC_OP_COUNT
 } sstc_op;
 
@@ -114,6 +115,8 @@ sstc_tensor *sstc_linear(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
 sstc_tensor *sstc_add(sstc_ctx *ctx, sstc_tensor *a, sstc_tensor *b);
 /* x (B,C) or (B,C,H,W) plus bias (C) broadcast over the other axes. */
 sstc_tensor *sstc_bias_add(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *bias);
+/* x (B,C) or (B,C,H,W) times scale (C) broadcast over the other axes. */
+sstc_tensor *sstc_channel_scale(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *scale);
 /* Elementwise a * b, same shapes. */
 sstc_tensor *sstc_mul(sstc_ctx *ctx, sstc_tensor *a, sstc_tensor *b);
 /* s * a for a constant s. */

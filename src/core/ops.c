@@ -17,7 +17,7 @@
 static const char *const op_names[SSTC_OP_COUNT] = {
     "leaf",   "matmul",    "linear",    "add",       "bias_add", "mul",
     "scale",  "relu",      "conv2d",    "maxpool2d", "avgpool2d", "batchnorm",
-    "dropout", "reshape",  "sum",       "mean",      "softmax_ce",
+    "dropout", "reshape",  "sum",       "mean",      "softmax_ce", "channel_scale",
 };
 
 const char *sstc_op_name(sstc_op op) {
@@ -249,6 +249,46 @@ static void bias_add_backward(sstc_ctx *ctx, sstc_tensor *y) {
             db[c] += s;
         }
     }
+}
+
+/* ---- channel scale ---------------------------------------------------- */
+
+sstc_tensor *sstc_channel_scale(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *scale) {
+    if (null_args("channel_scale", ctx, x, scale)) return NULL;
+    if (x->ndim < 2 || scale->size != (size_t)x->shape[1]) {
+        SHAPEBUF(x); SHAPEBUF(scale);
+        sstc_fail(SSTC_ESHAPE, "channel_scale: input %s and scale %s do not fit, expected (B,C,...) and (C)", S(x), S(scale));
+        return NULL;
+    }
+    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_CHANNEL_SCALE, x->ndim, x->shape, x, scale, NULL);
+    if (!y) return NULL;
+    int B = x->shape[0], C = x->shape[1];
+    size_t inner = inner_size(x);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            size_t off = ((size_t)b * C + c) * inner;
+            float s = scale->data[c];
+            for (size_t i = 0; i < inner; i++) y->data[off + i] = s * x->data[off + i];
+        }
+    return y;
+}
+
+static void channel_scale_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0], *scale = y->src[1];
+    int B = x->shape[0], C = x->shape[1];
+    size_t inner = inner_size(x);
+    float *dx = x->requires_grad ? ctx_grad(ctx, x) : NULL;
+    float *ds = scale->requires_grad ? ctx_grad(ctx, scale) : NULL;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            size_t off = ((size_t)b * C + c) * inner;
+            float s = scale->data[c], acc = 0;
+            for (size_t i = 0; i < inner; i++) {
+                if (dx) dx[off + i] += s * y->grad[off + i];
+                acc += x->data[off + i] * y->grad[off + i];
+            }
+            if (ds) ds[c] += acc;
+        }
 }
 
 /* ---- conv2d ----------------------------------------------------------- */
@@ -854,6 +894,7 @@ const backward_fn sstc_backward_rules[SSTC_OP_COUNT] = {
     [SSTC_OP_SUM] = reduce_backward,
     [SSTC_OP_MEAN] = reduce_backward,
     [SSTC_OP_SOFTMAX_CE] = softmax_ce_backward,
+    [SSTC_OP_CHANNEL_SCALE] = channel_scale_backward,
 };
 
 int sstc_backward(sstc_ctx *ctx, sstc_tensor *loss) {

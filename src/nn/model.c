@@ -304,10 +304,21 @@ sstc_tensor *sstc_model_forward(sstc_model *m, sstc_ctx *ctx, sstc_tensor *x) {
         switch (l->kind) {
         case SSTC_LAYER_LINEAR:
             if (h->ndim != 2) h = sstc_flatten(ctx, h);
-            h = sstc_linear(ctx, h, effective_weight(ctx, l), l->bias);
+            if (l->out_scale) {
+                h = sstc_channel_scale(ctx, sstc_linear(ctx, h, effective_weight(ctx, l), NULL), l->out_scale);
+                if (l->bias) h = sstc_bias_add(ctx, h, l->bias);
+            } else {
+                h = sstc_linear(ctx, h, effective_weight(ctx, l), l->bias);
+            }
             break;
         case SSTC_LAYER_CONV2D:
-            h = sstc_conv2d(ctx, h, effective_weight(ctx, l), l->bias, l->stride, l->pad);
+            if (l->out_scale) {
+                h = sstc_channel_scale(ctx, sstc_conv2d(ctx, h, effective_weight(ctx, l), NULL, l->stride, l->pad),
+                                       l->out_scale);
+                if (l->bias) h = sstc_bias_add(ctx, h, l->bias);
+            } else {
+                h = sstc_conv2d(ctx, h, effective_weight(ctx, l), l->bias, l->stride, l->pad);
+            }
             break;
         case SSTC_LAYER_BATCHNORM:
             h = sstc_batchnorm(ctx, h, l->weight, l->bias, l->running_mean, l->running_var, l->momentum, l->eps);
@@ -331,10 +342,11 @@ int sstc_model_named_tensors(sstc_model *m, sstc_named_tensor *out, int cap) {
     int n = 0;
     for (int i = 0; i < m->nlayers; i++) {
         sstc_layer *l = &m->layers[i];
-        struct { const char *suffix; sstc_tensor *t; int trainable; } items[4] = {
+        struct { const char *suffix; sstc_tensor *t; int trainable; } items[5] = {
             {"weight", l->weight, 1}, {"bias", l->bias, 1},
-            {"running_mean", l->running_mean, 0}, {"running_var", l->running_var, 0}};
-        for (int k = 0; k < 4; k++) {
+            {"running_mean", l->running_mean, 0}, {"running_var", l->running_var, 0},
+            {"out_scale", l->out_scale, 0}};
+        for (int k = 0; k < 5; k++) {
             if (!items[k].t) continue;
             if (out && n < cap) {
                 snprintf(out[n].name, sizeof out[n].name, "%s.%s", l->name, items[k].suffix);
@@ -355,6 +367,16 @@ sstc_tensor *sstc_model_find(sstc_model *m, const char *name) {
         if (!strcmp(buf[i].name, name)) return buf[i].tensor;
     sstc_fail(SSTC_EINVAL, "model: no parameter named '%s'", name);
     return NULL;
+}
+
+int sstc_layer_add_out_scale(sstc_model *m, sstc_layer *l) {
+    if (l->kind != SSTC_LAYER_LINEAR && l->kind != SSTC_LAYER_CONV2D)
+        return sstc_fail(SSTC_EINVAL, "layer '%s': only linear and conv2d layers take an output scale", l->name);
+    if (l->out_scale) return 0;
+    l->out_scale = sstc_tensor_1d(m->params, l->out_features);
+    if (!l->out_scale) return sstc_errcode();
+    sstc_tensor_fill(l->out_scale, 1.0f);
+    return 0;
 }
 
 size_t sstc_model_num_params(sstc_model *m) {

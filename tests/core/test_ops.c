@@ -327,3 +327,11 @@ Test(ops, reset_context_reuses_memory_without_new_allocations) {
     }
     sstc_ctx_free(ctx);
 }
+
+static sstc_tensor *f_cscale(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_channel_scale(c, in[0], in[1]); }
+Test(ops, channel_scale_gradient_matches_finite_differences_2d_and_4d) {
+    sstc_tensor *a[] = {randp(2, (int[]){3, 4}, 1), randp(1, (int[]){4}, 1)};
+    gradcheck(f_cscale, a, 2, NULL, "channel_scale 2d");
+    sstc_tensor *b[] = {randp(4, (int[]){2, 3, 2, 2}, 1), randp(1, (int[]){3}, 1)};
+    gradcheck(f_cscale, b, 2, NULL, "channel_scale 4d");
+}
