@@ -7,6 +7,7 @@
  *   normalizer: u32 c, f32 mean[4], f32 std[4]
  *   epoch state: u32 epoch, u32 batch, f64 loss_sum, f64 err_sum, i64 seen, f64 seconds,
  *                f64 total_seconds
+ *   u32 count of layers with an output scale; per layer: u16 name length, name
  *   u32 ntensors; per tensor: u16 name length, name, u32 ndim, u32 shape[4], f32 data
  *   optimizer: u32 kind, i64 step, u32 nparams; per param: u64 size, f32 m[size], (adam) f32 v[size]
  *   u64 extra length, extra bytes
@@ -168,8 +169,18 @@ int sstc_checkpoint_save(const sstc_session *s, const char *path, const void *ex
     put_u64(&b, (uint64_t)st->seen);
     put_f64(&b, st->seconds);
     put_f64(&b, st->total_seconds);
-    sstc_named_tensor nt[4 * SSTC_MAX_LAYERS];
-    int n = sstc_model_named_tensors(s->model, nt, 4 * SSTC_MAX_LAYERS);
+    /* structure beyond the config: layers given an output scale by compression */
+    uint32_t nscaled = 0;
+    for (int i = 0; i < s->model->nlayers; i++) nscaled += s->model->layers[i].out_scale != NULL;
+    put_u32(&b, nscaled);
+    for (int i = 0; i < s->model->nlayers; i++)
+        if (s->model->layers[i].out_scale) {
+            uint16_t len = (uint16_t)strlen(s->model->layers[i].name);
+            put(&b, &len, 2);
+            put(&b, s->model->layers[i].name, len);
+        }
+    sstc_named_tensor nt[5 * SSTC_MAX_LAYERS];
+    int n = sstc_model_named_tensors(s->model, nt, 5 * SSTC_MAX_LAYERS);
     put_u32(&b, (uint32_t)n);
     for (int i = 0; i < n; i++) {
         uint16_t len = (uint16_t)strlen(nt[i].name);
@@ -260,8 +271,29 @@ static int restore_body(sstc_session *s, rbuf *r, void **extra, size_t *extra_le
     st.seconds = get_f64(r, "seconds");
     st.total_seconds = get_f64(r, "total seconds");
     if (r->err) return sstc_errcode();
-    sstc_named_tensor nt[4 * SSTC_MAX_LAYERS];
-    int n = sstc_model_named_tensors(s->model, nt, 4 * SSTC_MAX_LAYERS);
+    uint32_t nscaled = get_u32(r, "scaled layer count");
+    if (r->err) return sstc_errcode();
+    if (nscaled > (uint32_t)s->model->nlayers)
+        return sstc_fail(SSTC_EFORMAT, "%s: %u scaled layers at byte %zu, the network has %d layers", r->path, nscaled,
+                         r->off - 4, s->model->nlayers);
+    for (uint32_t i = 0; i < nscaled; i++) {
+        uint16_t len = 0;
+        char name[64] = "";
+        get(r, &len, 2, "layer name length");
+        if (r->err) return sstc_errcode();
+        if (len >= sizeof name)
+            return sstc_fail(SSTC_EFORMAT, "%s: layer name of %u bytes at byte %zu", r->path, len, r->off);
+        get(r, name, len, "layer name");
+        if (r->err) return sstc_errcode();
+        sstc_layer *l = NULL;
+        for (int k = 0; k < s->model->nlayers; k++)
+            if (!strcmp(s->model->layers[k].name, name)) l = &s->model->layers[k];
+        if (!l || sstc_layer_add_out_scale(s->model, l))
+            return sstc_fail(SSTC_EFORMAT, "%s: scaled layer '%s' (byte %zu) is not a linear/conv layer of this network",
+                             r->path, name, r->off);
+    }
+    sstc_named_tensor nt[5 * SSTC_MAX_LAYERS];
+    int n = sstc_model_named_tensors(s->model, nt, 5 * SSTC_MAX_LAYERS);
     uint32_t count = get_u32(r, "tensor count");
     if (r->err) return sstc_errcode();
     if (count != (uint32_t)n)

@@ -49,8 +49,8 @@ int sstc_export_npz(sstc_model *m, const char *path) {
         zip_error_fini(&e);
         return rc;
     }
-    sstc_named_tensor nt[4 * 64];
-    int n = sstc_model_named_tensors(m, nt, 4 * 64);
+    sstc_named_tensor nt[5 * 64];
+    int n = sstc_model_named_tensors(m, nt, 5 * 64);
     for (int i = 0; i < n; i++) {
         size_t len;
         unsigned char *buf = npy_encode(nt[i].tensor, &len);

@@ -96,9 +96,9 @@ static int build(sstc_session *s) {
     sstc_rng r;
     sstc_rng_seed(&r, stream_seed(c->seed, -3, 0));
     sstc_model_init(s->model, c->init, &r);
-    sstc_named_tensor nt[4 * SSTC_MAX_LAYERS];
-    int n = sstc_model_named_tensors(s->model, nt, 4 * SSTC_MAX_LAYERS), np = 0;
-    sstc_tensor *params[4 * SSTC_MAX_LAYERS];
+    sstc_named_tensor nt[5 * SSTC_MAX_LAYERS];
+    int n = sstc_model_named_tensors(s->model, nt, 5 * SSTC_MAX_LAYERS), np = 0;
+    sstc_tensor *params[5 * SSTC_MAX_LAYERS];
     for (int i = 0; i < n; i++)
         if (nt[i].trainable) params[np++] = nt[i].tensor;
     s->opt = sstc_optim_create(&c->optim, params, np);
