@@ -17,9 +17,9 @@ static void fill(sstc_rng *r, sstc_sst_layer *L) {
         exit(1);
     }
     size_t out = (size_t)L->out, fan_in = sstc_sst_fan_in(L);
-    if (L->kind == SSTC_LAYER_BATCHNORM)
+    if (L->kind == SSTC_SST_BATCHNORM)
         for (size_t i = 0; i < out; i++) L->scale[i] = 1 + 0.1f * sstc_rng_normal(r), L->bias[i] = sstc_rng_normal(r);
-    if (L->kind != SSTC_LAYER_FC && L->kind != SSTC_LAYER_CONV) return;
+    if (L->kind != SSTC_SST_FC && L->kind != SSTC_SST_CONV) return;
     for (size_t i = 0; i < out; i++) L->bias[i] = 0.1f * sstc_rng_normal(r);
     if (!L->coded) {
         for (size_t i = 0; i < out * fan_in; i++) L->weight[i] = 0.1f * sstc_rng_normal(r);
@@ -64,38 +64,42 @@ int main(int argc, char **argv) {
         int N = nk[c][0], K = nk[c][1], pr = nk[c][2];
         sstc_sst_model *m = sstc_sst_model_new(11);
         m->in_c = 3, m->in_h = 8, m->in_w = 8, m->num_classes = 10;
+        const float mean[3] = {0.4914f, 0.4822f, 0.4465f}, sd[3] = {0.2470f, 0.2435f, 0.2616f};
+        memcpy(m->in_mean, mean, sizeof mean);
+        memcpy(m->in_std, sd, sizeof sd);
         sstc_sst_layer *L = m->layers;
-        L[0] = (sstc_sst_layer){.kind = SSTC_LAYER_CONV, .out = 4, .in = 3, .kh = 3, .kw = 3, .stride = 1, .pad = 1,
+        L[0] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 4, .in = 3, .kh = 3, .kw = 3, .stride = 1, .pad = 1,
                                 .coded = 1, .N = N, .K = K, .per_row_delta = pr};
-        L[1] = (sstc_sst_layer){.kind = SSTC_LAYER_BATCHNORM, .out = 4};
-        L[2] = (sstc_sst_layer){.kind = SSTC_LAYER_RELU};
-        L[3] = (sstc_sst_layer){.kind = SSTC_LAYER_MAXPOOL, .kh = 2, .kw = 2, .stride = 2};
-        L[4] = (sstc_sst_layer){.kind = SSTC_LAYER_CONV, .out = 5, .in = 4, .kh = 3, .kw = 3, .stride = 2, .pad = 1,
+        L[1] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 4};
+        L[2] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+        L[3] = (sstc_sst_layer){.kind = SSTC_SST_MAXPOOL, .kh = 2, .kw = 2, .stride = 2};
+        L[4] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 5, .in = 4, .kh = 3, .kw = 3, .stride = 2, .pad = 1,
                                 .coded = 1, .N = N, .K = K, .per_row_delta = !pr};
-        L[5] = (sstc_sst_layer){.kind = SSTC_LAYER_AVGPOOL, .kh = 2, .kw = 2, .stride = 1, .pad = 1};
-        L[6] = (sstc_sst_layer){.kind = SSTC_LAYER_FLATTEN};
-        L[7] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 12, .in = 45, .coded = 1, .N = N, .K = K,
+        L[5] = (sstc_sst_layer){.kind = SSTC_SST_AVGPOOL, .kh = 2, .kw = 2, .stride = 1, .pad = 1};
+        L[6] = (sstc_sst_layer){.kind = SSTC_SST_FLATTEN};
+        L[7] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 12, .in = 45, .coded = 1, .N = N, .K = K,
                                 .per_row_delta = pr};
-        L[8] = (sstc_sst_layer){.kind = SSTC_LAYER_DROPOUT, .p = 0.5f};
-        L[9] = (sstc_sst_layer){.kind = SSTC_LAYER_RELU};
-        L[10] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 10, .in = 12};
+        L[8] = (sstc_sst_layer){.kind = SSTC_SST_DROPOUT, .p = 0.5f};
+        L[9] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+        L[10] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 10, .in = 12};
         save(argv[1], names[c], m, &r);
     }
     /* an MLP with a float first layer and plain ternary (1,1) */
     sstc_sst_model *m = sstc_sst_model_new(5);
     m->in_c = 1, m->in_h = 5, m->in_w = 5, m->num_classes = 4;
+    m->in_mean[0] = 0.1307f, m->in_std[0] = 0.3081f;
     sstc_sst_layer *L = m->layers;
-    L[0] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 16, .in = 25};
-    L[1] = (sstc_sst_layer){.kind = SSTC_LAYER_BATCHNORM, .out = 16};
-    L[2] = (sstc_sst_layer){.kind = SSTC_LAYER_RELU};
-    L[3] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 8, .in = 16, .coded = 1, .N = 1, .K = 1};
-    L[4] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 4, .in = 8, .coded = 1, .N = 16, .K = 2,
+    L[0] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 16, .in = 25};
+    L[1] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 16};
+    L[2] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[3] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 8, .in = 16, .coded = 1, .N = 1, .K = 1};
+    L[4] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 4, .in = 8, .coded = 1, .N = 16, .K = 2,
                             .per_row_delta = 1};
     save(argv[1], "mlp_ternary", m, &r);
     /* the smallest file: one coded fc layer with a stray-bit-sized code stream */
     m = sstc_sst_model_new(1);
     m->in_c = 3, m->in_h = 1, m->in_w = 1, m->num_classes = 3;
-    m->layers[0] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 3, .in = 3, .coded = 1, .N = 8, .K = 3};
+    m->layers[0] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 3, .in = 3, .coded = 1, .N = 8, .K = 3};
     save(argv[1], "tiny_fc", m, &r);
     return 0;
 }

@@ -138,15 +138,15 @@ int sstc_unpack_codes(const uint8_t *in, size_t nbytes, size_t count, int bits, 
 #define SSTC_SST_VERSION 1
 
 typedef enum {
-    SSTC_LAYER_FC = 1,        /* out, in; weights (out x in) */
-    SSTC_LAYER_CONV = 2,      /* out (= C_out), in (= C_in), kh, kw, stride, pad */
-    SSTC_LAYER_BATCHNORM = 3, /* out = channels; y = scale*x + bias per channel */
-    SSTC_LAYER_RELU = 4,
-    SSTC_LAYER_MAXPOOL = 5,   /* kh = kw = k, stride, pad */
-    SSTC_LAYER_AVGPOOL = 6,   /* kh = kw = k, stride, pad; divides by k*k */
-    SSTC_LAYER_FLATTEN = 7,   /* (C,H,W) -> (C*H*W,1,1) */
-    SSTC_LAYER_DROPOUT = 8,   /* p; identity at inference */
-} sstc_layer_kind;
+    SSTC_SST_FC = 1,        /* out, in; weights (out x in) */
+    SSTC_SST_CONV = 2,      /* out (= C_out), in (= C_in), kh, kw, stride, pad */
+    SSTC_SST_BATCHNORM = 3, /* out = channels; y = scale*x + bias per channel */
+    SSTC_SST_RELU = 4,
+    SSTC_SST_MAXPOOL = 5,   /* kh = kw = k, stride, pad */
+    SSTC_SST_AVGPOOL = 6,   /* kh = kw = k, stride, pad; divides by k*k */
+    SSTC_SST_FLATTEN = 7,   /* (C,H,W) -> (C*H*W,1,1) */
+    SSTC_SST_DROPOUT = 8,   /* p; identity at inference */
+} sstc_sst_kind;
 
 /* One layer. FC and CONV are either coded (coded = 1: N, K, delta, scale,
  * bias, codes) or float (coded = 0: weight, bias). A coded layer computes
@@ -157,7 +157,7 @@ typedef enum {
  * quantized weights, can be recovered. All arrays are owned by the model and
  * released with free() by sstc_sst_free. */
 typedef struct {
-    sstc_layer_kind kind;
+    sstc_sst_kind kind;
     int out, in;              /* FC: features; CONV: channels; BATCHNORM: out = channels */
     int kh, kw, stride, pad;  /* CONV; pools use kh (= kw) as k */
     float p;                  /* DROPOUT */
@@ -174,13 +174,18 @@ typedef struct {
 
 typedef struct {
     int in_c, in_h, in_w;     /* input shape (C,H,W) */
+    /* Input preprocessing, per channel: the network's input is
+     * x = (pixel/255 - in_mean[c]) / in_std[c]. Channels 4 and up (no dataset
+     * has them) use mean 0, std 1; sstc_sst_model_new sets every entry to
+     * (0, 1). */
+    float in_mean[4], in_std[4];
     int num_classes;          /* size of the last layer's output */
     int n_layers;
     sstc_sst_layer *layers;   /* (n_layers) */
 } sstc_sst_model;
 
 /* A model with n_layers zeroed layer records (fill kind and shapes, then
- * sstc_sst_layer_alloc each). */
+ * sstc_sst_layer_alloc each) and the identity preprocessing (mean 0, std 1). */
 sstc_sst_model *sstc_sst_model_new(int n_layers);
 /* Allocates the zeroed arrays that the layer's kind, shape and coding need. */
 int sstc_sst_layer_alloc(sstc_sst_layer *layer);

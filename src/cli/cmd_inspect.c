@@ -14,8 +14,9 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: sstc inspect FILE.sst\n"
             "\n"
-            "Check a .sst file (checksum, shapes, codes) and print its layers: shapes,\n"
-            "and for coded layers N, K, delta and bits per group. The last line is\n"
+            "Check a .sst file (checksum, shapes, codes) and print its input\n"
+            "preprocessing (per-channel mean and std) and its layers: shapes, and for\n"
+            "coded layers N, K, delta and bits per group. The last line is\n"
             "machine-readable: weights, the coded layers' code bits per weight, file\n"
             "bytes, total bits per weight (the whole file over every fc/conv weight)\n"
             "and the compression against float32.\n"
@@ -27,17 +28,17 @@ static void usage(FILE *f) {
 static void print_layer(int i, const sstc_sst_layer *L) {
     char shape[96] = "";
     switch (L->kind) {
-    case SSTC_LAYER_FC: snprintf(shape, sizeof shape, "%d->%d", L->in, L->out); break;
-    case SSTC_LAYER_CONV:
+    case SSTC_SST_FC: snprintf(shape, sizeof shape, "%d->%d", L->in, L->out); break;
+    case SSTC_SST_CONV:
         snprintf(shape, sizeof shape, "%d->%d k=%dx%d s=%d p=%d", L->in, L->out, L->kh, L->kw, L->stride, L->pad);
         break;
-    case SSTC_LAYER_BATCHNORM: snprintf(shape, sizeof shape, "c=%d", L->out); break;
-    case SSTC_LAYER_MAXPOOL:
-    case SSTC_LAYER_AVGPOOL: snprintf(shape, sizeof shape, "k=%d s=%d p=%d", L->kh, L->stride, L->pad); break;
-    case SSTC_LAYER_DROPOUT: snprintf(shape, sizeof shape, "p=%g", L->p); break;
+    case SSTC_SST_BATCHNORM: snprintf(shape, sizeof shape, "c=%d", L->out); break;
+    case SSTC_SST_MAXPOOL:
+    case SSTC_SST_AVGPOOL: snprintf(shape, sizeof shape, "k=%d s=%d p=%d", L->kh, L->stride, L->pad); break;
+    case SSTC_SST_DROPOUT: snprintf(shape, sizeof shape, "p=%g", L->p); break;
     default: break;
     }
-    if (L->kind != SSTC_LAYER_FC && L->kind != SSTC_LAYER_CONV) {
+    if (L->kind != SSTC_SST_FC && L->kind != SSTC_SST_CONV) {
         printf("%-5d %-9s %s\n", i, sstc_sst_kind_name(L->kind), shape);
         return;
     }
@@ -82,6 +83,9 @@ int cmd_inspect(int argc, char **argv) {
     size_t bytes = sstc_sst_size(m), weights = 0, code_bytes = 0, coded_weights = 0;
     printf("%s: version %d, input %dx%dx%d, %d classes, %d layers, %zu bytes\n", argv[1], SSTC_SST_VERSION, m->in_c,
            m->in_h, m->in_w, m->num_classes, m->n_layers, bytes);
+    printf("input x = (pixel/255 - mean)/std:");
+    for (int c = 0; c < m->in_c && c < 4; c++) printf(" c%d mean=%.6g std=%.6g", c, m->in_mean[c], m->in_std[c]);
+    printf("\n");
     for (int i = 0; i < m->n_layers; i++) {
         const sstc_sst_layer *L = &m->layers[i];
         print_layer(i, L);

@@ -19,7 +19,8 @@
 
 static const uint8_t MAGIC[4] = {'S', 'S', 'T', 'C'};
 enum {
-    HEADER_BYTES = 36,
+    HEADER_BYTES = 68,
+    IN_CHANNELS_STORED = 4, /* in_mean/in_std entries in the header */
     CRC_BYTES = 4,
     FLAG_CODED = 1,
     FLAG_PER_ROW = 2,
@@ -31,25 +32,25 @@ enum {
 
 const char *sstc_sst_kind_name(int kind) {
     switch (kind) {
-    case SSTC_LAYER_FC: return "fc";
-    case SSTC_LAYER_CONV: return "conv";
-    case SSTC_LAYER_BATCHNORM: return "batchnorm";
-    case SSTC_LAYER_RELU: return "relu";
-    case SSTC_LAYER_MAXPOOL: return "maxpool";
-    case SSTC_LAYER_AVGPOOL: return "avgpool";
-    case SSTC_LAYER_FLATTEN: return "flatten";
-    case SSTC_LAYER_DROPOUT: return "dropout";
+    case SSTC_SST_FC: return "fc";
+    case SSTC_SST_CONV: return "conv";
+    case SSTC_SST_BATCHNORM: return "batchnorm";
+    case SSTC_SST_RELU: return "relu";
+    case SSTC_SST_MAXPOOL: return "maxpool";
+    case SSTC_SST_AVGPOOL: return "avgpool";
+    case SSTC_SST_FLATTEN: return "flatten";
+    case SSTC_SST_DROPOUT: return "dropout";
     default: return "?";
     }
 }
 
-static int has_weights(int kind) { return kind == SSTC_LAYER_FC || kind == SSTC_LAYER_CONV; }
-static int is_pool(int kind) { return kind == SSTC_LAYER_MAXPOOL || kind == SSTC_LAYER_AVGPOOL; }
+static int has_weights(int kind) { return kind == SSTC_SST_FC || kind == SSTC_SST_CONV; }
+static int is_pool(int kind) { return kind == SSTC_SST_MAXPOOL || kind == SSTC_SST_AVGPOOL; }
 
 size_t sstc_sst_fan_in(const sstc_sst_layer *L) {
     if (!L || L->in < 0) return 0;
-    if (L->kind == SSTC_LAYER_FC) return (size_t)L->in;
-    if (L->kind == SSTC_LAYER_CONV && L->kh > 0 && L->kw > 0) return (size_t)L->in * (size_t)L->kh * (size_t)L->kw;
+    if (L->kind == SSTC_SST_FC) return (size_t)L->in;
+    if (L->kind == SSTC_SST_CONV && L->kh > 0 && L->kw > 0) return (size_t)L->in * (size_t)L->kh * (size_t)L->kw;
     return 0;
 }
 
@@ -85,6 +86,7 @@ sstc_sst_model *sstc_sst_model_new(int n_layers) {
         return NULL;
     }
     m->n_layers = n_layers;
+    for (int c = 0; c < IN_CHANNELS_STORED; c++) m->in_mean[c] = 0.0f, m->in_std[c] = 1.0f;
     return m;
 }
 
@@ -110,12 +112,12 @@ int sstc_sst_layer_alloc(sstc_sst_layer *L) {
     if (!L) return sstc_fail(SSTC_EINVAL, "sstc_sst_layer_alloc: NULL layer");
     layer_release(L);
     const char *kn = sstc_sst_kind_name(L->kind);
-    if (has_weights(L->kind) || L->kind == SSTC_LAYER_BATCHNORM) {
+    if (has_weights(L->kind) || L->kind == SSTC_SST_BATCHNORM) {
         if (L->out < 1 || (unsigned)L->out > MAX_CHANNELS)
             return sstc_fail(SSTC_EINVAL, "%s layer: out=%d, expected 1..%u", kn, L->out, MAX_CHANNELS);
     }
     size_t out = (size_t)(L->out > 0 ? L->out : 0);
-    if (L->kind == SSTC_LAYER_BATCHNORM) {
+    if (L->kind == SSTC_SST_BATCHNORM) {
         L->scale = calloc(out, sizeof(float));
         L->bias = calloc(out, sizeof(float));
         if (!L->scale || !L->bias) goto nomem;
@@ -124,7 +126,7 @@ int sstc_sst_layer_alloc(sstc_sst_layer *L) {
     if (!has_weights(L->kind)) return SSTC_OK;
     if (L->in < 1 || (unsigned)L->in > MAX_CHANNELS)
         return sstc_fail(SSTC_EINVAL, "%s layer: in=%d, expected 1..%u", kn, L->in, MAX_CHANNELS);
-    if (L->kind == SSTC_LAYER_CONV && (L->kh < 1 || L->kw < 1 || (unsigned)L->kh > MAX_SPATIAL ||
+    if (L->kind == SSTC_SST_CONV && (L->kh < 1 || L->kw < 1 || (unsigned)L->kh > MAX_SPATIAL ||
                                        (unsigned)L->kw > MAX_SPATIAL))
         return sstc_fail(SSTC_EINVAL, "conv layer: kernel %dx%d, expected 1..%u", L->kh, L->kw, MAX_SPATIAL);
     size_t fan_in = sstc_sst_fan_in(L);
@@ -296,8 +298,8 @@ static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
     int rc;
     if ((rc = rd_u8(r, "layer kind", &kind))) return rc;
     r->kind = (int)kind;
-    if (kind < SSTC_LAYER_FC || kind > SSTC_LAYER_DROPOUT) return rfail(r, at, "unknown layer kind %u", kind);
-    L->kind = (sstc_layer_kind)kind;
+    if (kind < SSTC_SST_FC || kind > SSTC_SST_DROPOUT) return rfail(r, at, "unknown layer kind %u", kind);
+    L->kind = (sstc_sst_kind)kind;
     if ((rc = rd_u8(r, "layer flags", &flags)) || (rc = rd_u16(r, "reserved field", &res))) return rc;
     if (flags & ~(unsigned)(FLAG_CODED | FLAG_PER_ROW)) return rfail(r, at + 1, "unknown flags 0x%02x", flags);
     if (flags && !has_weights(L->kind)) return rfail(r, at + 1, "flags 0x%02x on a layer without weights", flags);
@@ -308,8 +310,8 @@ static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
 
     uint64_t act = s->c * s->h * s->w;
     switch (L->kind) {
-    case SSTC_LAYER_FC:
-    case SSTC_LAYER_CONV: {
+    case SSTC_SST_FC:
+    case SSTC_SST_CONV: {
         uint32_t out, in;
         size_t fo = r->off;
         if ((rc = rd_u32(r, "out", &out)) || (rc = rd_u32(r, "in", &in))) return rc;
@@ -317,7 +319,7 @@ static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
         if (in < 1 || in > MAX_CHANNELS) return rfail(r, fo + 4, "in=%u, expected 1..%u", in, MAX_CHANNELS);
         L->out = (int)out;
         L->in = (int)in;
-        if (L->kind == SSTC_LAYER_FC) {
+        if (L->kind == SSTC_SST_FC) {
             if (in != act)
                 return rfail(r, fo + 4, "in=%u but the input is %llux%llux%llu = %llu values", in,
                              (unsigned long long)s->c, (unsigned long long)s->h, (unsigned long long)s->w,
@@ -377,7 +379,7 @@ static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
         }
         break;
     }
-    case SSTC_LAYER_BATCHNORM: {
+    case SSTC_SST_BATCHNORM: {
         uint32_t c;
         size_t fo = r->off;
         if ((rc = rd_u32(r, "channels", &c))) return rc;
@@ -386,8 +388,8 @@ static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
         if ((rc = rd_floats(r, c, "scale", 0, &L->scale)) || (rc = rd_floats(r, c, "bias", 0, &L->bias))) return rc;
         break;
     }
-    case SSTC_LAYER_MAXPOOL:
-    case SSTC_LAYER_AVGPOOL: {
+    case SSTC_SST_MAXPOOL:
+    case SSTC_SST_AVGPOOL: {
         unsigned k, st, pad;
         size_t ko = r->off;
         if ((rc = rd_u16(r, "k", &k)) || (rc = rd_u16(r, "stride", &st)) || (rc = rd_u16(r, "pad", &pad)) ||
@@ -404,10 +406,10 @@ static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
         s->w = (s->w + 2 * pad - k) / st + 1;
         break;
     }
-    case SSTC_LAYER_FLATTEN:
+    case SSTC_SST_FLATTEN:
         *s = (shape3){act, 1, 1};
         break;
-    case SSTC_LAYER_DROPOUT: {
+    case SSTC_SST_DROPOUT: {
         size_t po = r->off;
         uint32_t u;
         if ((rc = rd_u32(r, "p", &u))) return rc;
@@ -415,7 +417,7 @@ static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
         if (!(L->p >= 0 && L->p < 1)) return rfail(r, po, "dropout p = %g, expected 0 <= p < 1", L->p);
         break;
     }
-    case SSTC_LAYER_RELU:
+    case SSTC_SST_RELU:
         break;
     }
     if (s->c > MAX_CHANNELS || s->h > MAX_ACTIVATION || s->w > MAX_ACTIVATION || s->h * s->w > MAX_ACTIVATION ||
@@ -454,6 +456,13 @@ int sstc_sst_read_mem(const void *buf, size_t n, sstc_sst_model **out) {
     rd_u32(&r, "input height", &ih);
     rd_u32(&r, "input width", &iw);
     rd_u32(&r, "class count", &classes);
+    float pre[2][IN_CHANNELS_STORED]; /* input mean[4], then std[4] */
+    for (int k = 0; k < 2; k++)
+        for (int c = 0; c < IN_CHANNELS_STORED; c++) {
+            uint32_t u;
+            rd_u32(&r, "input preprocessing", &u);
+            memcpy(&pre[k][c], &u, 4);
+        }
     if (nl < 1 || nl > MAX_LAYERS) return rfail(&r, 16, "%u layers, expected 1..%u", nl, MAX_LAYERS);
     if (nl > (r.n - r.off) / 4)
         return rfail(&r, 16, "%u layers cannot fit in the %zu bytes that follow the header", nl, r.n - r.off);
@@ -463,9 +472,24 @@ int sstc_sst_read_mem(const void *buf, size_t n, sstc_sst_model **out) {
     if ((uint64_t)ic * ih * iw > MAX_ACTIVATION) return rfail(&r, 20, "input %ux%ux%u is too large", ic, ih, iw);
     if (classes < 1 || classes > MAX_CHANNELS) return rfail(&r, 32, "%u classes, expected 1..%u", classes, MAX_CHANNELS);
 
+    for (int k = 0; k < 2; k++)
+        for (int c = 0; c < IN_CHANNELS_STORED; c++) {
+            size_t at = 36 + 4 * (size_t)(k * IN_CHANNELS_STORED + c);
+            float v = pre[k][c];
+            const char *what = k ? "input std" : "input mean";
+            if ((uint32_t)c >= ic && v != (k ? 1.0f : 0.0f))
+                return rfail(&r, at, "%s[%d] = %g for an unused channel (the input has %u), expected %d", what, c, v,
+                             ic, k);
+            if (!isfinite(v) || (k && !(v > 0)))
+                return rfail(&r, at, "%s[%d] is %g, expected a %s number", what, c, v,
+                             k ? "positive finite" : "finite");
+        }
+
     sstc_sst_model *m = sstc_sst_model_new((int)nl);
     if (!m) return sstc_errcode();
     m->in_c = (int)ic, m->in_h = (int)ih, m->in_w = (int)iw, m->num_classes = (int)classes;
+    memcpy(m->in_mean, pre[0], sizeof m->in_mean);
+    memcpy(m->in_std, pre[1], sizeof m->in_std);
     shape3 s = {ic, ih, iw};
     int rc = SSTC_OK;
     for (uint32_t i = 0; i < nl && !rc; i++) {
@@ -528,16 +552,16 @@ int sstc_sst_read(const char *path, sstc_sst_model **out) {
 static size_t layer_bytes(const sstc_sst_layer *L) {
     size_t out = (size_t)L->out;
     switch (L->kind) {
-    case SSTC_LAYER_FC:
-    case SSTC_LAYER_CONV: {
-        size_t b = 4 + (L->kind == SSTC_LAYER_FC ? 8 : 16);
+    case SSTC_SST_FC:
+    case SSTC_SST_CONV: {
+        size_t b = 4 + (L->kind == SSTC_SST_FC ? 8 : 16);
         if (L->coded) return b + 12 + 4 * (L->per_row_delta ? out : 1) + 8 * out + code_bytes(L);
         return b + 4 * out * sstc_sst_fan_in(L) + 4 * out;
     }
-    case SSTC_LAYER_BATCHNORM: return 4 + 4 + 8 * out;
-    case SSTC_LAYER_MAXPOOL:
-    case SSTC_LAYER_AVGPOOL: return 4 + 8;
-    case SSTC_LAYER_DROPOUT: return 4 + 4;
+    case SSTC_SST_BATCHNORM: return 4 + 4 + 8 * out;
+    case SSTC_SST_MAXPOOL:
+    case SSTC_SST_AVGPOOL: return 4 + 8;
+    case SSTC_SST_DROPOUT: return 4 + 4;
     default: return 4;
     }
 }
@@ -551,18 +575,22 @@ static int check_fields(const sstc_sst_model *m) {
     if (m->in_c < 1 || m->in_h < 1 || m->in_w < 1 || m->num_classes < 1)
         return sstc_fail(SSTC_EINVAL, "sst: input %dx%dx%d and %d classes must all be >= 1", m->in_c, m->in_h,
                          m->in_w, m->num_classes);
+    for (int c = 0; c < m->in_c && c < IN_CHANNELS_STORED; c++)
+        if (!isfinite(m->in_mean[c]) || !isfinite(m->in_std[c]) || !(m->in_std[c] > 0))
+            return sstc_fail(SSTC_EINVAL, "sst: input channel %d: mean %g, std %g; expected finite values, std > 0", c,
+                             m->in_mean[c], m->in_std[c]);
     for (int i = 0; i < m->n_layers; i++) {
         const sstc_sst_layer *L = &m->layers[i];
         const char *kn = sstc_sst_kind_name(L->kind);
         if (!strcmp(kn, "?")) return sstc_fail(SSTC_EINVAL, "layer %d: unknown kind %d", i, (int)L->kind);
-        if (has_weights(L->kind) || L->kind == SSTC_LAYER_BATCHNORM) {
+        if (has_weights(L->kind) || L->kind == SSTC_SST_BATCHNORM) {
             if (L->out < 1 || (unsigned)L->out > MAX_CHANNELS)
                 return sstc_fail(SSTC_EINVAL, "layer %d (%s): out=%d, expected 1..%u", i, kn, L->out, MAX_CHANNELS);
             if (!L->bias) return sstc_fail(SSTC_EINVAL, "layer %d (%s): bias is NULL", i, kn);
         }
-        if (L->kind == SSTC_LAYER_BATCHNORM && !L->scale)
+        if (L->kind == SSTC_SST_BATCHNORM && !L->scale)
             return sstc_fail(SSTC_EINVAL, "layer %d (%s): scale is NULL", i, kn);
-        if (is_pool(L->kind) || L->kind == SSTC_LAYER_CONV) {
+        if (is_pool(L->kind) || L->kind == SSTC_SST_CONV) {
             if (L->kh < 1 || L->kw < 1 || L->stride < 1 || L->pad < 0 || (unsigned)L->kh > MAX_SPATIAL ||
                 (unsigned)L->kw > MAX_SPATIAL || (unsigned)L->stride > MAX_SPATIAL || (unsigned)L->pad > MAX_SPATIAL)
                 return sstc_fail(SSTC_EINVAL, "layer %d (%s): kernel %dx%d stride %d pad %d out of range", i, kn, L->kh,
@@ -639,6 +667,12 @@ static void serialize(const sstc_sst_model *m, uint8_t *buf, size_t size) {
     w_u32(&w, (uint32_t)m->in_h);
     w_u32(&w, (uint32_t)m->in_w);
     w_u32(&w, (uint32_t)m->num_classes);
+    /* channels the input does not have are written as the identity (0, 1) */
+    for (int k = 0; k < 2; k++)
+        for (int c = 0; c < IN_CHANNELS_STORED; c++) {
+            float v = c < m->in_c ? (k ? m->in_std[c] : m->in_mean[c]) : (k ? 1.0f : 0.0f);
+            w_floats(&w, &v, 1);
+        }
     for (int i = 0; i < m->n_layers; i++) {
         const sstc_sst_layer *L = &m->layers[i];
         size_t out = (size_t)L->out;
@@ -646,11 +680,11 @@ static void serialize(const sstc_sst_model *m, uint8_t *buf, size_t size) {
         w_u8(&w, (L->coded ? FLAG_CODED : 0) | (L->per_row_delta ? FLAG_PER_ROW : 0));
         w_u16(&w, 0);
         switch (L->kind) {
-        case SSTC_LAYER_FC:
-        case SSTC_LAYER_CONV:
+        case SSTC_SST_FC:
+        case SSTC_SST_CONV:
             w_u32(&w, (uint32_t)L->out);
             w_u32(&w, (uint32_t)L->in);
-            if (L->kind == SSTC_LAYER_CONV) {
+            if (L->kind == SSTC_SST_CONV) {
                 w_u16(&w, (unsigned)L->kh);
                 w_u16(&w, (unsigned)L->kw);
                 w_u16(&w, (unsigned)L->stride);
@@ -671,19 +705,19 @@ static void serialize(const sstc_sst_model *m, uint8_t *buf, size_t size) {
                 w_floats(&w, L->bias, out);
             }
             break;
-        case SSTC_LAYER_BATCHNORM:
+        case SSTC_SST_BATCHNORM:
             w_u32(&w, (uint32_t)L->out);
             w_floats(&w, L->scale, out);
             w_floats(&w, L->bias, out);
             break;
-        case SSTC_LAYER_MAXPOOL:
-        case SSTC_LAYER_AVGPOOL:
+        case SSTC_SST_MAXPOOL:
+        case SSTC_SST_AVGPOOL:
             w_u16(&w, (unsigned)L->kh);
             w_u16(&w, (unsigned)L->stride);
             w_u16(&w, (unsigned)L->pad);
             w_u16(&w, 0);
             break;
-        case SSTC_LAYER_DROPOUT:
+        case SSTC_SST_DROPOUT:
             w_floats(&w, &L->p, 1);
             break;
         default:

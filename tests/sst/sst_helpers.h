@@ -45,14 +45,14 @@ static inline void th_random_ternary(sstc_rng *r, int8_t *T, int rows, int cols,
 static inline void th_fill_layer(sstc_rng *r, sstc_sst_layer *L) {
     cr_assert_eq(sstc_sst_layer_alloc(L), SSTC_OK, "%s", sstc_errmsg());
     size_t out = (size_t)(L->out > 0 ? L->out : 0), fan_in = sstc_sst_fan_in(L);
-    if (L->kind == SSTC_LAYER_BATCHNORM) {
+    if (L->kind == SSTC_SST_BATCHNORM) {
         for (size_t i = 0; i < out; i++) {
             L->scale[i] = 0.5f + sstc_rng_uniform(r);
             L->bias[i] = sstc_rng_normal(r);
         }
         return;
     }
-    if (L->kind != SSTC_LAYER_FC && L->kind != SSTC_LAYER_CONV) return;
+    if (L->kind != SSTC_SST_FC && L->kind != SSTC_SST_CONV) return;
     for (size_t i = 0; i < out; i++) L->bias[i] = sstc_rng_normal(r);
     if (!L->coded) {
         th_fill(r, L->weight, out * fan_in, 0, 0.1f);
@@ -74,21 +74,25 @@ static inline sstc_sst_model *th_random_net(sstc_rng *r, int N, int K, int per_r
     sstc_sst_model *m = sstc_sst_model_new(11);
     cr_assert_not_null(m);
     m->in_c = 3, m->in_h = 12, m->in_w = 12, m->num_classes = 10;
+    for (int c = 0; c < 3; c++) {
+        m->in_mean[c] = 0.3f + 0.1f * (float)c;
+        m->in_std[c] = 0.2f + 0.05f * sstc_rng_uniform(r);
+    }
     sstc_sst_layer *L = m->layers;
-    L[0] = (sstc_sst_layer){.kind = SSTC_LAYER_CONV, .out = 6, .in = 3, .kh = 3, .kw = 3, .stride = 1, .pad = 1,
+    L[0] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 6, .in = 3, .kh = 3, .kw = 3, .stride = 1, .pad = 1,
                             .coded = 1, .N = N, .K = K, .per_row_delta = per_row};
-    L[1] = (sstc_sst_layer){.kind = SSTC_LAYER_BATCHNORM, .out = 6};
-    L[2] = (sstc_sst_layer){.kind = SSTC_LAYER_RELU};
-    L[3] = (sstc_sst_layer){.kind = SSTC_LAYER_MAXPOOL, .kh = 2, .kw = 2, .stride = 2};
-    L[4] = (sstc_sst_layer){.kind = SSTC_LAYER_CONV, .out = 5, .in = 6, .kh = 3, .kw = 3, .stride = 2, .pad = 1,
+    L[1] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 6};
+    L[2] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[3] = (sstc_sst_layer){.kind = SSTC_SST_MAXPOOL, .kh = 2, .kw = 2, .stride = 2};
+    L[4] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 5, .in = 6, .kh = 3, .kw = 3, .stride = 2, .pad = 1,
                             .coded = 1, .N = N, .K = K, .per_row_delta = !per_row};
-    L[5] = (sstc_sst_layer){.kind = SSTC_LAYER_AVGPOOL, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
-    L[6] = (sstc_sst_layer){.kind = SSTC_LAYER_FLATTEN};
-    L[7] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 20, .in = 45, .coded = 1, .N = N, .K = K,
+    L[5] = (sstc_sst_layer){.kind = SSTC_SST_AVGPOOL, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
+    L[6] = (sstc_sst_layer){.kind = SSTC_SST_FLATTEN};
+    L[7] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 20, .in = 45, .coded = 1, .N = N, .K = K,
                             .per_row_delta = per_row};
-    L[8] = (sstc_sst_layer){.kind = SSTC_LAYER_DROPOUT, .p = 0.25f};
-    L[9] = (sstc_sst_layer){.kind = SSTC_LAYER_RELU};
-    L[10] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 10, .in = 20};
+    L[8] = (sstc_sst_layer){.kind = SSTC_SST_DROPOUT, .p = 0.25f};
+    L[9] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[10] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 10, .in = 20};
     for (int i = 0; i < m->n_layers; i++) th_fill_layer(r, &L[i]);
     return m;
 }

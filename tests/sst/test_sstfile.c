@@ -22,22 +22,24 @@ static void assert_same_model(const sstc_sst_model *a, const sstc_sst_model *b) 
     cr_assert_eq(a->in_w, b->in_w);
     cr_assert_eq(a->num_classes, b->num_classes);
     cr_assert_eq(a->n_layers, b->n_layers);
+    cr_assert_eq(memcmp(a->in_mean, b->in_mean, sizeof a->in_mean), 0, "input mean");
+    cr_assert_eq(memcmp(a->in_std, b->in_std, sizeof a->in_std), 0, "input std");
     for (int i = 0; i < a->n_layers; i++) {
         const sstc_sst_layer *x = &a->layers[i], *y = &b->layers[i];
         cr_assert_eq(x->kind, y->kind, "layer %d kind", i);
         cr_assert_eq(x->coded, y->coded, "layer %d coded", i);
-        int weighted = x->kind == SSTC_LAYER_FC || x->kind == SSTC_LAYER_CONV;
-        if (weighted || x->kind == SSTC_LAYER_BATCHNORM) cr_assert_eq(x->out, y->out, "layer %d out", i);
+        int weighted = x->kind == SSTC_SST_FC || x->kind == SSTC_SST_CONV;
+        if (weighted || x->kind == SSTC_SST_BATCHNORM) cr_assert_eq(x->out, y->out, "layer %d out", i);
         if (weighted) cr_assert_eq(x->in, y->in, "layer %d in", i);
-        if (x->kind == SSTC_LAYER_CONV || x->kind == SSTC_LAYER_MAXPOOL || x->kind == SSTC_LAYER_AVGPOOL) {
+        if (x->kind == SSTC_SST_CONV || x->kind == SSTC_SST_MAXPOOL || x->kind == SSTC_SST_AVGPOOL) {
             cr_assert_eq(x->kh, y->kh, "layer %d kh", i);
             cr_assert_eq(x->kw, y->kw, "layer %d kw", i);
             cr_assert_eq(x->stride, y->stride, "layer %d stride", i);
             cr_assert_eq(x->pad, y->pad, "layer %d pad", i);
         }
-        if (x->kind == SSTC_LAYER_DROPOUT) cr_assert_eq(x->p, y->p);
+        if (x->kind == SSTC_SST_DROPOUT) cr_assert_eq(x->p, y->p);
         size_t out = (size_t)x->out;
-        if (x->kind == SSTC_LAYER_BATCHNORM) {
+        if (x->kind == SSTC_SST_BATCHNORM) {
             assert_same_floats(x->scale, y->scale, out, i, "scale");
             assert_same_floats(x->bias, y->bias, out, i, "bias");
         }
@@ -63,25 +65,25 @@ static size_t theory_layer_bytes(const sstc_sst_layer *L, size_t *codes) {
     size_t out = (size_t)L->out;
     *codes = 0;
     switch (L->kind) {
-    case SSTC_LAYER_FC:
-    case SSTC_LAYER_CONV: {
-        size_t fan_in = L->kind == SSTC_LAYER_FC ? (size_t)L->in : (size_t)L->in * L->kh * L->kw;
-        size_t head = 4 + (L->kind == SSTC_LAYER_FC ? 8 : 16);
+    case SSTC_SST_FC:
+    case SSTC_SST_CONV: {
+        size_t fan_in = L->kind == SSTC_SST_FC ? (size_t)L->in : (size_t)L->in * L->kh * L->kw;
+        size_t head = 4 + (L->kind == SSTC_SST_FC ? 8 : 16);
         if (!L->coded) return head + 4 * out * fan_in + 4 * out;
         size_t groups = out * ((fan_in + L->N - 1) / L->N);
         *codes = (groups * sstc_code_bits(L->N, L->K) + 7) / 8;
         return head + 12 + 4 * (L->per_row_delta ? out : 1) + 8 * out + *codes;
     }
-    case SSTC_LAYER_BATCHNORM: return 8 + 8 * out;
-    case SSTC_LAYER_MAXPOOL:
-    case SSTC_LAYER_AVGPOOL: return 12;
-    case SSTC_LAYER_DROPOUT: return 8;
+    case SSTC_SST_BATCHNORM: return 8 + 8 * out;
+    case SSTC_SST_MAXPOOL:
+    case SSTC_SST_AVGPOOL: return 12;
+    case SSTC_SST_DROPOUT: return 8;
     default: return 4;
     }
 }
 
 static size_t layer_offset(const sstc_sst_model *m, int layer) {
-    size_t off = 36, c;
+    size_t off = 68, c;
     for (int i = 0; i < layer; i++) off += theory_layer_bytes(&m->layers[i], &c);
     return off;
 }
@@ -139,23 +141,23 @@ Test(sst_file, size_is_the_theoretical_code_size_plus_small_metadata) {
     for (size_t c = 0; c < sizeof file_nk / sizeof file_nk[0]; c++) {
         int N = file_nk[c][0], K = file_nk[c][1];
         sstc_sst_model *m = th_random_net(&r, N, K, 0);
-        size_t total = 36 + 4, codes = 0, floats = 0;
+        size_t total = 68 + 4, codes = 0, floats = 0;
         for (int i = 0; i < m->n_layers; i++) {
             size_t cb, lb = theory_layer_bytes(&m->layers[i], &cb);
             total += lb;
             codes += cb;
             const sstc_sst_layer *L = &m->layers[i];
-            if ((L->kind == SSTC_LAYER_FC || L->kind == SSTC_LAYER_CONV) && !L->coded)
+            if ((L->kind == SSTC_SST_FC || L->kind == SSTC_SST_CONV) && !L->coded)
                 floats += 4 * (size_t)L->out * (sstc_sst_fan_in(L) + 1);
-            if (L->kind == SSTC_LAYER_BATCHNORM) floats += 8 * (size_t)L->out;
+            if (L->kind == SSTC_SST_BATCHNORM) floats += 8 * (size_t)L->out;
         }
         uint8_t *buf;
         size_t n;
         cr_assert_eq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK);
         cr_assert_eq(n, total, "(%d,%d): file %zu bytes, layout says %zu", N, K, n, total);
-        /* metadata: 40 bytes of header and checksum, <= 32 bytes per layer
+        /* metadata: 72 bytes of header and checksum, <= 32 bytes per layer
          * record, one delta and a scale and bias per output of coded layers */
-        size_t meta = n - codes - floats, bound = 40;
+        size_t meta = n - codes - floats, bound = 72;
         for (int i = 0; i < m->n_layers; i++) {
             const sstc_sst_layer *L = &m->layers[i];
             bound += 32;
@@ -277,6 +279,49 @@ Test(sst_file, impossible_shapes_and_bad_records_are_rejected_naming_the_layer) 
     sstc_sst_free(m);
 }
 
+Test(sst_file, input_preprocessing_is_stored_and_bad_values_are_rejected) {
+    sstc_sst_model *m;
+    size_t n;
+    uint8_t *buf = valid_image(&m, &n);
+    /* the header holds mean[4] at byte 36 and std[4] at byte 52 */
+    for (int c = 0; c < 4; c++) {
+        float mean, sd;
+        memcpy(&mean, buf + 36 + 4 * c, 4);
+        memcpy(&sd, buf + 52 + 4 * c, 4);
+        cr_assert_eq(mean, c < 3 ? m->in_mean[c] : 0.0f, "mean[%d] at byte %d", c, 36 + 4 * c);
+        cr_assert_eq(sd, c < 3 ? m->in_std[c] : 1.0f, "std[%d] at byte %d", c, 52 + 4 * c);
+    }
+    float nanv = NAN, zero = 0.0f, neg = -0.5f, inf = INFINITY, two = 2.0f;
+    patch_and_expect(buf, n, 36, &nanv, 4, "input mean[0]", "NaN mean");
+    patch_and_expect(buf, n, 40, &inf, 4, "input mean[1]", "infinite mean");
+    patch_and_expect(buf, n, 52, &zero, 4, "input std[0]", "std 0");
+    patch_and_expect(buf, n, 56, &neg, 4, "positive", "negative std");
+    patch_and_expect(buf, n, 64, &two, 4, "unused channel", "std of a fourth channel the 3-channel input lacks");
+    patch_and_expect(buf, n, 48, &two, 4, "unused channel", "mean of an unused channel");
+    /* the writer refuses a zero std and ignores entries of absent channels */
+    m->in_std[1] = 0;
+    cr_assert_eq(sstc_sst_validate(m), SSTC_EINVAL, "std 0 is refused");
+    cr_assert_neq(strstr(sstc_errmsg(), "channel 1"), NULL, "%s", sstc_errmsg());
+    m->in_std[1] = 0.25f;
+    m->in_mean[3] = 7, m->in_std[3] = -1;
+    uint8_t *b2;
+    size_t n2;
+    sstc_sst_model *back = NULL;
+    cr_assert_eq(sstc_sst_write_mem(m, &b2, &n2), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_sst_read_mem(b2, n2, &back), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(back->in_std[1], 0.25f);
+    cr_assert_eq(back->in_mean[3], 0.0f, "an absent channel reads as mean 0");
+    cr_assert_eq(back->in_std[3], 1.0f, "an absent channel reads as std 1");
+    sstc_sst_free(back);
+    free(b2);
+    /* a new model starts with the identity preprocessing */
+    sstc_sst_model *fresh = sstc_sst_model_new(1);
+    for (int c = 0; c < 4; c++) cr_assert(fresh->in_mean[c] == 0.0f && fresh->in_std[c] == 1.0f);
+    sstc_sst_free(fresh);
+    free(buf);
+    sstc_sst_free(m);
+}
+
 Test(sst_file, bad_code_lengths_indices_and_padding_are_rejected) {
     sstc_sst_model *m;
     size_t n;
@@ -303,7 +348,7 @@ Test(sst_file, bad_code_lengths_indices_and_padding_are_rejected) {
 Test(sst_file, stray_bits_after_the_last_code_are_rejected) {
     sstc_sst_model *m = sstc_sst_model_new(1);
     m->in_c = 3, m->in_h = 1, m->in_w = 1, m->num_classes = 3;
-    m->layers[0] = (sstc_sst_layer){.kind = SSTC_LAYER_FC, .out = 3, .in = 3, .coded = 1, .N = 8, .K = 3};
+    m->layers[0] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 3, .in = 3, .coded = 1, .N = 8, .K = 3};
     sstc_rng r;
     sstc_rng_seed(&r, 25);
     th_fill_layer(&r, &m->layers[0]);
@@ -339,7 +384,7 @@ Test(sst_file, the_writer_refuses_invalid_models) {
     m->layers[0].N = 8;
     m->layers[2].kind = 99;
     cr_assert_eq(sstc_sst_validate(m), SSTC_EINVAL);
-    m->layers[2].kind = SSTC_LAYER_RELU;
+    m->layers[2].kind = SSTC_SST_RELU;
     cr_assert_eq(sstc_sst_validate(m), SSTC_OK, "%s", sstc_errmsg());
     sstc_sst_free(m);
 }
