@@ -18,6 +18,12 @@ int cmd_infer(int argc, char **argv);
 void cli_install_stop_handlers(void);
 volatile sig_atomic_t *cli_stop_flag(void);
 int cli_mkdirs(const char *path);
+#include <stdio.h>
+void json_escape(FILE *f, const char *s);
+/* The training loop of `sstc train` on an open session: metrics.csv,
+ * checkpoints, summary.json in outdir. Returns the exit status. */
+struct sstc_session;
+int cli_train_session(struct sstc_session *s, const char *outdir, const char *config_path, int resume, int quiet);
 /* Evaluates a checkpoint (or, where supported, a .sst file) on a test set. */
 int cli_eval_checkpoint(const char *ckpt, const char *data);
 int cli_eval_file(const char *path, const char *data);

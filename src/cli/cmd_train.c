@@ -106,7 +106,7 @@ static int parse_train_args(int argc, char **argv, train_args *a, const char *us
     return 0;
 }
 
-static void json_escape(FILE *f, const char *s) {
+void json_escape(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
         if (*s == '"' || *s == '\\') fprintf(f, "\\%c", *s);
@@ -151,67 +151,71 @@ int cmd_train(int argc, char **argv) {
         sstc_session_close(&s);
         return 1;
     }
-    s.quiet = a.quiet;
-    const sstc_config *c = &s.cfg;
-    char outdir[1024], ckpt[1100], metrics[1100], summary[1100];
+    char outdir[1024];
     if (a.out) snprintf(outdir, sizeof outdir, "%s", a.out);
-    else snprintf(outdir, sizeof outdir, "runs/%s", c->name);
+    else snprintf(outdir, sizeof outdir, "runs/%s", s.cfg.name);
+    int status = cli_train_session(&s, outdir, a.config, a.resume, a.quiet);
+    sstc_session_close(&s);
+    return status;
+}
+
+int cli_train_session(sstc_session *s, const char *outdir, const char *config_path, int resume, int quiet) {
+    int rc;
+    s->quiet = quiet;
+    const sstc_config *c = &s->cfg;
+    char ckpt[1100], metrics[1100], summary[1100];
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.sstc", outdir);
     snprintf(metrics, sizeof metrics, "%s/metrics.csv", outdir);
     snprintf(summary, sizeof summary, "%s/summary.json", outdir);
     if (cli_mkdirs(outdir)) {
         fprintf(stderr, "sstc train: cannot create output folder %s: %s\n", outdir, strerror(errno));
-        sstc_session_close(&s);
         return 1;
     }
-    if (a.resume) {
+    if (resume) {
         struct stat st;
         if (stat(ckpt, &st)) {
             fprintf(stderr, "sstc train: --resume: no checkpoint at %s (nothing to resume; run without --resume)\n", ckpt);
-            sstc_session_close(&s);
             return 1;
         }
-        if (sstc_checkpoint_restore(&s, ckpt, NULL, NULL)) {
+        if (sstc_checkpoint_restore(s, ckpt, NULL, NULL)) {
             fprintf(stderr, "sstc train: --resume: %s\n", sstc_errmsg());
-            sstc_session_close(&s);
             return 1;
         }
-        if (rewrite_metrics(metrics, s.state.epoch) && s.state.epoch > 0)
+        if (rewrite_metrics(metrics, s->state.epoch) && s->state.epoch > 0)
             fprintf(stderr, "sstc train: warning: %s missing; earlier epochs' rows are lost\n", metrics);
-        if (!a.quiet)
-            fprintf(stderr, "resuming from %s at epoch %d, batch %d\n", ckpt, s.state.epoch + 1, s.state.batch);
+        if (!quiet)
+            fprintf(stderr, "resuming from %s at epoch %d, batch %d\n", ckpt, s->state.epoch + 1, s->state.batch);
     }
-    FILE *mf = fopen(metrics, a.resume ? "a" : "w");
+    FILE *mf = fopen(metrics, resume ? "a" : "w");
     if (!mf) {
         fprintf(stderr, "sstc train: cannot write %s: %s\n", metrics, strerror(errno));
-        sstc_session_close(&s);
         return 1;
     }
-    if (!a.resume || ftell(mf) == 0)
+    if (!resume || ftell(mf) == 0)
         fprintf(mf, "epoch,lr,train_loss,train_error,test_loss,test_error,val_loss,val_error,seconds,images_per_s\n");
     fflush(mf);
-    if (!a.quiet) {
+    if (!quiet) {
         fprintf(stderr, "%s: %s, %d train / %d validation / %d test images of %dx%dx%d, %zu parameters\n", c->name,
-                c->dataset, s.ntrain, s.nval, s.test.n, s.in_c, s.in_h, s.in_w, sstc_model_num_params(s.model));
-        sstc_model_print(s.model, stderr);
+                c->dataset, s->ntrain, s->nval, s->test.n, s->in_c, s->in_h, s->in_w, sstc_model_num_params(s->model));
+        sstc_model_print(s->model, stderr);
     }
     cli_install_stop_handlers();
-    s.stop = cli_stop_flag();
+    s->stop = cli_stop_flag();
     sstc_eval_result test = {0}, val = {0};
     double tl = 0, te = 0;
     int status = 0;
-    while (s.state.epoch < c->epochs) {
-        double t0 = now(), before = s.state.seconds;
-        rc = sstc_session_train_epoch(&s, &c->lr, c->epochs, c->name, &tl, &te);
+    while (s->state.epoch < c->epochs) {
+        double t0 = now();
+        rc = sstc_session_train_epoch(s, &c->lr, c->epochs, c->name, &tl, &te);
         if (rc == SSTC_EINTR) {
-            s.state.total_seconds += now() - t0;
-            if (sstc_checkpoint_save(&s, ckpt, NULL, 0)) {
+            s->state.total_seconds += now() - t0;
+            if (sstc_checkpoint_save(s, ckpt, NULL, 0)) {
                 fprintf(stderr, "sstc train: interrupted, and saving the checkpoint failed: %s\n", sstc_errmsg());
                 status = 1;
             } else {
-                fprintf(stderr, "\nsstc train: interrupted at epoch %d, batch %d; checkpoint saved to %s\n"
-                                "continue with: sstc train %s --out %s --resume\n",
-                        s.state.epoch + 1, s.state.batch, ckpt, a.config, outdir);
+                fprintf(stderr, "\nsstc: interrupted at epoch %d, batch %d; checkpoint saved to %s\n"
+                                "continue with the same command and --resume\n",
+                        s->state.epoch + 1, s->state.batch, ckpt);
                 status = 130;
             }
             break;
@@ -222,40 +226,41 @@ int cmd_train(int argc, char **argv) {
             status = 1;
             break;
         }
-        double train_secs = s.state.seconds - (s.state.batch > 0 ? 0 : before);
-        (void)train_secs;
-        float lr = sstc_lr_at(&c->lr, s.state.epoch);
-        if (sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &test) ||
-            (s.nval && sstc_session_evaluate(&s, &s.train, s.val_idx, s.nval, &val))) {
+        float lr = sstc_lr_at(&c->lr, s->state.epoch);
+        if (sstc_session_evaluate(s, &s->test, NULL, s->test.n, &test) ||
+            (s->nval && sstc_session_evaluate(s, &s->train, s->val_idx, s->nval, &val))) {
             fprintf(stderr, "sstc train: evaluation failed: %s\n", sstc_errmsg());
             status = 1;
             break;
         }
         double secs = now() - t0;
-        double ips = s.state.seen / (s.state.seconds > 0 ? s.state.seconds : 1);
-        s.state.epoch++;
-        s.state.batch = 0;
-        s.state.total_seconds += secs;
-        fprintf(mf, "%d,%.6g,%.6f,%.6f,%.6f,%.6f,", s.state.epoch, (double)lr, tl, te, test.loss, test.error);
-        if (s.nval) fprintf(mf, "%.6f,%.6f,", val.loss, val.error);
+        double ips = s->state.seen / (s->state.seconds > 0 ? s->state.seconds : 1);
+        s->state.epoch++;
+        s->state.batch = 0;
+        s->state.total_seconds += secs;
+        fprintf(mf, "%d,%.6g,%.6f,%.6f,%.6f,%.6f,", s->state.epoch, (double)lr, tl, te, test.loss, test.error);
+        if (s->nval) fprintf(mf, "%.6f,%.6f,", val.loss, val.error);
         else fprintf(mf, ",,");
         fprintf(mf, "%.3f,%.1f\n", secs, ips);
         fflush(mf);
-        if (sstc_checkpoint_save(&s, ckpt, NULL, 0)) {
+        if (sstc_checkpoint_save(s, ckpt, NULL, 0)) {
             fprintf(stderr, "sstc train: cannot save the checkpoint: %s\n", sstc_errmsg());
             status = 1;
             break;
         }
-        if (!a.quiet) {
-            fprintf(stderr, "epoch %d/%d  lr %.3g  train loss %.4f err %.2f%%  test loss %.4f err %.2f%%", s.state.epoch,
+        if (!quiet) {
+            fprintf(stderr, "epoch %d/%d  lr %.3g  train loss %.4f err %.2f%%  test loss %.4f err %.2f%%", s->state.epoch,
                     c->epochs, (double)lr, tl, 100 * te, test.loss, 100 * test.error);
-            if (s.nval) fprintf(stderr, "  val err %.2f%%", 100 * val.error);
+            if (s->nval) fprintf(stderr, "  val err %.2f%%", 100 * val.error);
             fprintf(stderr, "  %.1fs %.0f img/s\n", secs, ips);
         }
     }
     fclose(mf);
     if (status == 0) {
-        if (c->epochs == 0 || test.count == 0) sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &test);
+        if (test.count == 0 && sstc_session_evaluate(s, &s->test, NULL, s->test.n, &test)) {
+            fprintf(stderr, "sstc train: evaluation failed: %s\n", sstc_errmsg());
+            return 1;
+        }
         FILE *f = fopen(summary, "w");
         if (!f) {
             fprintf(stderr, "sstc train: cannot write %s\n", summary);
@@ -267,17 +272,17 @@ int cmd_train(int argc, char **argv) {
             json_escape(f, c->dataset);
             fprintf(f, ",\n  \"method\": \"float\",\n  \"seed\": %llu,\n  \"threads\": %d,\n  \"epochs\": %d,\n",
                     (unsigned long long)c->seed, c->threads, c->epochs);
-            fprintf(f, "  \"params\": %zu,\n  \"train_loss\": %.6f,\n  \"train_error\": %.6f,\n", sstc_model_num_params(s.model), tl, te);
+            fprintf(f, "  \"params\": %zu,\n  \"train_loss\": %.6f,\n  \"train_error\": %.6f,\n", sstc_model_num_params(s->model), tl, te);
             fprintf(f, "  \"test_loss\": %.6f,\n  \"test_error\": %.6f,\n", test.loss, test.error);
-            if (s.nval) fprintf(f, "  \"val_error\": %.6f,\n", val.error);
-            fprintf(f, "  \"seconds\": %.1f\n}\n", s.state.total_seconds);
+            if (s->nval) fprintf(f, "  \"val_error\": %.6f,\n", val.error);
+            fprintf(f, "  \"seconds\": %.1f\n}\n", s->state.total_seconds);
             fclose(f);
-            if (!a.quiet)
+            if (!quiet)
                 fprintf(stderr, "done: test error %.2f%% after %d epochs in %.0f s; results in %s/\n", 100 * test.error,
-                        c->epochs, s.state.total_seconds, outdir);
+                        c->epochs, s->state.total_seconds, outdir);
         }
     }
-    sstc_session_close(&s);
+    (void)config_path;
     return status;
 }
 

@@ -230,7 +230,7 @@ int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int to
         sstc_rng_seed(&s->batch_rng, stream_seed(c->seed, st->epoch, st->batch));
         int n = sstc_batcher_next(&s->batcher, s->x, s->y);
         if (n <= 0) break;
-        float rate = sstc_lr_at(lr, st->epoch + (double)st->batch / nb);
+        float rate = sstc_lr_at(lr, st->epoch - s->lr_epoch_offset + (double)st->batch / nb);
         sstc_ctx_reset(s->ctx);
         if (s->hooks.before_forward && s->hooks.before_forward(s->hooks.user, s)) return sstc_errcode();
         sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});

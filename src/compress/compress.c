@@ -1,0 +1,470 @@
+/* The compression pipeline (see include/sstc/compress.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sstc/compress.h"
+#include "sstc/sst.h"
+
+static int is_weight_layer(const sstc_layer *l) {
+    return l->kind == SSTC_LAYER_LINEAR || l->kind == SSTC_LAYER_CONV2D;
+}
+
+/* Does the comma-separated list contain name? */
+static int list_has(const char *list, const char *name) {
+    size_t n = strlen(name);
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',') p++;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ') t--;
+        if ((size_t)(t - p) == n && !strncmp(p, name, n)) return 1;
+        p = e;
+    }
+    return 0;
+}
+
+int sstc_compress_init(sstc_compressor *c, sstc_session *s) {
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    c->spec = s->cfg.compress;
+    const sstc_compress_spec *z = &c->spec;
+    const char *path = s->cfg.path;
+    if (!z->present)
+        return sstc_fail(SSTC_ECONFIG, "%s: no [compress] section; add one (see docs/config.md)", path);
+    if (!strcmp(z->method, "sst")) c->method = SSTC_METHOD_SST;
+    else if (!strcmp(z->method, "ternary")) c->method = SSTC_METHOD_TERNARY;
+    else if (!strcmp(z->method, "nm")) c->method = SSTC_METHOD_NM;
+    else return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] method = '%s'; expected sst, ternary or nm", path, z->line, z->method);
+    if (strstr(z->normalize, "interleave"))
+        return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] normalize = %s: interleaving is not implemented; use none or row",
+                         path, z->line, z->normalize);
+    c->N = z->N;
+    c->K = z->K;
+    if (c->method == SSTC_METHOD_TERNARY) {
+        if (z->nstages)
+            return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] plain ternary has no group structure to prune gradually; remove schedule",
+                             path, z->line);
+        c->N = c->K = 1; /* each weight its own group: t in {-1,0,1}, 2 bits */
+    }
+    if (sstc_code_count(c->N, c->K) == 0)
+        return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] (N,K) = (%d,%d); expected 1 <= K <= N <= 16", path, z->line, c->N, c->K);
+    /* layers */
+    sstc_model *m = s->model;
+    int cand[SSTC_MAX_LAYERS], ncand = 0;
+    int all = !strcmp(z->layers, "all"), fc = !strcmp(z->layers, "fc"), conv = !strcmp(z->layers, "conv");
+    if (!all && !fc && !conv) {
+        /* every listed name must be a weight layer */
+        const char *p = z->layers;
+        while (*p) {
+            while (*p == ' ' || *p == ',') p++;
+            if (!*p) break;
+            const char *e = p;
+            while (*e && *e != ',') e++;
+            char name[64];
+            size_t len = (size_t)(e - p);
+            while (len && p[len - 1] == ' ') len--;
+            snprintf(name, sizeof name, "%.*s", (int)len, p);
+            int found = 0;
+            for (int i = 0; i < m->nlayers; i++)
+                if (!strcmp(m->layers[i].name, name)) found = is_weight_layer(&m->layers[i]) ? 1 : -1;
+            if (found <= 0)
+                return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] layers: '%s' %s", path, z->line, name,
+                                 found < 0 ? "is not a fc or conv layer" : "is not a layer of this network");
+            p = e;
+        }
+    }
+    for (int i = 0; i < m->nlayers; i++) {
+        sstc_layer *l = &m->layers[i];
+        if (!is_weight_layer(l)) continue;
+        int take = all || (fc && l->kind == SSTC_LAYER_LINEAR) || (conv && l->kind == SSTC_LAYER_CONV2D) ||
+                   (!all && !fc && !conv && list_has(z->layers, l->name));
+        if (take) cand[ncand++] = i;
+    }
+    int from = z->skip_first ? 1 : 0, to = ncand - (z->skip_last ? 1 : 0);
+    if (to - from <= 0)
+        return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] no layer left to code (layers = %s, skip_first = %d, skip_last = %d)",
+                         path, z->line, z->layers, z->skip_first, z->skip_last);
+    for (int k = from; k < to; k++) {
+        sstc_layer *l = &m->layers[cand[k]];
+        sstc_coded_layer *cl = &c->coded[c->ncoded++];
+        cl->layer = cand[k];
+        cl->rows = l->out_features;
+        cl->cols = l->in_features;
+        cl->q = malloc(l->weight->size * sizeof(float));
+        cl->t = malloc(l->weight->size);
+        if (!cl->q || !cl->t) return sstc_fail(SSTC_ENOMEM, "compress: out of memory");
+        cl->delta = 1.0f;
+    }
+    /* phases */
+    int e = 0;
+    for (int k = 0; k < z->nstages; k++) {
+        c->phases[c->nphases++] = (sstc_phase){SSTC_PHASE_PRUNE, z->schedule[k], e, z->stage_epochs};
+        e += z->stage_epochs;
+    }
+    c->phases[c->nphases++] = (sstc_phase){c->method == SSTC_METHOD_NM ? SSTC_PHASE_PRUNE : SSTC_PHASE_QUANT, c->K, e,
+                                           z->retrain_epochs};
+    c->total_epochs = e + z->retrain_epochs;
+    c->phase_started = -1;
+    return 0;
+}
+
+void sstc_compress_free(sstc_compressor *c) {
+    for (int i = 0; i < c->ncoded; i++) {
+        if (c->s && c->s->model) c->s->model->layers[c->coded[i].layer].weight_override = NULL;
+        free(c->coded[i].mask);
+        free(c->coded[i].q);
+        free(c->coded[i].t);
+    }
+    c->ncoded = 0;
+}
+
+/* Index of the batch norm that directly follows layer i, or -1. */
+static int following_bn(const sstc_model *m, int i) {
+    return i + 1 < m->nlayers && m->layers[i + 1].kind == SSTC_LAYER_BATCHNORM ? i + 1 : -1;
+}
+
+static int wants_row_norm(const sstc_compressor *c) { return !strncmp(c->spec.normalize, "row", 3); }
+
+int sstc_compress_prepare_structure(sstc_compressor *c) {
+    if (!wants_row_norm(c)) return 0;
+    sstc_model *m = c->s->model;
+    for (int k = 0; k < c->ncoded; k++) {
+        int i = c->coded[k].layer;
+        if (following_bn(m, i) < 0) {
+            if (sstc_layer_add_out_scale(m, &m->layers[i])) return sstc_errcode();
+            c->coded[k].scaled = 1;
+        }
+    }
+    return 0;
+}
+
+int sstc_compress_normalize(sstc_compressor *c, int check, double *max_diff) {
+    *max_diff = 0;
+    if (!wants_row_norm(c)) return 0;
+    sstc_session *s = c->s;
+    sstc_model *m = s->model;
+    int classes = s->classes;
+    if (check > s->test.n) check = s->test.n;
+    float *before = NULL, *after = NULL;
+    if (check > 0) {
+        before = malloc((size_t)check * classes * sizeof(float));
+        after = malloc((size_t)check * classes * sizeof(float));
+        if (!before || !after || sstc_session_logits(s, &s->test, check, before)) {
+            free(before);
+            free(after);
+            return sstc_errcode() ? sstc_errcode() : sstc_fail(SSTC_ENOMEM, "normalize: out of memory");
+        }
+    }
+    if (sstc_compress_prepare_structure(c)) return sstc_errcode();
+    for (int k = 0; k < c->ncoded; k++) {
+        sstc_coded_layer *cl = &c->coded[k];
+        sstc_layer *l = &m->layers[cl->layer];
+        int bn = following_bn(m, cl->layer);
+        for (int r = 0; r < cl->rows; r++) {
+            float *w = l->weight->data + (size_t)r * cl->cols;
+            double ss = 0;
+            for (int j = 0; j < cl->cols; j++) ss += (double)w[j] * w[j];
+            float rms = (float)sqrt(ss / cl->cols);
+            if (!(rms > 0)) continue; /* an all-zero row stays as it is */
+            for (int j = 0; j < cl->cols; j++) w[j] /= rms;
+            if (bn >= 0) {
+                /* the batch norm sees y/rms: scale its statistics to match */
+                if (l->bias) l->bias->data[r] /= rms;
+                m->layers[bn].running_mean->data[r] /= rms;
+                m->layers[bn].running_var->data[r] /= rms * rms;
+            } else {
+                l->out_scale->data[r] *= rms;
+            }
+        }
+    }
+    if (check > 0) {
+        int rc = sstc_session_logits(s, &s->test, check, after);
+        if (!rc)
+            for (size_t i = 0; i < (size_t)check * classes; i++) {
+                double d = fabs((double)after[i] - before[i]);
+                if (d > *max_diff) *max_diff = d;
+            }
+        free(before);
+        free(after);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int sstc_compress_phase_of(const sstc_compressor *c, int epoch) {
+    for (int p = 0; p < c->nphases; p++)
+        if (epoch < c->phases[p].first_epoch + c->phases[p].epochs) return p;
+    return c->nphases;
+}
+
+/* Quantized weights of every coded layer from the shadow weights. Rows are
+ * independent, so they are split across threads. */
+static int quantize_all(sstc_compressor *c) {
+    sstc_model *m = c->s->model;
+    for (int k = 0; k < c->ncoded; k++) {
+        sstc_coded_layer *cl = &c->coded[k];
+        const float *W = m->layers[cl->layer].weight->data;
+        int rows = cl->rows, cols = cl->cols, N = c->N, K = c->K, bad = 0;
+        float d = cl->delta;
+        int chunk = 64;
+#pragma omp parallel for schedule(static) reduction(| : bad)
+        for (int r0 = 0; r0 < rows; r0 += chunk) {
+            int n = rows - r0 < chunk ? rows - r0 : chunk;
+            size_t off = (size_t)r0 * cols;
+            if (sstc_project_matrix(W + off, n, cols, N, K, &d, 0, cl->t + off)) bad = 1;
+            for (size_t i = off; i < off + (size_t)n * cols; i++) cl->q[i] = d * (float)cl->t[i];
+        }
+        if (bad) return sstc_fail(SSTC_ENUMERIC, "quantize: layer '%s' has NaN or Inf weights", m->layers[cl->layer].name);
+        m->layers[cl->layer].weight_override = cl->q;
+    }
+    return 0;
+}
+
+static int refit_deltas(sstc_compressor *c) {
+    sstc_model *m = c->s->model;
+    for (int k = 0; k < c->ncoded; k++) {
+        sstc_coded_layer *cl = &c->coded[k];
+        float d;
+        if (sstc_fit_delta(m->layers[cl->layer].weight->data, cl->rows, cl->cols, c->N, c->K, 0, &d, NULL))
+            return sstc_fail_prefix(sstc_errcode(), "layer '%s': ", m->layers[cl->layer].name);
+        cl->delta = d;
+    }
+    return 0;
+}
+
+static void apply_masks(sstc_compressor *c) {
+    sstc_model *m = c->s->model;
+    for (int k = 0; k < c->ncoded; k++) {
+        sstc_coded_layer *cl = &c->coded[k];
+        if (!cl->mask) continue;
+        float *w = m->layers[cl->layer].weight->data;
+        size_t n = (size_t)cl->rows * cl->cols;
+        for (size_t i = 0; i < n; i++)
+            if (!cl->mask[i]) w[i] = 0.0f;
+    }
+}
+
+static int before_forward(void *user, sstc_session *s) {
+    sstc_compressor *c = user;
+    return c->quantizing ? quantize_all(c) : 0;
+}
+
+static int after_step(void *user, sstc_session *s) {
+    sstc_compressor *c = user;
+    c->steps_in_phase++;
+    if (c->quantizing) {
+        if (c->spec.refit_every > 0 && c->steps_in_phase % c->spec.refit_every == 0) return refit_deltas(c);
+        return 0;
+    }
+    apply_masks(c);
+    return 0;
+}
+
+static void install_hooks(sstc_compressor *c) {
+    c->s->hooks.user = c;
+    c->s->hooks.before_forward = before_forward;
+    c->s->hooks.after_step = after_step;
+}
+
+static void reset_optimizer(sstc_optimizer *o) {
+    for (int i = 0; i < o->nparams; i++) {
+        memset(o->m[i], 0, o->params[i]->size * sizeof(float));
+        if (o->v) memset(o->v[i], 0, o->params[i]->size * sizeof(float));
+    }
+    o->step = 0;
+}
+
+static int start_phase(sstc_compressor *c, int p) {
+    const sstc_phase *ph = &c->phases[p];
+    sstc_model *m = c->s->model;
+    reset_optimizer(c->s->opt);
+    c->steps_in_phase = 0;
+    if (ph->kind == SSTC_PHASE_PRUNE) {
+        c->quantizing = 0;
+        for (int k = 0; k < c->ncoded; k++) {
+            sstc_coded_layer *cl = &c->coded[k];
+            sstc_layer *l = &m->layers[cl->layer];
+            l->weight_override = NULL;
+            if (!cl->mask && !(cl->mask = malloc((size_t)cl->rows * cl->cols)))
+                return sstc_fail(SSTC_ENOMEM, "compress: out of memory");
+            if (sstc_nm_mask(l->weight->data, cl->rows, cl->cols, c->N, ph->K, cl->mask))
+                return sstc_fail_prefix(sstc_errcode(), "layer '%s': ", l->name);
+        }
+        apply_masks(c);
+    } else {
+        for (int k = 0; k < c->ncoded; k++) {
+            free(c->coded[k].mask);
+            c->coded[k].mask = NULL;
+        }
+        if (refit_deltas(c)) return sstc_errcode();
+        c->quantizing = 1;
+        if (quantize_all(c)) return sstc_errcode();
+    }
+    c->phase_started = p;
+    return 0;
+}
+
+int sstc_compress_train_epoch(sstc_compressor *c, double *train_loss, double *train_err, float *lr_out) {
+    sstc_session *s = c->s;
+    int e = s->state.epoch;
+    int p = sstc_compress_phase_of(c, e);
+    if (p >= c->nphases) return sstc_fail(SSTC_ESTATE, "compress: epoch %d is past the last phase", e + 1);
+    install_hooks(c);
+    if (c->phase_started < p && s->state.batch == 0) {
+        if (start_phase(c, p)) return sstc_errcode();
+    } else if (c->phase_started < p) {
+        return sstc_fail(SSTC_ESTATE, "compress: phase %d was never set up (corrupt state)", p + 1);
+    }
+    const sstc_phase *ph = &c->phases[p];
+    if (ph->kind == SSTC_PHASE_QUANT && s->state.batch == 0 && e > ph->first_epoch) {
+        /* delta is refitted at least once per epoch */
+        if (refit_deltas(c)) return sstc_errcode();
+    }
+    sstc_lr_schedule lr = {0};
+    lr.kind = c->spec.retrain_schedule;
+    lr.base_lr = c->spec.retrain_lr > 0 ? c->spec.retrain_lr : s->cfg.optim.lr;
+    lr.total_epochs = ph->epochs;
+    lr.min_lr = lr.base_lr * 0.01f;
+    lr.step_epochs = s->cfg.lr.step_epochs;
+    lr.gamma = s->cfg.lr.gamma;
+    s->lr_epoch_offset = ph->first_epoch;
+    *lr_out = sstc_lr_at(&lr, e - ph->first_epoch);
+    char tag[64];
+    if (ph->kind == SSTC_PHASE_PRUNE) snprintf(tag, sizeof tag, "prune %d/%d", ph->K, c->N);
+    else snprintf(tag, sizeof tag, "quant (%d,%d)", c->N, c->K);
+    return sstc_session_train_epoch(s, &lr, c->total_epochs, tag, train_loss, train_err);
+}
+
+int sstc_compress_finish(sstc_compressor *c) {
+    sstc_session *s = c->s;
+    sstc_model *m = s->model;
+    install_hooks(c);
+    if (c->quantizing) {
+        if (refit_deltas(c) || quantize_all(c)) return sstc_errcode();
+    } else {
+        apply_masks(c);
+    }
+    int nbn = 0;
+    for (int i = 0; i < m->nlayers; i++) nbn += m->layers[i].kind == SSTC_LAYER_BATCHNORM;
+    int batches = c->spec.bn_batches;
+    if (nbn && batches > 0 && s->batcher_ready) {
+        /* Cumulative average of batch statistics over `batches` training
+         * batches, dropout off, no weight updates. */
+        float saved_p[SSTC_MAX_LAYERS], saved_mom[SSTC_MAX_LAYERS];
+        for (int i = 0; i < m->nlayers; i++) {
+            saved_p[i] = m->layers[i].p;
+            saved_mom[i] = m->layers[i].momentum;
+            if (m->layers[i].kind == SSTC_LAYER_DROPOUT) m->layers[i].p = 0;
+        }
+        sstc_rng_seed(&s->batch_rng, s->cfg.seed * 31 + 977);
+        sstc_batcher_start_epoch(&s->batcher);
+        sstc_model_train(m, 1);
+        int rc = 0;
+        for (int k = 0; k < batches && !rc; k++) {
+            int n = sstc_batcher_next(&s->batcher, s->x, s->y);
+            if (n <= 1) {
+                sstc_batcher_start_epoch(&s->batcher);
+                n = sstc_batcher_next(&s->batcher, s->x, s->y);
+            }
+            for (int i = 0; i < m->nlayers; i++)
+                if (m->layers[i].kind == SSTC_LAYER_BATCHNORM) m->layers[i].momentum = 1.0f / (float)(k + 1);
+            sstc_ctx_reset(s->ctx);
+            if (c->quantizing) rc = quantize_all(c);
+            sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
+            if (!rc && !sstc_model_forward(m, s->ctx, xt)) rc = sstc_errcode();
+        }
+        sstc_ctx_reset(s->ctx);
+        for (int i = 0; i < m->nlayers; i++) {
+            m->layers[i].p = saved_p[i];
+            m->layers[i].momentum = saved_mom[i];
+        }
+        sstc_model_train(m, 0);
+        if (rc) return rc;
+    }
+    c->bn_reestimated = 1;
+    return 0;
+}
+
+/* ---- state ------------------------------------------------------------- */
+
+#define STATE_MAGIC "SSTCCOMP"
+
+int sstc_compress_state_present(const void *blob, size_t len) {
+    return blob && len >= 8 && !memcmp(blob, STATE_MAGIC, 8);
+}
+
+int sstc_compress_state_save(const sstc_compressor *c, void **blob, size_t *len) {
+    size_t n = 8 + 4 * 6;
+    for (int k = 0; k < c->ncoded; k++)
+        n += 4 + 4 + 1 + (c->coded[k].mask ? (size_t)c->coded[k].rows * c->coded[k].cols : 0);
+    unsigned char *b = malloc(n), *p = b;
+    if (!b) return sstc_fail(SSTC_ENOMEM, "compress: out of memory");
+    memcpy(p, STATE_MAGIC, 8), p += 8;
+    int32_t hdr[6] = {1, c->ncoded, c->phase_started, c->quantizing, c->bn_reestimated, 0};
+    memcpy(&hdr[5], &c->float_test_error, 4);
+    memcpy(p, hdr, sizeof hdr), p += sizeof hdr;
+    for (int k = 0; k < c->ncoded; k++) {
+        const sstc_coded_layer *cl = &c->coded[k];
+        int32_t li = cl->layer;
+        memcpy(p, &li, 4), p += 4;
+        memcpy(p, &cl->delta, 4), p += 4;
+        *p++ = cl->mask != NULL;
+        if (cl->mask) {
+            memcpy(p, cl->mask, (size_t)cl->rows * cl->cols);
+            p += (size_t)cl->rows * cl->cols;
+        }
+    }
+    *blob = b;
+    *len = n;
+    return 0;
+}
+
+int sstc_compress_state_load(sstc_compressor *c, const void *blob, size_t len) {
+    const unsigned char *p = blob, *end = p + len;
+    if (!sstc_compress_state_present(blob, len) || len < 8 + 24)
+        return sstc_fail(SSTC_EFORMAT, "compression state: missing or too short (%zu bytes)", len);
+    p += 8;
+    int32_t hdr[6];
+    memcpy(hdr, p, sizeof hdr), p += sizeof hdr;
+    if (hdr[0] != 1) return sstc_fail(SSTC_EFORMAT, "compression state: version %d, expected 1", hdr[0]);
+    if (hdr[1] != c->ncoded)
+        return sstc_fail(SSTC_EFORMAT, "compression state: %d coded layers, the config codes %d", hdr[1], c->ncoded);
+    c->phase_started = hdr[2];
+    c->quantizing = hdr[3];
+    c->bn_reestimated = hdr[4];
+    memcpy(&c->float_test_error, &hdr[5], 4);
+    for (int k = 0; k < c->ncoded; k++) {
+        sstc_coded_layer *cl = &c->coded[k];
+        if (end - p < 9) return sstc_fail(SSTC_EFORMAT, "compression state: truncated at layer %d", k);
+        int32_t li;
+        memcpy(&li, p, 4), p += 4;
+        if (li != cl->layer)
+            return sstc_fail(SSTC_EFORMAT, "compression state: coded layer %d is layer %d, the config says %d", k, li, cl->layer);
+        memcpy(&cl->delta, p, 4), p += 4;
+        int has_mask = *p++;
+        size_t n = (size_t)cl->rows * cl->cols;
+        if (has_mask) {
+            if ((size_t)(end - p) < n) return sstc_fail(SSTC_EFORMAT, "compression state: truncated mask of layer %d", k);
+            if (!cl->mask && !(cl->mask = malloc(n))) return sstc_fail(SSTC_ENOMEM, "out of memory");
+            memcpy(cl->mask, p, n);
+            p += n;
+        }
+    }
+    install_hooks(c);
+    if (c->quantizing) return quantize_all(c);
+    return 0;
+}
+
+double sstc_compress_bits_per_weight(const sstc_compressor *c) {
+    if (c->method == SSTC_METHOD_NM) {
+        /* K float values plus the index of the kept position set per group */
+        double sets = 1;
+        for (int i = 0; i < c->K; i++) sets = sets * (c->N - i) / (i + 1);
+        return (32.0 * c->K + ceil(log2(sets))) / c->N;
+    }
+    return (double)sstc_code_bits(c->N, c->K) / c->N;
+}
