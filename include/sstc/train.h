@@ -66,6 +66,7 @@ struct sstc_session {
     sstc_train_hooks hooks;
     volatile sig_atomic_t *stop;    /* set by a signal handler to stop after the current batch */
     int quiet;                      /* no progress output */
+    int lr_epoch_offset;            /* the schedule sees epoch - offset (phases of a compression run) */
     FILE *log;                      /* progress output (stderr by default) */
     int data_loaded;
 };
