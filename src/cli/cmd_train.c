@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "sstc/compress.h"
 #include "sstc/train.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -320,12 +321,22 @@ int cmd_eval(int argc, char **argv) {
 int cli_eval_checkpoint(const char *ckpt, const char *data) {
     sstc_session s;
     sstc_eval_result r;
-    if (sstc_checkpoint_open(&s, ckpt, 0, NULL, NULL) || sstc_session_load_data(&s, data) ||
-        sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r)) {
+    sstc_compressor c;
+    memset(&c, 0, sizeof c);
+    void *extra = NULL;
+    size_t elen = 0;
+    int rc = sstc_checkpoint_open(&s, ckpt, 0, &extra, &elen);
+    /* a coded checkpoint evaluates with its quantized weights */
+    if (!rc && sstc_compress_state_present(extra, elen))
+        rc = sstc_compress_init(&c, &s) || sstc_compress_state_load(&c, extra, elen);
+    free(extra);
+    if (rc || sstc_session_load_data(&s, data) || sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r)) {
         fprintf(stderr, "sstc eval: %s\n", sstc_errmsg());
+        sstc_compress_free(&c);
         sstc_session_close(&s);
         return 1;
     }
+    sstc_compress_free(&c);
     printf("test_loss=%.6f test_error=%.6f count=%ld\n", r.loss, r.error, r.count);
     sstc_session_close(&s);
     return 0;

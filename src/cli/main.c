@@ -13,6 +13,7 @@ typedef struct {
 /* One line per subcommand; keep alphabetical within each group. */
 static const command commands[] = {
     {"train", cmd_train, "train the network a config describes"},
+    {"compress", cmd_compress, "compress a trained network into (N,K) ternary codes"},
     {"eval", cmd_eval, "loss and error of a checkpoint on a test set"},
     {"export", cmd_export, "write a checkpoint's weights as a NumPy .npz"},
     {"data", cmd_data, "prepare, describe and show datasets"},
