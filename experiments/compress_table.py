@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Runs a compression sweep from the experiment configs and writes its table.
+
+    experiments/compress_table.py mnist [--only PATTERN] [--list] [--threads N]
+
+For each run of the table (method, N, K, normalization, schedule, seed) it calls
+`build/sstc compress CONFIG --from FLOAT --out runs/tables/<table>/<run>` with
+--set overrides, skipping runs whose summary.json already exists. The float
+network is trained once per dataset (runs/<float run>/, skipped if present).
+Then it collects every summary.json of the table (and the float run's) into
+experiments/results/<table>.csv (one row per run) and <table>.md, and draws
+experiments/results/<table>_error_vs_bits.png with gnuplot when available.
+Every figure comes from a run's summary.json; nothing is typed in.
+"""
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SSTC = os.path.join(ROOT, "build", "sstc")
+RESULTS = os.path.join(ROOT, "experiments", "results")
+HEADER = ("dataset,method,N,K,normalize,schedule,layers,seed,bits_per_weight,compression,"
+          "test_error,float_test_error,epochs,seconds")
+
+# Gradual pruning schedules: strictly decreasing, ending at K.
+SCHEDULES = {(4, 1): "2,1", (8, 1): "4,2,1", (8, 2): "4,3,2", (8, 3): "6,4,3",
+             (16, 2): "8,4,2", (16, 4): "12,8,4"}
+CODES = [(4, 1), (8, 1), (8, 2), (8, 3), (16, 2), (16, 4)]
+VARIANTS = {  # column -> (normalize, gradual)
+    "direct": ("none", False),
+    "+norm": ("row", False),
+    "+gradual": ("none", True),
+    "+both": ("row", True),
+}
+STAGE_EPOCHS = 1
+RETRAIN_EPOCHS = 3
+
+
+def run_spec(method, N, K, variant, seed, layers="all"):
+    norm, gradual = VARIANTS[variant]
+    sched = SCHEDULES.get((N, K), "") if gradual else ""
+    nstages = len(sched.split(",")) if sched else 0
+    # direct runs get the same total number of epochs as gradual ones
+    longest = max(len(s.split(",")) for s in SCHEDULES.values()) if False else len(SCHEDULES.get((N, K), "").split(","))
+    retrain = RETRAIN_EPOCHS + (0 if gradual else longest * STAGE_EPOCHS)
+    name = "%s_%d_%d_%s_%s_s%d" % (method, N, K, norm, sched.replace(",", "-") if sched else "direct", seed)
+    if layers != "all":
+        name += "_" + layers.replace(",", "-")
+    sets = ["compress.method=%s" % method, "compress.N=%d" % N, "compress.K=%d" % K,
+            "compress.normalize=%s" % norm, "compress.stage_epochs=%d" % STAGE_EPOCHS,
+            "compress.retrain_epochs=%d" % retrain, "compress.layers=%s" % layers,
+            "experiment.seed=%d" % seed]
+    if sched:
+        sets.append("compress.schedule=%s" % sched)
+    return {"name": name, "sets": sets, "variant": variant, "method": method, "N": N, "K": K}
+
+
+def table_mnist():
+    runs = []
+    for N, K in CODES:
+        for v in VARIANTS:
+            runs.append(run_spec("sst", N, K, v, 1))
+    for v in ("direct", "+norm"):
+        runs.append(run_spec("ternary", 1, 1, v, 1))
+    for N, K in CODES:
+        runs.append(run_spec("nm", N, K, "+gradual", 1))
+    for seed in (2, 3):
+        runs.append(run_spec("sst", 8, 2, "+both", seed))
+    return {"config": "configs/mnist_fc.ini", "float_run": "runs/mnist_fc", "runs": runs}
+
+
+TABLES = {"mnist": table_mnist}
+
+
+def sh(cmd, log):
+    print("$ " + " ".join(cmd), flush=True)
+    with open(log, "w") as f:
+        r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        sys.exit("failed (%d), see %s" % (r.returncode, log))
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_results(table, spec, rows, float_summary):
+    os.makedirs(RESULTS, exist_ok=True)
+    csv_path = os.path.join(RESULTS, table + ".csv")
+    with open(csv_path, "w") as f:
+        f.write(HEADER + "\n")
+        fs = float_summary
+        f.write("%s,float,,,,,,%d,32,1,%.6f,%.6f,%d,%.1f\n" % (
+            fs["dataset"], fs["seed"], fs["test_error"], fs["test_error"], fs["epochs"], fs["seconds"]))
+        for r in rows:
+            s = r["summary"]
+            f.write("%s,%s,%d,%d,%s,%s,%s,%d,%.4f,%.2f,%.6f,%.6f,%d,%.1f\n" % (
+                s["dataset"], s["method"], s["N"], s["K"], s["normalize"], s["schedule"],
+                s["layers"].replace(",", " "), s["seed"], s["bits_per_weight"], s["compression"],
+                s["test_error"], s["float_test_error"], s["epochs"], s["seconds"]))
+    md = [f"# {table}: structured sparse ternary coding", "",
+          "Written by `experiments/compress_table.py %s` from the runs' summary.json files." % table,
+          "Test error in %; every coded network codes all weight layers unless stated.", ""]
+    md.append("Float network: test error %.2f %% (seed %d, %d epochs, %.0f s)." % (
+        100 * float_summary["test_error"], float_summary["seed"], float_summary["epochs"], float_summary["seconds"]))
+    md.append("")
+    by = {}
+    for r in rows:
+        s = r["summary"]
+        by.setdefault((s["method"], s["N"], s["K"]), {}).setdefault(r["variant"], []).append(s)
+    cols = list(VARIANTS)
+    md.append("| code | bits/weight | compression | " + " | ".join(cols) + " |")
+    md.append("|---|---|---|" + "---|" * len(cols))
+    order = [("ternary", 1, 1)] + [("sst", N, K) for N, K in CODES] + [("nm", N, K) for N, K in CODES]
+    for key in order:
+        if key not in by:
+            continue
+        method, N, K = key
+        cells = by[key]
+        any_s = next(iter(cells.values()))[0]
+        label = {"ternary": "plain ternary", "sst": "(%d,%d)" % (N, K), "nm": "float %d:%d sparse" % (K, N)}[method]
+        vals = []
+        for c in cols:
+            ss = cells.get(c)
+            if not ss:
+                vals.append("not run")
+            elif len(ss) == 1:
+                vals.append("%.2f" % (100 * ss[0]["test_error"]))
+            else:
+                e = [100 * x["test_error"] for x in ss]
+                m = sum(e) / len(e)
+                sd = (sum((x - m) ** 2 for x in e) / (len(e) - 1)) ** 0.5
+                vals.append("%.2f ± %.2f (%d seeds)" % (m, sd, len(e)))
+        md.append("| %s | %.3f | x%.1f | %s |" % (label, any_s["bits_per_weight"], any_s["compression"], " | ".join(vals)))
+    md.append("")
+    md.append("Columns: `direct` = one jump to the code, then retraining; `+norm` = row (output-neuron) "
+              "weight normalization first; `+gradual` = staged pruning (schedules below) before "
+              "ternarization; `+both` = both. Direct runs retrain for as many epochs as the gradual "
+              "runs spend in pruning stages plus final retraining. For `nm` (float N:M sparsity, "
+              "no ternarization) the column is gradual pruning without normalization.")
+    md.append("")
+    md.append("Schedules: " + ", ".join("(%d,%d): %s" % (N, K, SCHEDULES[(N, K)]) for N, K in CODES) +
+              "; %d epoch per stage, %d epochs of final retraining." % (STAGE_EPOCHS, RETRAIN_EPOCHS))
+    md.append("")
+    md.append("| run | seed | epochs | seconds | test error % |")
+    md.append("|---|---|---|---|---|")
+    for r in rows:
+        s = r["summary"]
+        md.append("| %s | %d | %d | %.0f | %.2f |" % (r["name"], s["seed"], s["epochs"], s["seconds"], 100 * s["test_error"]))
+    total = sum(r["summary"]["seconds"] for r in rows)
+    md.append("")
+    md.append("Total wall time of the compression runs: %.0f s (%.1f h) on 2 threads." % (total, total / 3600))
+    with open(os.path.join(RESULTS, table + ".md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("wrote", csv_path)
+    plot(table, rows, float_summary)
+
+
+def plot(table, rows, fs):
+    if not shutil.which("gnuplot"):
+        print("gnuplot not found (apt-get install gnuplot-nox): no plot")
+        return
+    dat = os.path.join(RESULTS, table + "_error_vs_bits.dat")
+    with open(dat, "w") as f:
+        for v in VARIANTS:
+            f.write("# %s\n" % v)
+            pts = sorted((r["summary"]["bits_per_weight"], 100 * r["summary"]["test_error"]) for r in rows
+                         if r["variant"] == v and r["method"] in ("sst", "ternary") and r["summary"]["seed"] == 1)
+            for b, e in pts:
+                f.write("%g %g\n" % (b, e))
+            f.write("\n\n")
+    png = os.path.join(RESULTS, table + "_error_vs_bits.png")
+    script = """set terminal pngcairo size 800,500
+set output '%s'
+set xlabel 'bits per weight'
+set ylabel 'test error (%%)'
+set title '%s: test error against bits per weight (float: %.2f %%)'
+set key top right
+set grid
+""" % (png, table, 100 * fs["test_error"])
+    parts = []
+    for i, v in enumerate(VARIANTS):
+        parts.append("'%s' index %d using 1:2 with linespoints title '%s'" % (dat, i, v))
+    parts.append("%g with lines dt 2 title 'float'" % (100 * fs["test_error"]))
+    script += "plot " + ", ".join(parts) + "\n"
+    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    if r.returncode != 0:
+        print("gnuplot failed:", r.stderr)
+    else:
+        print("wrote", png)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("table", choices=sorted(TABLES))
+    ap.add_argument("--only", help="run only runs whose name matches this glob")
+    ap.add_argument("--list", action="store_true", help="list the runs and whether they are done")
+    ap.add_argument("--collect", action="store_true", help="only collect finished runs into the table")
+    args = ap.parse_args()
+    spec = TABLES[args.table]()
+    outroot = os.path.join(ROOT, "runs", "tables", args.table)
+    float_dir = os.path.join(ROOT, spec["float_run"])
+    if args.list:
+        for r in spec["runs"]:
+            done = os.path.exists(os.path.join(outroot, r["name"], "summary.json"))
+            print("%-4s %s" % ("done" if done else "-", r["name"]))
+        return
+    if not os.path.exists(SSTC):
+        sh(["make", "-j2", "all"], "/dev/null")
+    if not args.collect:
+        if not os.path.exists(os.path.join(float_dir, "summary.json")):
+            os.makedirs(float_dir, exist_ok=True)
+            sh([SSTC, "train", spec["config"], "--out", float_dir, "--quiet"], os.path.join(float_dir, "train.log"))
+        for r in spec["runs"]:
+            if args.only and not fnmatch.fnmatch(r["name"], args.only):
+                continue
+            out = os.path.join(outroot, r["name"])
+            if os.path.exists(os.path.join(out, "summary.json")):
+                continue
+            os.makedirs(out, exist_ok=True)
+            cmd = [SSTC, "compress", spec["config"], "--from", os.path.join(float_dir, "checkpoint.sstc"),
+                   "--out", out, "--quiet"]
+            resume = os.path.exists(os.path.join(out, "checkpoint.sstc"))
+            if resume:
+                cmd.append("--resume")
+            for s in r["sets"]:
+                cmd += ["--set", s]
+            t0 = time.time()
+            sh(cmd, os.path.join(out, "compress.log"))
+            print("  %s: %.0f s" % (r["name"], time.time() - t0), flush=True)
+    rows = []
+    for r in spec["runs"]:
+        p = os.path.join(outroot, r["name"], "summary.json")
+        if os.path.exists(p):
+            rows.append(dict(r, summary=load(p)))
+    write_results(args.table, spec, rows, load(os.path.join(float_dir, "summary.json")))
+
+
+if __name__ == "__main__":
+    main()
