@@ -44,10 +44,10 @@ RETRAIN_EPOCHS = 3
 def run_spec(method, N, K, variant, seed, layers="all"):
     norm, gradual = VARIANTS[variant]
     sched = SCHEDULES.get((N, K), "") if gradual else ""
-    nstages = len(sched.split(",")) if sched else 0
-    # direct runs get the same total number of epochs as gradual ones
-    longest = max(len(s.split(",")) for s in SCHEDULES.values()) if False else len(SCHEDULES.get((N, K), "").split(","))
-    retrain = RETRAIN_EPOCHS + (0 if gradual else longest * STAGE_EPOCHS)
+    # direct runs retrain for as many epochs as the gradual run of this code
+    # spends in its pruning stages plus its final retraining
+    stages = len(SCHEDULES[(N, K)].split(",")) if (N, K) in SCHEDULES else 0
+    retrain = RETRAIN_EPOCHS + (0 if gradual else stages * STAGE_EPOCHS)
     name = "%s_%d_%d_%s_%s_s%d" % (method, N, K, norm, sched.replace(",", "-") if sched else "direct", seed)
     if layers != "all":
         name += "_" + layers.replace(",", "-")

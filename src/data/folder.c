@@ -130,7 +130,7 @@ static int list_class(const char *classdir, int label, entry_list *L) {
         L->n++;
     }
     closedir(d);
-    qsort(L->items + start, L->n - start, sizeof(entry), cmp_entry);
+    if (L->n > start) qsort(L->items + start, L->n - start, sizeof(entry), cmp_entry);
     return 0;
 }
 

@@ -9,8 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "sstc/error.h"
+
+long data_max_image_pixels = SSTC_MAX_IMAGE_PIXELS;
 
 typedef struct {
     const uint8_t *buf;
@@ -64,9 +67,9 @@ static int png_decode(png_source *src, sstc_image *out) {
     png_uint_32 w, h;
     int depth, color, interlace;
     png_get_IHDR(png, info, &w, &h, &depth, &color, &interlace, NULL, NULL);
-    if ((unsigned long long)w * h > SSTC_MAX_IMAGE_PIXELS) {
-        snprintf(src->msg, sizeof src->msg, "image is %ux%u, larger than the %d-pixel limit", (unsigned)w,
-                 (unsigned)h, SSTC_MAX_IMAGE_PIXELS);
+    if ((unsigned long long)w * h > (unsigned long long)data_max_image_pixels) {
+        snprintf(src->msg, sizeof src->msg, "image is %ux%u, larger than the %ld-pixel limit", (unsigned)w,
+                 (unsigned)h, data_max_image_pixels);
         png_error(png, src->msg);
     }
     if (depth == 16) png_set_strip_16(png);
@@ -102,6 +105,123 @@ static int png_decode(png_source *src, sstc_image *out) {
     return 0;
 }
 
+/* A pass over the JPEG's marker segments (including those between the scans
+ * of a progressive JPEG) before stb_image sees the file, for two things
+ * stb_image does not do: it builds Huffman tables without checking that a DHT
+ * segment declares at most 256 codes (version 2.27 then writes past its
+ * table), and it decodes a truncated file as if the missing data were zeros.
+ * Anything else malformed is left for stb_image to report. Returns NULL when
+ * fine, else the reason, with the byte offset in *where. */
+static const char *jpeg_precheck(const uint8_t *b, size_t len, size_t *where) {
+    static const char *truncated = "file ends without the end-of-image marker (ff d9): truncated";
+    size_t pos = 2;
+    *where = len;
+    for (;;) {
+        /* stb_image skips stray bytes between segments looking for the next
+         * marker, so this does too. */
+        while (pos < len && b[pos] != 0xff) pos++;
+        while (pos + 1 < len && b[pos + 1] == 0xff) pos++; /* fill bytes */
+        if (pos + 1 >= len) return truncated;
+        uint8_t m = b[pos + 1];
+        if (m == 0xd9) return NULL;                  /* end of image */
+        if (m == 0x01 || (m >= 0xd0 && m <= 0xd7)) { /* no length */
+            pos += 2;
+            continue;
+        }
+        if (pos + 4 > len) return truncated;
+        size_t seg = (size_t)b[pos + 2] << 8 | b[pos + 3];
+        size_t start = pos + 4, end = pos + 2 + seg;
+        if (seg < 2) return NULL;
+        if (m == 0xc4) {
+            size_t p = start;
+            while (p < end && p < len) {
+                int n = 0; /* stb_image reads bytes past the end of the file as zeros */
+                for (size_t i = 1; i <= 16 && p + i < len; i++) n += b[p + i];
+                if (n > 256) {
+                    *where = p;
+                    return "Huffman table declares more than 256 codes";
+                }
+                p += 17 + (size_t)n;
+            }
+        }
+        pos = end;
+        if (m == 0xda) {
+            /* Entropy-coded data: skip to the next marker that is not a
+             * stuffed byte (ff 00) or a restart marker. */
+            while (pos + 1 < len) {
+                if (b[pos] == 0xff && b[pos + 1] != 0 && !(b[pos + 1] >= 0xd0 && b[pos + 1] <= 0xd7) &&
+                    b[pos + 1] != 0xff)
+                    break;
+                pos++;
+            }
+        }
+    }
+}
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Before a PNG goes to stb_image: stb_image allocates whatever a chunk's
+ * length field claims and inflates the image data without a size limit, so
+ * a 100-byte file can make it ask for gigabytes. Check the chunk framing,
+ * the image size, and that the compressed data inflates to no more than the
+ * header's size implies. Returns NULL when fine, else the reason. */
+static const char *png_precheck(const uint8_t *b, size_t len) {
+    size_t pos = 8;
+    uint64_t raw_max = 0, inflated = 0;
+    int seen_ihdr = 0, done = 0;
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit(&zs) != Z_OK) return "zlib could not start";
+    const char *why = NULL;
+    uint8_t scratch[16384];
+    while (!why && !done) {
+        if (pos + 12 > len) {
+            why = "file ends before the IEND chunk";
+            break;
+        }
+        uint32_t n = be32(b + pos);
+        const uint8_t *type = b + pos + 4, *data = b + pos + 8;
+        if (n > len - pos - 12) {
+            why = "a chunk is longer than the rest of the file";
+            break;
+        }
+        if (!seen_ihdr) {
+            if (memcmp(type, "IHDR", 4) || n != 13) {
+                why = "the first chunk is not a 13-byte IHDR";
+                break;
+            }
+            uint64_t w = be32(data), h = be32(data + 4), depth = data[8];
+            if (w == 0 || h == 0 || w * h > (uint64_t)data_max_image_pixels) {
+                why = "image size is zero or too large";
+                break;
+            }
+            /* Interlacing adds at most one filter byte per row per pass. */
+            raw_max = h * (1 + (w * 4 * (depth > 8 ? 2 : 1))) * 2 + 4096;
+            seen_ihdr = 1;
+        } else if (!memcmp(type, "IDAT", 4)) {
+            zs.next_in = (Bytef *)data;
+            zs.avail_in = n;
+            while (zs.avail_in && !why) {
+                zs.next_out = scratch;
+                zs.avail_out = sizeof scratch;
+                int r = inflate(&zs, Z_NO_FLUSH);
+                inflated += sizeof scratch - zs.avail_out;
+                if (inflated > raw_max) why = "compressed image data inflates to more than the image size";
+                else if (r == Z_STREAM_END) break;
+                else if (r != Z_OK && r != Z_BUF_ERROR) why = "corrupt compressed image data";
+                else if (r == Z_BUF_ERROR && zs.avail_out) break;
+            }
+        } else if (!memcmp(type, "IEND", 4)) {
+            done = 1;
+        }
+        pos += 12 + (size_t)n;
+    }
+    inflateEnd(&zs);
+    return why;
+}
+
 static int is_png(const uint8_t *b, size_t len) { return len >= 8 && !png_sig_cmp(b, 0, 8); }
 static int is_jpeg(const uint8_t *b, size_t len) { return len >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff; }
 
@@ -118,17 +238,20 @@ int sstc_image_decode(const void *buf, size_t len, const char *name, sstc_image 
          * the CRC and Adler-32 checks that caught the damage. */
         if (strstr(src.msg, "CRC") || strstr(src.msg, "data check") || rc == SSTC_ENOMEM)
             return sstc_fail(rc, "%s: corrupt PNG (libpng: %s)", name, src.msg);
-        const char *why = NULL;
+        const char *why = png_precheck(b, len);
         int w, h, c;
-        uint8_t *px = data_stb_decode(b, len, &w, &h, &c, &why);
+        uint8_t *px = why ? NULL : data_stb_decode(b, len, &w, &h, &c, &why);
         if (px) {
             out->w = w, out->h = h, out->c = c, out->pixels = px;
             return 0;
         }
-        return sstc_fail(rc, "%s: corrupt or unreadable PNG (libpng: %s; stb_image: %s)", name, src.msg,
+        return sstc_fail(rc, "%s: corrupt or unreadable PNG (libpng: %s; stb_image fallback: %s)", name, src.msg,
                          why ? why : "failed");
     }
     if (is_jpeg(b, len)) {
+        size_t at = 0;
+        const char *bad = jpeg_precheck(b, len, &at);
+        if (bad) return sstc_fail(SSTC_EFORMAT, "%s: corrupt JPEG at byte offset %zu: %s", name, at, bad);
         const char *why = NULL;
         int w, h, c;
         uint8_t *px = data_stb_decode(b, len, &w, &h, &c, &why);

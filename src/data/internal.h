@@ -12,6 +12,10 @@
 #define SSTC_MAX_IMAGE_PIXELS (1 << 24)
 #define SSTC_MAX_IMAGE_SIDE (1 << 15)
 
+/* The limit the image decoders apply (SSTC_MAX_IMAGE_PIXELS unless changed;
+ * the fuzz targets lower it to keep each run fast). */
+extern long data_max_image_pixels;
+
 /* ---- files and paths ---- */
 
 /* Reads a whole file into a malloc'd buffer (plus one NUL byte). */

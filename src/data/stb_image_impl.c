@@ -37,7 +37,7 @@ uint8_t *data_stb_decode(const uint8_t *buf, size_t len, int *w, int *h, int *c,
         *why = stbi_failure_reason();
         return NULL;
     }
-    if ((long long)iw * ih > SSTC_MAX_IMAGE_PIXELS) {
+    if ((long long)iw * ih > data_max_image_pixels) {
         *why = "image too large";
         return NULL;
     }
