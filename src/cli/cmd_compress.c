@@ -19,7 +19,7 @@ static const char usage[] =
     "\n"
     "  --from CKPT   the float network to start from (a `sstc train` checkpoint of the\n"
     "                same network); without it, one is trained first into DIR/float/\n"
-    "  --out DIR     output folder (default runs/<experiment name>/): metrics.csv (one row\n"
+    "  --out DIR     output folder (default runs/<name>-<method>-<N>-<K>/): metrics.csv (one row\n"
     "                per epoch, with its stage), checkpoint.sstc (the coded network),\n"
     "                model.sst (packed codes), model.npz (decoded weights delta*t),\n"
     "                summary.json\n"
@@ -106,7 +106,7 @@ int cmd_compress(int argc, char **argv) {
     }
     char outdir[1024], ckpt[1100], metrics[1100], summary[1100], sst[1100], npz[1100], floatdir[1100];
     if (out) snprintf(outdir, sizeof outdir, "%s", out);
-    else snprintf(outdir, sizeof outdir, "runs/%s", s.cfg.name);
+    else snprintf(outdir, sizeof outdir, "runs/%s-%s-%d-%d", s.cfg.name, c.spec.method, c.N, c.K);
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.sstc", outdir);
     snprintf(metrics, sizeof metrics, "%s/metrics.csv", outdir);
     snprintf(summary, sizeof summary, "%s/summary.json", outdir);
