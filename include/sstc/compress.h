@@ -50,6 +50,7 @@ typedef struct sstc_compressor {
     long steps_in_phase;
     float float_test_error;    /* of the starting network */
     int bn_reestimated;
+    sstc_train_hooks chain;    /* caller's hooks, run after the pipeline's own */
 } sstc_compressor;
 
 /* Validates the [compress] spec against the session's network (layer names,

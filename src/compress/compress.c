@@ -250,18 +250,20 @@ static void apply_masks(sstc_compressor *c) {
 
 static int before_forward(void *user, sstc_session *s) {
     sstc_compressor *c = user;
-    return c->quantizing ? quantize_all(c) : 0;
+    if (c->quantizing && quantize_all(c)) return sstc_errcode();
+    return c->chain.before_forward ? c->chain.before_forward(c->chain.user, s) : 0;
 }
 
 static int after_step(void *user, sstc_session *s) {
     sstc_compressor *c = user;
     c->steps_in_phase++;
     if (c->quantizing) {
-        if (c->spec.refit_every > 0 && c->steps_in_phase % c->spec.refit_every == 0) return refit_deltas(c);
-        return 0;
+        if (c->spec.refit_every > 0 && c->steps_in_phase % c->spec.refit_every == 0 && refit_deltas(c))
+            return sstc_errcode();
+    } else {
+        apply_masks(c);
     }
-    apply_masks(c);
-    return 0;
+    return c->chain.after_step ? c->chain.after_step(c->chain.user, s) : 0;
 }
 
 static void install_hooks(sstc_compressor *c) {

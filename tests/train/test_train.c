@@ -11,41 +11,11 @@
 
 #include "sstc/train.h"
 
+#include "../tiny_dataset.h"
+
 static char dir[256];
-
-/* 8x8 gray images; class 0 bright on top, class 1 at the bottom, noisy. */
-static void make_dataset(void) {
-    snprintf(dir, sizeof dir, "/tmp/sstc_train_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    sstc_rng r;
-    sstc_rng_seed(&r, 5);
-    const char *splits[] = {"train", "test"};
-    int counts[] = {60, 20};
-    for (int s = 0; s < 2; s++)
-        for (int c = 0; c < 2; c++) {
-            char p[512];
-            snprintf(p, sizeof p, "%s/%s", dir, splits[s]);
-            mkdir(p, 0755);
-            snprintf(p, sizeof p, "%s/%s/%d", dir, splits[s], c);
-            mkdir(p, 0755);
-            for (int i = 0; i < counts[s]; i++) {
-                uint8_t px[64];
-                for (int k = 0; k < 64; k++) {
-                    int top = k < 32; /* rows, so horizontal flips keep the class */
-                    float v = (top == (c == 0) ? 150.0f : 60.0f) + 60.0f * sstc_rng_normal(&r);
-                    px[k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-                }
-                snprintf(p, sizeof p, "%s/%s/%d/%03d.png", dir, splits[s], c, i);
-                cr_assert_eq(sstc_image_write_png(p, 8, 8, 1, px), 0, "%s", sstc_errmsg());
-            }
-        }
-}
-
-static void cleanup(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd)) {}
-}
+static void make_dataset(void) { tiny_dataset_make(dir, sizeof dir, 60, 20); }
+static void cleanup(void) { tiny_dataset_remove(dir); }
 
 TestSuite(train, .init = make_dataset, .fini = cleanup);
 

@@ -1,0 +1,282 @@
+/* The compression pipeline on a tiny dataset: normalization keeps the
+ * function, pruning and quantization respect the (N,K) constraint, resume
+ * across phases equals an uninterrupted run, the .sst export computes the
+ * same logits, and bad plans are rejected before training. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "../tiny_dataset.h"
+#include "sstc/compress.h"
+#include "sstc/sst.h"
+
+static char dir[256];
+static void setup(void) { tiny_dataset_make(dir, sizeof dir, 64, 32); }
+static void teardown(void) { tiny_dataset_remove(dir); }
+TestSuite(compress, .init = setup, .fini = teardown);
+
+static char text[2048];
+static const char *config(const char *compress) {
+    snprintf(text, sizeof text,
+             "[experiment]\nseed = 2\nthreads = 1\n[data]\ndataset = %s\n"
+             "[train]\nepochs = 2\nbatch_size = 16\nlr = 0.01\n"
+             "[fc]\noutputs = 24\nbias = false\n[batchnorm]\n[relu]\n[fc]\noutputs = 16\n[relu]\n[fc]\noutputs = 2\n"
+             "[compress]\n%s",
+             dir, compress);
+    return text;
+}
+
+static void open_trained(sstc_session *s, const char *compress, const char *const *ovr, int nov) {
+    cr_assert_eq(sstc_session_open_text(s, config(compress), "c.ini", ovr, nov, 1), 0, "%s", sstc_errmsg());
+    s->quiet = 1;
+    double tl, te;
+    for (int e = 0; e < 2; e++) {
+        cr_assert_eq(sstc_session_train_epoch(s, &s->cfg.lr, 2, "f", &tl, &te), 0, "%s", sstc_errmsg());
+        s->state.epoch++;
+        s->state.batch = 0;
+    }
+    s->state = (sstc_epoch_state){0};
+}
+
+Test(compress, row_normalization_keeps_the_networks_outputs) {
+    sstc_session s;
+    sstc_compressor c;
+    open_trained(&s, "N = 8\nK = 2\nnormalize = row\n", NULL, 0);
+    cr_assert_eq(sstc_compress_init(&c, &s), 0, "%s", sstc_errmsg());
+    double diff;
+    cr_assert_eq(sstc_compress_normalize(&c, 32, &diff), 0, "%s", sstc_errmsg());
+    cr_assert_lt(diff, 1e-4, "logits changed by %g", diff);
+    /* rows now have unit RMS */
+    sstc_layer *l = &s.model->layers[c.coded[0].layer];
+    double ss = 0;
+    for (int j = 0; j < l->in_features; j++) ss += l->weight->data[j] * l->weight->data[j];
+    cr_assert_float_eq(sqrt(ss / l->in_features), 1.0, 1e-4);
+    /* the last layer has no batch norm after it: it got an output scale */
+    cr_assert_not_null(s.model->layers[s.model->nlayers - 1].out_scale);
+    cr_assert_null(s.model->layers[0].out_scale);
+    sstc_compress_free(&c);
+    sstc_session_close(&s);
+}
+
+static int max_nonzeros_per_group(const float *w, int rows, int cols, int N) {
+    int worst = 0;
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < cols; g += N) {
+            int nz = 0;
+            for (int j = g; j < g + N && j < cols; j++) nz += w[(size_t)r * cols + j] != 0.0f;
+            if (nz > worst) worst = nz;
+        }
+    return worst;
+}
+
+Test(compress, pruning_and_quantization_respect_the_code) {
+    sstc_session s;
+    sstc_compressor c;
+    open_trained(&s, "N = 8\nK = 2\nnormalize = row\nschedule = 4,2\nstage_epochs = 1\nretrain_epochs = 2\n", NULL, 0);
+    cr_assert_eq(sstc_compress_init(&c, &s), 0, "%s", sstc_errmsg());
+    cr_assert_eq(c.nphases, 3);
+    cr_assert_eq(c.total_epochs, 4);
+    double diff, tl, te;
+    float lr;
+    cr_assert_eq(sstc_compress_normalize(&c, 0, &diff), 0);
+    int expect_k[] = {4, 2};
+    for (int e = 0; e < c.total_epochs; e++) {
+        cr_assert_eq(sstc_compress_train_epoch(&c, &tl, &te, &lr), 0, "%s", sstc_errmsg());
+        s.state.epoch++;
+        s.state.batch = 0;
+        for (int k = 0; k < c.ncoded; k++) {
+            const sstc_coded_layer *cl = &c.coded[k];
+            sstc_layer *l = &s.model->layers[cl->layer];
+            if (e < 2) {
+                int nz = max_nonzeros_per_group(l->weight->data, cl->rows, cl->cols, 8);
+                cr_assert_leq(nz, expect_k[e], "epoch %d layer %s: %d non-zeros in a group", e, l->name, nz);
+            } else {
+                cr_assert_eq(l->weight_override, cl->q);
+                cr_assert_leq(max_nonzeros_per_group(cl->q, cl->rows, cl->cols, 8), 2);
+                for (int i = 0; i < cl->rows * cl->cols; i++)
+                    cr_assert(cl->q[i] == 0.0f || fabsf(cl->q[i]) == cl->delta, "value %g with delta %g", cl->q[i], cl->delta);
+            }
+        }
+    }
+    cr_assert_eq(sstc_compress_finish(&c), 0, "%s", sstc_errmsg());
+    sstc_eval_result r;
+    cr_assert_eq(sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r), 0);
+    cr_assert_lt(r.error, 0.25, "coded network error %g", r.error);
+    sstc_compress_free(&c);
+    sstc_session_close(&s);
+}
+
+/* Runs the whole pipeline; with stop_at >= 0 interrupts at that global batch,
+ * checkpoints, and resumes in a fresh session. Returns the final test loss. */
+static volatile sig_atomic_t stop;
+static int nb, stop_at;
+static int count_batches(void *u, sstc_session *s) {
+    if (++nb == stop_at) stop = 1;
+    return 0;
+}
+
+static const char *resume_spec = "N = 4\nK = 1\nnormalize = row\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\n";
+
+static double pipeline(int stop_batch, const char *ck, float *w_out) {
+    sstc_session s;
+    sstc_compressor c;
+    open_trained(&s, resume_spec, NULL, 0);
+    cr_assert_eq(sstc_compress_init(&c, &s), 0);
+    double diff, tl, te;
+    float lr;
+    cr_assert_eq(sstc_compress_normalize(&c, 0, &diff), 0);
+    stop = 0;
+    nb = 0;
+    stop_at = stop_batch;
+    s.stop = &stop;
+    c.chain.after_step = count_batches;
+    while (s.state.epoch < c.total_epochs) {
+        int rc = sstc_compress_train_epoch(&c, &tl, &te, &lr);
+        if (rc == SSTC_EINTR) {
+            void *blob;
+            size_t len;
+            cr_assert_eq(sstc_compress_state_save(&c, &blob, &len), 0);
+            cr_assert_eq(sstc_checkpoint_save(&s, ck, blob, len), 0, "%s", sstc_errmsg());
+            free(blob);
+            sstc_compress_free(&c);
+            sstc_session_close(&s);
+            /* as a new process would: config, structure, checkpoint, state */
+            cr_assert_eq(sstc_session_open_text(&s, config(resume_spec), "c.ini", NULL, 0, 1), 0);
+            s.quiet = 1;
+            cr_assert_eq(sstc_compress_init(&c, &s), 0);
+            cr_assert_eq(sstc_compress_prepare_structure(&c), 0);
+            void *extra = NULL;
+            size_t elen = 0;
+            cr_assert_eq(sstc_checkpoint_restore(&s, ck, &extra, &elen), 0, "%s", sstc_errmsg());
+            cr_assert_eq(sstc_compress_state_load(&c, extra, elen), 0, "%s", sstc_errmsg());
+            free(extra);
+            stop = 0;
+            s.stop = &stop;
+            c.chain.after_step = count_batches;
+            continue;
+        }
+        cr_assert_eq(rc, 0, "%s", sstc_errmsg());
+        s.state.epoch++;
+        s.state.batch = 0;
+    }
+    cr_assert_eq(sstc_compress_finish(&c), 0);
+    sstc_eval_result r;
+    cr_assert_eq(sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r), 0);
+    memcpy(w_out, c.coded[0].q, 24 * 64 * sizeof(float));
+    sstc_compress_free(&c);
+    sstc_session_close(&s);
+    return r.loss;
+}
+
+Test(compress, interrupted_and_resumed_compression_equals_uninterrupted) {
+    char ck[300];
+    snprintf(ck, sizeof ck, "%s/c.sstc", dir);
+    static float a[24 * 64], b[24 * 64], d[24 * 64];
+    double la = pipeline(-1, ck, a);
+    /* 4 batches per epoch: batch 6 is inside the second pruning stage, 10 inside quantization */
+    double lb = pipeline(6, ck, b);
+    double ld = pipeline(10, ck, d);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0, "resume inside a pruning stage changed the result");
+    cr_assert_eq(memcmp(a, d, sizeof a), 0, "resume inside quantized retraining changed the result");
+    cr_assert_eq(la, lb);
+    cr_assert_eq(la, ld);
+}
+
+/* A reference forward pass over an FC/ReLU-only .sst model, straight from
+ * the file's definition: y = scale * (T x) + bias. */
+static void sst_forward(const sstc_sst_model *m, const float *x0, float *logits) {
+    float a[256], b[256];
+    int n = m->in_c * m->in_h * m->in_w;
+    memcpy(a, x0, (size_t)n * sizeof(float));
+    for (int i = 0; i < m->n_layers; i++) {
+        const sstc_sst_layer *L = &m->layers[i];
+        if (L->kind == SSTC_SST_RELU) {
+            for (int j = 0; j < n; j++) a[j] = a[j] > 0 ? a[j] : 0;
+            continue;
+        }
+        cr_assert_eq(L->kind, SSTC_SST_FC);
+        int8_t *T = malloc((size_t)L->out * L->in);
+        cr_assert_eq(sstc_sst_layer_ternary(L, T), 0);
+        for (int o = 0; o < L->out; o++) {
+            float acc = 0;
+            for (int j = 0; j < L->in; j++) acc += T[(size_t)o * L->in + j] * a[j];
+            b[o] = L->scale[o] * acc + L->bias[o];
+        }
+        free(T);
+        n = L->out;
+        memcpy(a, b, (size_t)n * sizeof(float));
+    }
+    memcpy(logits, a, (size_t)n * sizeof(float));
+}
+
+Test(compress, sst_export_reproduces_the_networks_logits) {
+    sstc_session s;
+    sstc_compressor c;
+    open_trained(&s, "N = 8\nK = 2\nnormalize = row\nretrain_epochs = 1\n", NULL, 0);
+    cr_assert_eq(sstc_compress_init(&c, &s), 0);
+    double diff, tl, te;
+    float lr;
+    cr_assert_eq(sstc_compress_normalize(&c, 0, &diff), 0);
+    cr_assert_eq(sstc_compress_train_epoch(&c, &tl, &te, &lr), 0, "%s", sstc_errmsg());
+    s.state.epoch++;
+    cr_assert_eq(sstc_compress_finish(&c), 0);
+    char path[300];
+    snprintf(path, sizeof path, "%s/m.sst", dir);
+    cr_assert_eq(sstc_compress_write_sst(&c, path), 0, "%s", sstc_errmsg());
+    sstc_sst_model *m = NULL;
+    cr_assert_eq(sstc_sst_read(path, &m), 0, "%s", sstc_errmsg());
+    cr_assert_eq(m->n_layers, 5, "fc(+bn folded), relu, fc, relu, fc");
+    cr_assert_float_eq(m->in_mean[0], s.norm.mean[0], 0);
+    float *logits = malloc((size_t)s.test.n * 2 * sizeof(float));
+    cr_assert_eq(sstc_session_logits(&s, &s.test, s.test.n, logits), 0);
+    for (int i = 0; i < s.test.n; i++) {
+        float x[64], z[2];
+        for (int k = 0; k < 64; k++) x[k] = (s.test.pixels[i * 64 + k] / 255.0f - m->in_mean[0]) / m->in_std[0];
+        sst_forward(m, x, z);
+        for (int k = 0; k < 2; k++)
+            cr_assert(fabsf(z[k] - logits[i * 2 + k]) <= 1e-4f * (1 + fabsf(logits[i * 2 + k])),
+                      "image %d logit %d: file %g, network %g", i, k, z[k], logits[i * 2 + k]);
+    }
+    free(logits);
+    sstc_sst_free(m);
+    sstc_compress_free(&c);
+    sstc_session_close(&s);
+}
+
+Test(compress, bad_plans_are_rejected_before_training) {
+    sstc_session s;
+    sstc_compressor c;
+    cr_assert_eq(sstc_session_open_text(&s, config("layers = fc1,fc9\n"), "c.ini", NULL, 0, 1), 0);
+    cr_assert_neq(sstc_compress_init(&c, &s), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "fc9"), "%s", sstc_errmsg());
+    sstc_compress_free(&c);
+    sstc_session_close(&s);
+    cr_assert_eq(sstc_session_open_text(&s, config("layers = bn1\n"), "c.ini", NULL, 0, 1), 0);
+    cr_assert_neq(sstc_compress_init(&c, &s), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "not a fc or conv"), "%s", sstc_errmsg());
+    sstc_compress_free(&c);
+    sstc_session_close(&s);
+    cr_assert_eq(sstc_session_open_text(&s, config("method = ternary\nschedule = 1\nK = 1\n"), "c.ini", NULL, 0, 1), 0);
+    cr_assert_neq(sstc_compress_init(&c, &s), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "schedule"), "%s", sstc_errmsg());
+    sstc_compress_free(&c);
+    sstc_session_close(&s);
+    /* a schedule that does not end at K is a config error */
+    cr_assert_neq(sstc_session_open_text(&s, config("N = 8\nK = 2\nschedule = 6,4\n"), "c.ini", NULL, 0, 1), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "c.ini:"), "%s", sstc_errmsg());
+    sstc_session_close(&s);
+}
+
+Test(compress, float_checkpoint_of_another_network_is_rejected) {
+    sstc_session s, o;
+    cr_assert_eq(sstc_session_open_text(&s, config("N = 8\nK = 2\n"), "c.ini", NULL, 0, 1), 0);
+    char ck[300];
+    snprintf(ck, sizeof ck, "%s/f.sstc", dir);
+    cr_assert_eq(sstc_checkpoint_save(&s, ck, NULL, 0), 0);
+    const char *ov[] = {"fc2.outputs=12"};
+    cr_assert_eq(sstc_session_open_text(&o, config("N = 8\nK = 2\n"), "c.ini", ov, 1, 1), 0);
+    cr_assert_neq(sstc_checkpoint_restore(&o, ck, NULL, NULL), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "fc2.weight"), "%s", sstc_errmsg());
+    sstc_session_close(&o);
+    sstc_session_close(&s);
+}
