@@ -1,0 +1,115 @@
+/* Multiplication-free inference from a .sst file.
+ *
+ * An engine is built from a coded network (sstc_sst_model, or a .sst file)
+ * and needs nothing else: no training code, no checkpoint, no config. For
+ * every coded FC or convolution layer it looks group indices up in the code
+ * table and adds or subtracts inputs; the only multiply is the per-output
+ * affine y = a*acc + b, which folds delta, the row normalization, the layer's
+ * bias and any batch norm that follows (docs/inference.md). Float layers (left
+ * uncoded by a config) use OpenBLAS. Dropout is dropped, a ReLU that follows
+ * a layer is fused into it.
+ *
+ * Two activation modes:
+ *  - SSTC_ENGINE_FLOAT: float activations; gives the logits of the coded
+ *    network as the training engine computes them (to float rounding);
+ *  - SSTC_ENGINE_INT8: 8-bit activations (symmetric, one scale per tensor,
+ *    calibrated with sstc_engine_calibrate) and 32-bit accumulators.
+ *
+ * Inputs are either normalized floats (B,C,H,W), x = (pixel/255 - mean)/std
+ * with the file's mean and std, or raw 8-bit pixels (B,C,H,W) to which the
+ * engine applies that preprocessing itself.
+ *
+ * An engine owns scratch memory and is not thread-safe: use one per thread
+ * (its kernels are parallel with OpenMP already). Every function returns
+ * SSTC_OK or a negative SSTC_E* code with a message in sstc_errmsg(). */
+#ifndef SSTC_INFER_H
+#define SSTC_INFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sstc/data.h"
+#include "sstc/sst.h"
+
+typedef struct sstc_engine sstc_engine;
+
+typedef enum { SSTC_ENGINE_FLOAT = 0, SSTC_ENGINE_INT8 = 1 } sstc_engine_mode;
+
+/* Builds an engine; the model may be freed afterwards. The model is
+ * validated first (sstc_sst_validate). */
+int sstc_engine_create(const sstc_sst_model *model, sstc_engine **out);
+/* Reads a .sst file (any defect is SSTC_EFORMAT, from the reader) and builds an engine. */
+int sstc_engine_load(const char *path, sstc_engine **out);
+void sstc_engine_free(sstc_engine *e);
+
+typedef struct {
+    int in_c, in_h, in_w, num_classes;
+    int n_ops;               /* operations after folding and fusing */
+    int coded_layers, float_layers;
+    size_t coded_index_bytes;/* resident group indices of the coded layers */
+    size_t float_weight_bytes;
+    size_t max_activation;   /* largest activation of one sample, in values */
+    int calibrated;          /* int8 scales are set */
+    int avx2;                /* the AVX2 kernels are in use */
+} sstc_engine_info;
+
+void sstc_engine_get_info(const sstc_engine *e, sstc_engine_info *info);
+
+/* Selects the activation mode. SSTC_ENGINE_INT8 needs a calibrated engine
+ * (SSTC_ESTATE otherwise). */
+int sstc_engine_set_mode(sstc_engine *e, sstc_engine_mode mode);
+sstc_engine_mode sstc_engine_get_mode(const sstc_engine *e);
+
+/* x: batch x C x H x W normalized floats; logits: batch x num_classes. */
+int sstc_engine_forward(sstc_engine *e, const float *x, int batch, float *logits);
+/* pixels: batch x C x H x W bytes (0..255); the file's preprocessing is applied. */
+int sstc_engine_forward_pixels(sstc_engine *e, const uint8_t *pixels, int batch, float *logits);
+
+/* Sets the int8 activation scales. The input's scale follows from the
+ * preprocessing (the largest |x| any pixel can give, over 127); every layer
+ * that produces a new tensor (FC, convolution, unfolded batch norm) gets
+ * max |output| / 127 over the float-mode outputs for the n images `pixels`
+ * (n x C x H x W bytes; a few hundred training images). ReLU and pools keep
+ * their input's scale. Calibration runs in float mode and leaves the mode
+ * unchanged. */
+int sstc_engine_calibrate(sstc_engine *e, const uint8_t *pixels, int n);
+
+/* Predicted class (first maximum) of each of n logit rows. */
+void sstc_engine_argmax(const float *logits, int n, int num_classes, int *pred);
+
+typedef struct {
+    long count, errors;
+    double loss;             /* mean cross-entropy of the logits */
+    double error;            /* errors / count */
+    double seconds;          /* wall time of the forward passes */
+} sstc_infer_result;
+
+/* Checks that the dataset's image shape and classes fit the network
+ * (SSTC_ESHAPE with both shapes in the message otherwise). */
+int sstc_engine_check_dataset(const sstc_engine *e, const sstc_dataset *ds);
+/* Runs the first `limit` images of ds (limit <= 0: all) in batches of
+ * `batch` (<= 0: 64) in the current mode. pred (may be NULL) receives the
+ * predicted classes. */
+int sstc_engine_evaluate(sstc_engine *e, const sstc_dataset *ds, long limit, int batch, int *pred,
+                         sstc_infer_result *result);
+
+/* ---- C export ----------------------------------------------------------------- */
+
+typedef struct {
+    size_t code_bytes;       /* packed indices and code tables */
+    size_t param_bytes;      /* affines, float weights, input tables (one mode) */
+    size_t buffer_bytes[2];  /* the two activation buffers: [0] float mode, [1] int8 mode */
+    int int8;                /* the int8 variant was exported (the engine was calibrated) */
+} sstc_export_c_info;
+
+/* Writes DIR/sstc_net.h (the network as const arrays: packed group indices
+ * at ceil(log2 E) bits, code tables, affines, and the buffer sizes computed
+ * now) and DIR/sstc_net.c, a standalone runner with no allocation and no
+ * library beyond <stdint.h> and <string.h>:
+ *     int sstc_net_run(const uint8_t *pixels, float *logits);
+ * Compiling with -DSSTC_NET_INT8 selects 8-bit activations (only if the
+ * engine was calibrated; otherwise that variant is an #error). DIR is
+ * created if missing. info may be NULL. */
+int sstc_engine_export_c(const sstc_engine *e, const char *dir, sstc_export_c_info *info);
+
+#endif

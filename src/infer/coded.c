@@ -1,0 +1,419 @@
+/* Coded weight matrices in resident form, and the kernels that multiply them
+ * by activations with additions and subtractions only (see internal.h). */
+#include "infer/internal.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sstc/error.h"
+
+/* ---- resident form ----------------------------------------------------------- */
+
+void sstc_coded_matrix_free(sstc_coded_matrix *cm) {
+    if (!cm) return;
+    free(cm->idx8);
+    free(cm->idx16);
+    free(cm->parent);
+    free(cm->last);
+    free(cm->spos);
+    free(cm->skeep);
+    free(cm->sflip);
+    free(cm->sneg);
+    free(cm->sval);
+    memset(cm, 0, sizeof *cm);
+}
+
+size_t sstc_coded_index_bytes(const sstc_coded_matrix *cm) {
+    return (size_t)cm->rows * (size_t)cm->groups * (cm->idx8 ? 1 : 2);
+}
+
+size_t sstc_coded_lut_size(const sstc_coded_matrix *cm) {
+    size_t n = (size_t)cm->groups * (size_t)cm->entries;
+    return n <= SSTC_INFER_MAX_LUT ? n : 0;
+}
+
+/* Entry e of the re-encoded table: ternary groups of 4, e = sum_p d_p 3^p. */
+static void ternary4_entry(uint32_t e, int8_t *t) {
+    for (int p = 0; p < 4; p++, e /= 3) t[p] = (int8_t)(e % 3 == 1 ? 1 : e % 3 == 2 ? -1 : 0);
+}
+static uint32_t ternary4_index(const int8_t *t) {
+    uint32_t e = 0;
+    for (int p = 3; p >= 0; p--) e = e * 3 + (uint32_t)(t[p] == 1 ? 1 : t[p] == -1 ? 2 : 0);
+    return e;
+}
+
+/* Fills the entry tables: slots, parents and last non-zeros. */
+static int fill_entries(sstc_coded_matrix *cm) {
+    int E = cm->entries, S = cm->slots, n = cm->n;
+    size_t ES = (size_t)E * S;
+    cm->parent = calloc((size_t)E, sizeof *cm->parent);
+    cm->last = calloc((size_t)E, 1);
+    cm->spos = calloc(ES, 1);
+    cm->skeep = calloc(ES, sizeof *cm->skeep);
+    cm->sflip = calloc(ES, sizeof *cm->sflip);
+    cm->sneg = calloc(ES, sizeof *cm->sneg);
+    cm->sval = calloc(ES, 1);
+    if (!cm->parent || !cm->last || !cm->spos || !cm->skeep || !cm->sflip || !cm->sneg || !cm->sval)
+        return sstc_fail(SSTC_ENOMEM, "infer: out of memory for a %d-entry code table", E);
+    int8_t t[SSTC_MAX_N];
+    for (int e = 0; e < E; e++) {
+        if (cm->native) {
+            if (sstc_code_unrank(cm->N, cm->K, (uint32_t)e, t)) return sstc_errcode();
+        } else {
+            ternary4_entry((uint32_t)e, t);
+        }
+        int s = 0, lastp = -1;
+        for (int p = 0; p < n; p++) {
+            if (!t[p]) continue;
+            size_t k = (size_t)e * S + s++;
+            cm->spos[k] = (uint8_t)p;
+            cm->skeep[k] = 0xffffffffu;
+            cm->sflip[k] = t[p] < 0 ? 0x80000000u : 0;
+            cm->sneg[k] = t[p] < 0 ? -1 : 0;
+            cm->sval[k] = t[p];
+            lastp = p;
+        }
+        if (lastp < 0) continue; /* entry 0: no parent */
+        cm->last[e] = (uint8_t)(2 * lastp + (t[lastp] < 0));
+        t[lastp] = 0;
+        uint32_t par;
+        if (cm->native) {
+            if (sstc_code_rank(cm->N, cm->K, t, &par)) return sstc_errcode();
+        } else {
+            par = ternary4_index(t);
+        }
+        if (par >= (uint32_t)e) return sstc_fail(SSTC_EINVAL, "infer: code table entry %d has parent %u", e, par);
+        cm->parent[e] = (uint16_t)par;
+    }
+    return SSTC_OK;
+}
+
+static int setup(sstc_coded_matrix *cm, int rows, int cols, int N, int K) {
+    memset(cm, 0, sizeof *cm);
+    uint32_t M = sstc_code_count(N, K);
+    if (rows < 1 || cols < 1 || !M)
+        return sstc_fail(SSTC_EINVAL, "infer: coded matrix %dx%d with (N,K) = (%d,%d)", rows, cols, N, K);
+    cm->rows = rows, cm->cols = cols, cm->N = N, cm->K = K;
+    cm->native = N >= 4 && M <= SSTC_INFER_MAX_NATIVE;
+    cm->n = cm->native ? N : 4;
+    cm->entries = cm->native ? (int)M : 81;
+    cm->slots = cm->native ? K : 4;
+    cm->groups = (int)sstc_groups_per_row((size_t)cols, cm->n);
+    while ((1 << cm->bits) < cm->entries) cm->bits++;
+    size_t count = (size_t)rows * (size_t)cm->groups;
+    if (cm->entries <= 256) cm->idx8 = malloc(count);
+    else cm->idx16 = malloc(count * sizeof *cm->idx16);
+    if (!cm->idx8 && !cm->idx16) return sstc_fail(SSTC_ENOMEM, "infer: out of memory for %zu code indices", count);
+    return fill_entries(cm);
+}
+
+static void store_index(sstc_coded_matrix *cm, size_t i, uint32_t v) {
+    if (cm->idx8) cm->idx8[i] = (uint8_t)v;
+    else cm->idx16[i] = (uint16_t)v;
+}
+
+/* Re-encodes T into ternary groups of 4 (cm set up with native = 0). */
+static void reencode_ternary4(sstc_coded_matrix *cm, const int8_t *T) {
+    int G = cm->groups, cols = cm->cols;
+    for (int r = 0; r < cm->rows; r++)
+        for (int g = 0; g < G; g++) {
+            int8_t t[4] = {0, 0, 0, 0};
+            for (int p = 0; p < 4 && g * 4 + p < cols; p++) t[p] = T[(size_t)r * cols + g * 4 + p];
+            store_index(cm, (size_t)r * G + g, ternary4_index(t));
+        }
+}
+
+int sstc_coded_matrix_from_ternary(sstc_coded_matrix *cm, const int8_t *T, int rows, int cols, int N, int K) {
+    int rc = setup(cm, rows, cols, N, K);
+    if (rc) goto fail;
+    if (!cm->native) {
+        reencode_ternary4(cm, T);
+        return SSTC_OK;
+    }
+    size_t count = (size_t)rows * cm->groups;
+    uint32_t *idx = malloc(count * sizeof *idx);
+    if (!idx) {
+        rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+        goto fail;
+    }
+    rc = sstc_codes_from_ternary(T, rows, cols, N, K, idx);
+    for (size_t i = 0; !rc && i < count; i++) store_index(cm, i, idx[i]);
+    free(idx);
+    if (rc) goto fail;
+    return SSTC_OK;
+fail:
+    sstc_coded_matrix_free(cm);
+    return rc;
+}
+
+int sstc_coded_matrix_init(sstc_coded_matrix *cm, const sstc_sst_layer *L) {
+    if (!cm || !L || !L->coded || !L->codes) return sstc_fail(SSTC_EINVAL, "infer: not a coded layer");
+    size_t fan_in = sstc_sst_fan_in(L);
+    if (fan_in < 1 || fan_in > 0x7fffffff) return sstc_fail(SSTC_EINVAL, "infer: fan_in %zu out of range", fan_in);
+    int rc = setup(cm, L->out, (int)fan_in, L->N, L->K);
+    if (rc) goto fail;
+    if (cm->native) {
+        /* the file's indices are the engine's: unpack them */
+        size_t count = (size_t)L->out * cm->groups;
+        uint32_t *idx = malloc(count * sizeof *idx);
+        if (!idx) {
+            rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+            goto fail;
+        }
+        rc = sstc_unpack_codes(L->codes, L->codes_bytes, count, sstc_code_bits(L->N, L->K), idx);
+        for (size_t i = 0; !rc && i < count; i++) {
+            if (idx[i] >= (uint32_t)cm->entries) rc = sstc_fail(SSTC_EFORMAT, "infer: code index %u >= M", idx[i]);
+            else store_index(cm, i, idx[i]);
+        }
+        free(idx);
+        if (rc) goto fail;
+        return SSTC_OK;
+    }
+    int8_t *T = malloc((size_t)L->out * fan_in);
+    if (!T) {
+        rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory decoding a %dx%zu layer", L->out, fan_in);
+        goto fail;
+    }
+    rc = sstc_sst_layer_ternary(L, T);
+    if (!rc) reencode_ternary4(cm, T);
+    free(T);
+    if (rc) goto fail;
+    return SSTC_OK;
+fail:
+    sstc_coded_matrix_free(cm);
+    return rc;
+}
+
+/* ---- dispatch ---------------------------------------------------------------- */
+
+static int force_portable;
+
+int sstc_infer_avx2(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return have && !force_portable;
+}
+
+void sstc_infer_force_portable(int on) { force_portable = on; }
+
+/* Work below this many look-ups or adds runs on one thread. */
+#define PAR_MIN 32768
+
+/* ---- lut kernel -------------------------------------------------------------- */
+
+/* Group g's table: L[e] = L[parent[e]] +- x[last input of e]. */
+#define LUT_BUILD(T)                                                                                                   \
+    static void lut_build_##T(const sstc_coded_matrix *cm, const T *x, T *lut, int g) {                                \
+        int n = cm->n, E = cm->entries;                                                                                \
+        T xx[2 * SSTC_MAX_N];                                                                                          \
+        for (int p = 0; p < n; p++) {                                                                                  \
+            int j = g * n + p;                                                                                         \
+            T v = j < cm->cols ? x[j] : 0;                                                                             \
+            xx[2 * p] = v;                                                                                             \
+            xx[2 * p + 1] = -v;                                                                                        \
+        }                                                                                                              \
+        T *L = lut + (size_t)g * E;                                                                                    \
+        L[0] = 0;                                                                                                      \
+        for (int e = 1; e < E; e++) L[e] = L[cm->parent[e]] + xx[cm->last[e]];                                         \
+    }
+LUT_BUILD(float)
+LUT_BUILD(int32_t)
+
+#define LUT_ROWS_PORTABLE(T)                                                                                           \
+    static void lut_rows_##T(const sstc_coded_matrix *cm, const T *lut, int r0, int r1, T *acc) {                      \
+        int G = cm->groups, E = cm->entries;                                                                           \
+        for (int o = r0; o < r1; o++) {                                                                                \
+            T s = 0;                                                                                                   \
+            if (cm->idx8) {                                                                                            \
+                const uint8_t *ix = cm->idx8 + (size_t)o * G;                                                          \
+                for (int g = 0; g < G; g++) s += lut[(size_t)g * E + ix[g]];                                           \
+            } else {                                                                                                   \
+                const uint16_t *ix = cm->idx16 + (size_t)o * G;                                                        \
+                for (int g = 0; g < G; g++) s += lut[(size_t)g * E + ix[g]];                                           \
+            }                                                                                                          \
+            acc[o] = s;                                                                                                \
+        }                                                                                                              \
+    }
+LUT_ROWS_PORTABLE(float)
+LUT_ROWS_PORTABLE(int32_t)
+
+/* AVX2: eight groups per gather; lane l of step s reads lut[(8s+l)*E + idx]. */
+#define AVX2 __attribute__((target("avx2")))
+
+AVX2 static inline __m256i load_idx8(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+AVX2 static inline __m256i load_idx16(const uint16_t *p) {
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+}
+AVX2 static inline float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+AVX2 static inline int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+#define LUT_ROWS_AVX2(NAME, IT, LOAD, VT, ZERO, ADD, GATHER, HSUM, T)                                                  \
+    AVX2 static void NAME(const sstc_coded_matrix *cm, const IT *idx, const T *lut, int r0, int r1, T *acc) {          \
+        int G = cm->groups, E = cm->entries;                                                                           \
+        const __m256i lane = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(E));      \
+        const __m256i step = _mm256_set1_epi32(8 * E);                                                                 \
+        for (int o = r0; o < r1; o++) {                                                                                \
+            const IT *ix = idx + (size_t)o * G;                                                                        \
+            VT s0 = ZERO, s1 = ZERO, s2 = ZERO, s3 = ZERO;                                                             \
+            __m256i off = lane;                                                                                        \
+            int g = 0;                                                                                                 \
+            for (; g + 32 <= G; g += 32) {                                                                             \
+                __m256i i0 = LOAD(ix + g), i1 = LOAD(ix + g + 8), i2 = LOAD(ix + g + 16), i3 = LOAD(ix + g + 24);     \
+                __m256i o1 = _mm256_add_epi32(off, step), o2 = _mm256_add_epi32(o1, step);                             \
+                __m256i o3 = _mm256_add_epi32(o2, step);                                                               \
+                s0 = ADD(s0, GATHER(lut, _mm256_add_epi32(i0, off)));                                                  \
+                s1 = ADD(s1, GATHER(lut, _mm256_add_epi32(i1, o1)));                                                   \
+                s2 = ADD(s2, GATHER(lut, _mm256_add_epi32(i2, o2)));                                                   \
+                s3 = ADD(s3, GATHER(lut, _mm256_add_epi32(i3, o3)));                                                   \
+                off = _mm256_add_epi32(o3, step);                                                                      \
+            }                                                                                                          \
+            for (; g + 8 <= G; g += 8) {                                                                               \
+                s0 = ADD(s0, GATHER(lut, _mm256_add_epi32(LOAD(ix + g), off)));                                        \
+                off = _mm256_add_epi32(off, step);                                                                     \
+            }                                                                                                          \
+            T s = HSUM(ADD(ADD(s0, s1), ADD(s2, s3)));                                                                 \
+            for (; g < G; g++) s += lut[(size_t)g * E + ix[g]];                                                        \
+            acc[o] = s;                                                                                                \
+        }                                                                                                              \
+    }
+#define GATHER_PS(l, i) _mm256_i32gather_ps((l), (i), 4)
+#define GATHER_EPI32(l, i) _mm256_i32gather_epi32((const int *)(l), (i), 4)
+LUT_ROWS_AVX2(lut_rows8_f32_avx2, uint8_t, load_idx8, __m256, _mm256_setzero_ps(), _mm256_add_ps, GATHER_PS, hsum_ps,
+              float)
+LUT_ROWS_AVX2(lut_rows16_f32_avx2, uint16_t, load_idx16, __m256, _mm256_setzero_ps(), _mm256_add_ps, GATHER_PS,
+              hsum_ps, float)
+LUT_ROWS_AVX2(lut_rows8_i32_avx2, uint8_t, load_idx8, __m256i, _mm256_setzero_si256(), _mm256_add_epi32, GATHER_EPI32,
+              hsum_epi32, int32_t)
+LUT_ROWS_AVX2(lut_rows16_i32_avx2, uint16_t, load_idx16, __m256i, _mm256_setzero_si256(), _mm256_add_epi32,
+              GATHER_EPI32, hsum_epi32, int32_t)
+
+/* The look-ups of one thread cover whole rows; blocks of 16 keep the split even. */
+#define GEMV(T, SUF)                                                                                                   \
+    void sstc_coded_gemv_##SUF(const sstc_coded_matrix *cm, const T *x, T *lut, T *acc) {                              \
+        int G = cm->groups, R = cm->rows, avx = sstc_infer_avx2();                                                     \
+        int par = (size_t)R * G + (size_t)G * cm->entries > PAR_MIN;                                                   \
+        _Pragma("omp parallel if (par)") {                                                                             \
+            _Pragma("omp for schedule(static)") for (int g = 0; g < G; g++) lut_build_##T(cm, x, lut, g);              \
+            _Pragma("omp for schedule(static)") for (int r0 = 0; r0 < R; r0 += 16) {                                   \
+                int r1 = r0 + 16 < R ? r0 + 16 : R;                                                                    \
+                if (!avx) lut_rows_##T(cm, lut, r0, r1, acc);                                                          \
+                else if (cm->idx8) lut_rows8_##SUF##_avx2(cm, cm->idx8, lut, r0, r1, acc);                             \
+                else lut_rows16_##SUF##_avx2(cm, cm->idx16, lut, r0, r1, acc);                                         \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+GEMV(float, f32)
+GEMV(int32_t, i32)
+
+/* ---- direct kernel ----------------------------------------------------------- */
+
+/* Portable: one row, lanes [l0, l1). */
+static void direct_row_f32(const sstc_coded_matrix *cm, const float *xt, size_t ld, int o, size_t l0, size_t l1,
+                           float *acc) {
+    int G = cm->groups, S = cm->slots, n = cm->n;
+    float *a = acc + (size_t)o * ld;
+    for (size_t l = l0; l < l1; l++) a[l] = 0;
+    for (int g = 0; g < G; g++) {
+        uint32_t e = sstc_coded_index(cm, (size_t)o, (size_t)g);
+        for (int s = 0; s < S; s++) {
+            int8_t v = cm->sval[e * S + s];
+            if (!v) break;
+            const float *x = xt + (size_t)(g * n + cm->spos[e * S + s]) * ld;
+            if (v > 0)
+                for (size_t l = l0; l < l1; l++) a[l] += x[l];
+            else
+                for (size_t l = l0; l < l1; l++) a[l] -= x[l];
+        }
+    }
+}
+static void direct_row_i32(const sstc_coded_matrix *cm, const int32_t *xt, size_t ld, int o, size_t l0, size_t l1,
+                           int32_t *acc) {
+    int G = cm->groups, S = cm->slots, n = cm->n;
+    int32_t *a = acc + (size_t)o * ld;
+    for (size_t l = l0; l < l1; l++) a[l] = 0;
+    for (int g = 0; g < G; g++) {
+        uint32_t e = sstc_coded_index(cm, (size_t)o, (size_t)g);
+        for (int s = 0; s < S; s++) {
+            int8_t v = cm->sval[e * S + s];
+            if (!v) break;
+            const int32_t *x = xt + (size_t)(g * n + cm->spos[e * S + s]) * ld;
+            if (v > 0)
+                for (size_t l = l0; l < l1; l++) a[l] += x[l];
+            else
+                for (size_t l = l0; l < l1; l++) a[l] -= x[l];
+        }
+    }
+}
+
+/* AVX2: W vectors of 8 lanes per pass, every slot of every group branch-free:
+ * float adds (x AND keep) XOR flip, int32 adds ((x AND keep) XOR neg) - neg. */
+#define DIRECT_AVX2(NAME, T, W)                                                                                        \
+    AVX2 static void NAME(const sstc_coded_matrix *cm, const T *xt, size_t ld, int o, size_t l0, T *acc) {             \
+        int G = cm->groups, S = cm->slots, n = cm->n;                                                                  \
+        __m256i a[W];                                                                                                  \
+        for (int v = 0; v < W; v++) a[v] = _mm256_setzero_si256();                                                     \
+        for (int g = 0; g < G; g++) {                                                                                  \
+            size_t e = sstc_coded_index(cm, (size_t)o, (size_t)g) * (size_t)S;                                         \
+            const T *xg = xt + (size_t)g * n * ld + l0;                                                                \
+            for (int s = 0; s < S; s++) {                                                                              \
+                const T *x = xg + (size_t)cm->spos[e + s] * ld;                                                        \
+                __m256i keep = _mm256_set1_epi32((int)cm->skeep[e + s]);                                               \
+                DIRECT_BODY_##T(W)                                                                                     \
+            }                                                                                                          \
+        }                                                                                                              \
+        for (int v = 0; v < W; v++) _mm256_storeu_si256((__m256i *)(acc + (size_t)o * ld + l0 + 8 * v), a[v]);        \
+    }
+#define DIRECT_BODY_float(W)                                                                                           \
+    __m256 flip = _mm256_castsi256_ps(_mm256_set1_epi32((int)cm->sflip[e + s]));                                       \
+    __m256 km = _mm256_castsi256_ps(keep);                                                                             \
+    for (int v = 0; v < W; v++)                                                                                        \
+        a[v] = _mm256_castps_si256(_mm256_add_ps(                                                                      \
+            _mm256_castsi256_ps(a[v]), _mm256_xor_ps(_mm256_and_ps(_mm256_loadu_ps(x + 8 * v), km), flip)));
+#define DIRECT_BODY_int32_t(W)                                                                                         \
+    __m256i neg = _mm256_set1_epi32(cm->sneg[e + s]);                                                                  \
+    for (int v = 0; v < W; v++)                                                                                        \
+        a[v] = _mm256_add_epi32(                                                                                       \
+            a[v], _mm256_sub_epi32(                                                                                    \
+                      _mm256_xor_si256(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + 8 * v)), keep), neg), \
+                      neg));
+DIRECT_AVX2(direct4_float_avx2, float, 4)
+DIRECT_AVX2(direct1_float_avx2, float, 1)
+DIRECT_AVX2(direct4_int32_t_avx2, int32_t, 4)
+DIRECT_AVX2(direct1_int32_t_avx2, int32_t, 1)
+
+/* Work units are (lane tile of 32, block of 8 rows), lane tiles outermost, so
+ * that each thread's part of xt stays in cache while it runs its rows. */
+#define GEMM(T, SUF)                                                                                                   \
+    void sstc_coded_gemm_##SUF(const sstc_coded_matrix *cm, const T *xt, size_t ld, T *acc) {                          \
+        int R = cm->rows, RB = (R + 7) / 8, avx = sstc_infer_avx2();                                                   \
+        long tiles = (long)((ld + 31) / 32);                                                                           \
+        int par = (size_t)R * cm->groups * cm->slots * ld > PAR_MIN;                                                   \
+        _Pragma("omp parallel for collapse(2) schedule(static) if (par)")                                             \
+        for (long t = 0; t < tiles; t++)                                                                               \
+            for (int rb = 0; rb < RB; rb++) {                                                                          \
+                size_t l0 = (size_t)t * 32, l1 = l0 + 32 < ld ? l0 + 32 : ld;                                          \
+                int r1 = rb * 8 + 8 < R ? rb * 8 + 8 : R;                                                              \
+                for (int o = rb * 8; o < r1; o++) {                                                                    \
+                    if (!avx) direct_row_##SUF(cm, xt, ld, o, l0, l1, acc);                                            \
+                    else if (l1 - l0 == 32) direct4_##T##_avx2(cm, xt, ld, o, l0, acc);                                \
+                    else                                                                                               \
+                        for (size_t l = l0; l < l1; l += 8) direct1_##T##_avx2(cm, xt, ld, o, l, acc);                 \
+                }                                                                                                      \
+            }                                                                                                          \
+    }
+GEMM(float, f32)
+GEMM(int32_t, i32)

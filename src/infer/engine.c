@@ -1,0 +1,787 @@
+/* The inference engine: a .sst network planned into a short list of
+ * operations (batch norms folded into the per-output affine of the layer
+ * before them, ReLUs fused, dropout and flatten gone), run with float or
+ * 8-bit activations. */
+#include "sstc/infer.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "infer/internal.h"
+#include "sstc/error.h"
+
+/* Up to this many samples an FC layer runs the look-up-table kernel once per
+ * sample; above it, the direct kernel over all samples at once. */
+#define LUT_MAX_BATCH 2
+/* Samples per internal pass (bounds the activation buffers). */
+#define CHUNK 64
+/* Floats of im2col per convolution pass. */
+#define CONV_COLS ((size_t)4 << 20)
+
+enum { S_ACT0, S_ACT1, S_XT, S_ACC, S_LUT, S_MISC };
+
+static void *scratch(sstc_engine *e, int slot, size_t bytes) {
+    if (bytes > e->scratch_cap[slot]) {
+        free(e->scratch[slot]);
+        size_t cap = (bytes + 63) & ~(size_t)63;
+        e->scratch[slot] = aligned_alloc(64, cap);
+        e->scratch_cap[slot] = e->scratch[slot] ? cap : 0;
+        if (!e->scratch[slot]) sstc_fail(SSTC_ENOMEM, "infer: out of memory for %zu bytes of scratch", bytes);
+    }
+    return e->scratch[slot];
+}
+
+/* ---- building --------------------------------------------------------------- */
+
+static void op_release(sstc_infer_op *op) {
+    sstc_coded_matrix_free(&op->cm);
+    free(op->weight);
+    free(op->a);
+    free(op->b);
+    free(op->qa);
+    free(op->qb);
+}
+
+void sstc_engine_free(sstc_engine *e) {
+    if (!e) return;
+    for (int i = 0; i < e->n_ops; i++) op_release(&e->ops[i]);
+    free(e->ops);
+    for (int s = 0; s < SSTC_ENGINE_SCRATCH; s++) free(e->scratch[s]);
+    free(e);
+}
+
+static float *copy_floats(const float *src, size_t n) {
+    float *d = malloc((n ? n : 1) * sizeof *d);
+    if (d && src) memcpy(d, src, n * sizeof *d);
+    return d;
+}
+
+static int out_dim(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
+
+/* One FC/CONV layer -> op; the affine starts as the file's (scale, bias) for
+ * a coded layer and (1, bias) for a float one. */
+static int plan_weighted(sstc_infer_op *op, const sstc_sst_layer *L, int c, int h, int w) {
+    op->kind = L->kind == SSTC_SST_FC ? SSTC_OP_FC : SSTC_OP_CONV;
+    op->c = c, op->h = h, op->w = w;
+    op->oc = L->out;
+    op->fan_in = sstc_sst_fan_in(L);
+    if (op->kind == SSTC_OP_CONV) {
+        op->kh = L->kh, op->kw = L->kw, op->stride = L->stride, op->pad = L->pad;
+        op->oh = out_dim(h, L->kh, L->stride, L->pad);
+        op->ow = out_dim(w, L->kw, L->stride, L->pad);
+    } else {
+        op->oh = op->ow = 1;
+    }
+    size_t out = (size_t)L->out;
+    op->b = copy_floats(L->bias, out);
+    op->a = malloc(out * sizeof *op->a);
+    if (!op->a || !op->b) return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    op->coded = L->coded;
+    if (L->coded) {
+        memcpy(op->a, L->scale, out * sizeof *op->a);
+        return sstc_coded_matrix_init(&op->cm, L);
+    }
+    for (size_t o = 0; o < out; o++) op->a[o] = 1.0f;
+    op->weight = copy_floats(L->weight, out * op->fan_in);
+    if (!op->weight) return sstc_fail(SSTC_ENOMEM, "infer: out of memory for a %zux%zu float layer", out, op->fan_in);
+    return SSTC_OK;
+}
+
+static size_t op_out_size(const sstc_infer_op *op) { return (size_t)op->oc * op->oh * op->ow; }
+
+int sstc_engine_create(const sstc_sst_model *m, sstc_engine **out) {
+    if (!out) return sstc_fail(SSTC_EINVAL, "sstc_engine_create: NULL argument");
+    *out = NULL;
+    int rc = sstc_sst_validate(m);
+    if (rc) return rc;
+    sstc_engine *e = calloc(1, sizeof *e);
+    if (!e) return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    e->ops = calloc((size_t)m->n_layers, sizeof *e->ops);
+    if (!e->ops) {
+        free(e);
+        return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    }
+    e->in_c = m->in_c, e->in_h = m->in_h, e->in_w = m->in_w, e->classes = m->num_classes;
+    memcpy(e->in_mean, m->in_mean, sizeof e->in_mean);
+    memcpy(e->in_std, m->in_std, sizeof e->in_std);
+    /* the same arithmetic as the training pipeline's byte -> float table */
+    for (int t = 0; t < 5; t++) {
+        float mean = t < 4 ? m->in_mean[t] : 0.0f, sd = t < 4 ? m->in_std[t] : 1.0f;
+        for (int p = 0; p < 256; p++) e->in_lut[t][p] = ((float)p / 255.0f - mean) / sd;
+    }
+    int c = m->in_c, h = m->in_h, w = m->in_w;
+    e->max_act = (size_t)c * h * w;
+    /* fuse: the op the previous layer (dropout aside) produced, if any */
+    sstc_infer_op *prev = NULL;
+    for (int i = 0; i < m->n_layers && !rc; i++) {
+        const sstc_sst_layer *L = &m->layers[i];
+        sstc_infer_op *op = &e->ops[e->n_ops];
+        switch (L->kind) {
+        case SSTC_SST_FC:
+        case SSTC_SST_CONV:
+            e->n_ops++;
+            op->src_layer = i;
+            rc = plan_weighted(op, L, c, h, w);
+            prev = op;
+            break;
+        case SSTC_SST_BATCHNORM:
+            if (prev && (prev->kind == SSTC_OP_FC || prev->kind == SSTC_OP_CONV) && !prev->relu && prev->oc == L->out &&
+                prev->oc == c) {
+                for (int o = 0; o < L->out; o++) {
+                    prev->b[o] = L->scale[o] * prev->b[o] + L->bias[o];
+                    prev->a[o] = L->scale[o] * prev->a[o];
+                }
+                break;
+            }
+            e->n_ops++;
+            op->src_layer = i;
+            op->kind = SSTC_OP_BN;
+            op->c = op->oc = c, op->h = op->oh = h, op->w = op->ow = w;
+            op->a = copy_floats(L->scale, (size_t)c);
+            op->b = copy_floats(L->bias, (size_t)c);
+            if (!op->a || !op->b) rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+            prev = op;
+            break;
+        case SSTC_SST_RELU:
+            if (prev && prev->kind != SSTC_OP_MAXPOOL && prev->kind != SSTC_OP_AVGPOOL) {
+                prev->relu = 1; /* relu(relu(x)) = relu(x) */
+                break;
+            }
+            e->n_ops++;
+            op->src_layer = i;
+            op->kind = SSTC_OP_RELU;
+            op->c = op->oc = c, op->h = op->oh = h, op->w = op->ow = w;
+            op->relu = 1;
+            prev = op;
+            break;
+        case SSTC_SST_MAXPOOL:
+        case SSTC_SST_AVGPOOL:
+            e->n_ops++;
+            op->src_layer = i;
+            op->kind = L->kind == SSTC_SST_MAXPOOL ? SSTC_OP_MAXPOOL : SSTC_OP_AVGPOOL;
+            op->c = op->oc = c, op->h = h, op->w = w;
+            op->kh = op->kw = L->kh, op->stride = L->stride, op->pad = L->pad;
+            op->oh = out_dim(h, L->kh, L->stride, L->pad);
+            op->ow = out_dim(w, L->kh, L->stride, L->pad);
+            prev = op;
+            break;
+        case SSTC_SST_FLATTEN:
+            /* a reshape: (C,H,W) -> (CHW,1,1); a ReLU still fuses into prev, a
+             * batch norm folds only if the channels still line up (c == prev->oc) */
+            c = c * h * w, h = w = 1;
+            continue;
+        default: /* dropout: identity */
+            continue;
+        }
+        if (e->n_ops && op == &e->ops[e->n_ops - 1]) {
+            c = op->oc, h = op->oh, w = op->ow;
+            if (op_out_size(op) > e->max_act) e->max_act = op_out_size(op);
+            op->sets_scale = op->kind == SSTC_OP_FC || op->kind == SSTC_OP_CONV || op->kind == SSTC_OP_BN;
+        }
+    }
+    if (rc) {
+        sstc_engine_free(e);
+        return rc;
+    }
+    if (e->n_ops) e->ops[e->n_ops - 1].writes_logits = e->ops[e->n_ops - 1].sets_scale;
+    e->mode = SSTC_ENGINE_FLOAT;
+    *out = e;
+    return SSTC_OK;
+}
+
+int sstc_engine_load(const char *path, sstc_engine **out) {
+    if (!out) return sstc_fail(SSTC_EINVAL, "sstc_engine_load: NULL argument");
+    *out = NULL;
+    sstc_sst_model *m = NULL;
+    int rc = sstc_sst_read(path, &m);
+    if (!rc) rc = sstc_engine_create(m, out);
+    sstc_sst_free(m);
+    if (rc && !strstr(sstc_errmsg(), path)) sstc_fail_prefix(rc, "%s: ", path);
+    return rc;
+}
+
+void sstc_engine_get_info(const sstc_engine *e, sstc_engine_info *info) {
+    memset(info, 0, sizeof *info);
+    if (!e) return;
+    info->in_c = e->in_c, info->in_h = e->in_h, info->in_w = e->in_w, info->num_classes = e->classes;
+    info->n_ops = e->n_ops;
+    for (int i = 0; i < e->n_ops; i++) {
+        const sstc_infer_op *op = &e->ops[i];
+        if (op->kind != SSTC_OP_FC && op->kind != SSTC_OP_CONV) continue;
+        if (op->coded) {
+            info->coded_layers++;
+            info->coded_index_bytes += sstc_coded_index_bytes(&op->cm);
+        } else {
+            info->float_layers++;
+            info->float_weight_bytes += (size_t)op->oc * op->fan_in * sizeof(float);
+        }
+    }
+    info->max_activation = e->max_act;
+    info->calibrated = e->calibrated;
+    info->avx2 = sstc_infer_avx2();
+}
+
+int sstc_engine_set_mode(sstc_engine *e, sstc_engine_mode mode) {
+    if (!e || (mode != SSTC_ENGINE_FLOAT && mode != SSTC_ENGINE_INT8))
+        return sstc_fail(SSTC_EINVAL, "sstc_engine_set_mode: bad argument");
+    if (mode == SSTC_ENGINE_INT8 && !e->calibrated)
+        return sstc_fail(SSTC_ESTATE, "infer: int8 mode needs calibration first (sstc_engine_calibrate)");
+    e->mode = mode;
+    return SSTC_OK;
+}
+
+sstc_engine_mode sstc_engine_get_mode(const sstc_engine *e) { return e ? (sstc_engine_mode)e->mode : SSTC_ENGINE_FLOAT; }
+
+/* ---- shared loops ------------------------------------------------------------- */
+
+/* im2col of one image into columns [col0, col0 + OH*OW) of xt (fan_in x ld):
+ * row (c*KH + ky)*KW + kx, the weights' fan_in order; padding is 0. */
+#define IM2COL(NAME, TI, TO)                                                                                           \
+    static void NAME(const sstc_infer_op *op, const TI *x, TO *xt, size_t ld, size_t col0) {                          \
+        int H = op->h, W = op->w, OH = op->oh, OW = op->ow, S = op->stride, P = op->pad;                              \
+        for (int c = 0; c < op->c; c++)                                                                                \
+            for (int ky = 0; ky < op->kh; ky++)                                                                        \
+                for (int kx = 0; kx < op->kw; kx++) {                                                                  \
+                    TO *row = xt + ((size_t)(c * op->kh + ky) * op->kw + kx) * ld + col0;                              \
+                    for (int oy = 0; oy < OH; oy++) {                                                                  \
+                        int iy = oy * S - P + ky;                                                                      \
+                        TO *r = row + (size_t)oy * OW;                                                                 \
+                        if (iy < 0 || iy >= H) {                                                                       \
+                            for (int ox = 0; ox < OW; ox++) r[ox] = 0;                                                 \
+                            continue;                                                                                  \
+                        }                                                                                              \
+                        const TI *xr = x + ((size_t)c * H + iy) * W;                                                   \
+                        for (int ox = 0; ox < OW; ox++) {                                                              \
+                            int ix = ox * S - P + kx;                                                                  \
+                            r[ox] = (ix >= 0 && ix < W) ? (TO)xr[ix] : 0;                                              \
+                        }                                                                                              \
+                    }                                                                                                  \
+                }                                                                                                      \
+    }
+IM2COL(im2col_f32, float, float)
+IM2COL(im2col_i8, int8_t, int32_t)
+
+/* Images per convolution pass and the lane stride of that pass. */
+static int conv_chunk(const sstc_infer_op *op, int B) {
+    size_t P = (size_t)op->oh * op->ow, per = op->fan_in * P;
+    size_t n = per ? CONV_COLS / per : 1;
+    if (n < 1) n = 1;
+    if (n > (size_t)B) n = (size_t)B;
+    return (int)n;
+}
+
+/* ---- float mode ----------------------------------------------------------------- */
+
+static inline float affine(const sstc_infer_op *op, int o, float acc) {
+    float v = op->a[o] * acc + op->b[o];
+    return op->relu && v < 0 ? 0.0f : v;
+}
+
+static int fc_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, int B, float *out) {
+    int R = op->oc;
+    size_t cols = op->fan_in;
+    if (!op->coded) {
+        if (B == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, R, (int)cols, 1.0f, op->weight, (int)cols, in, 1, 0.0f, out, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, R, (int)cols, 1.0f, in, (int)cols, op->weight,
+                        (int)cols, 0.0f, out, R);
+        for (int b = 0; b < B; b++)
+            for (int o = 0; o < R; o++) out[(size_t)b * R + o] = affine(op, o, out[(size_t)b * R + o]);
+        return SSTC_OK;
+    }
+    size_t lsz = sstc_coded_lut_size(&op->cm);
+    if (B <= LUT_MAX_BATCH && lsz) {
+        float *lut = scratch(e, S_LUT, lsz * sizeof(float)), *acc = scratch(e, S_ACC, (size_t)R * sizeof(float));
+        if (!lut || !acc) return SSTC_ENOMEM;
+        for (int b = 0; b < B; b++) {
+            sstc_coded_gemv_f32(&op->cm, in + (size_t)b * cols, lut, acc);
+            for (int o = 0; o < R; o++) out[(size_t)b * R + o] = affine(op, o, acc[o]);
+        }
+        return SSTC_OK;
+    }
+    size_t ld = sstc_round8((size_t)B);
+    float *xt = scratch(e, S_XT, cols * ld * sizeof(float)), *acc = scratch(e, S_ACC, (size_t)R * ld * sizeof(float));
+    if (!xt || !acc) return SSTC_ENOMEM;
+    for (size_t j = 0; j < cols; j++) {
+        float *r = xt + j * ld;
+        for (int b = 0; b < B; b++) r[b] = in[(size_t)b * cols + j];
+        for (size_t b = (size_t)B; b < ld; b++) r[b] = 0;
+    }
+    sstc_coded_gemm_f32(&op->cm, xt, ld, acc);
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < R; o++) out[(size_t)b * R + o] = affine(op, o, acc[(size_t)o * ld + b]);
+    return SSTC_OK;
+}
+
+static int conv_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, int B, float *out) {
+    size_t P = (size_t)op->oh * op->ow, cols = op->fan_in, isz = (size_t)op->c * op->h * op->w;
+    int OC = op->oc, chunk = conv_chunk(op, B);
+    for (int b0 = 0; b0 < B; b0 += chunk) {
+        int n = B - b0 < chunk ? B - b0 : chunk;
+        size_t lanes = (size_t)n * P, ld = sstc_round8(lanes);
+        float *xt = scratch(e, S_XT, cols * ld * sizeof(float));
+        float *acc = scratch(e, S_ACC, (size_t)OC * ld * sizeof(float));
+        if (!xt || !acc) return SSTC_ENOMEM;
+#pragma omp parallel for schedule(static) if (n > 1)
+        for (int s = 0; s < n; s++) im2col_f32(op, in + (size_t)(b0 + s) * isz, xt, ld, (size_t)s * P);
+        if (ld > lanes)
+            for (size_t j = 0; j < cols; j++) memset(xt + j * ld + lanes, 0, (ld - lanes) * sizeof(float));
+        if (op->coded) sstc_coded_gemm_f32(&op->cm, xt, ld, acc);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)ld, (int)cols, 1.0f, op->weight, (int)cols,
+                        xt, (int)ld, 0.0f, acc, (int)ld);
+#pragma omp parallel for collapse(2) schedule(static) if (n * OC > 8)
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < OC; o++) {
+                float *dst = out + ((size_t)(b0 + s) * OC + o) * P;
+                const float *src = acc + (size_t)o * ld + (size_t)s * P;
+                for (size_t p = 0; p < P; p++) dst[p] = affine(op, o, src[p]);
+            }
+    }
+    return SSTC_OK;
+}
+
+static void pool_f32(const sstc_infer_op *op, const float *in, int B, float *out) {
+    int H = op->h, W = op->w, OH = op->oh, OW = op->ow, k = op->kh, S = op->stride, P = op->pad;
+    int planes = B * op->c;
+#pragma omp parallel for schedule(static) if ((size_t)planes * H * W > 65536)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *xp = in + (size_t)pl * H * W;
+        float *yp = out + (size_t)pl * OH * OW;
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                int y0 = oy * S - P, x0 = ox * S - P;
+                int ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
+                int xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
+                float v;
+                if (op->kind == SSTC_OP_MAXPOOL) {
+                    v = -FLT_MAX;
+                    for (int iy = ya; iy < yb; iy++)
+                        for (int ix = xa; ix < xb; ix++)
+                            if (xp[iy * W + ix] > v) v = xp[iy * W + ix];
+                } else {
+                    float s = 0;
+                    for (int iy = ya; iy < yb; iy++)
+                        for (int ix = xa; ix < xb; ix++) s += xp[iy * W + ix];
+                    v = s / (float)(k * k);
+                }
+                yp[(size_t)oy * OW + ox] = v;
+            }
+    }
+}
+
+static int op_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, int B, float *out) {
+    size_t hw = (size_t)op->h * op->w;
+    switch (op->kind) {
+    case SSTC_OP_FC: return fc_f32(e, op, in, B, out);
+    case SSTC_OP_CONV: return conv_f32(e, op, in, B, out);
+    case SSTC_OP_BN:
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < op->c; c++) {
+                size_t base = ((size_t)b * op->c + c) * hw;
+                for (size_t i = 0; i < hw; i++) out[base + i] = affine(op, c, in[base + i]);
+            }
+        return SSTC_OK;
+    case SSTC_OP_RELU:
+        for (size_t i = 0; i < (size_t)B * op->c * hw; i++) out[i] = in[i] < 0 ? 0.0f : in[i];
+        return SSTC_OK;
+    case SSTC_OP_MAXPOOL:
+    case SSTC_OP_AVGPOOL: pool_f32(op, in, B, out); return SSTC_OK;
+    }
+    return sstc_fail(SSTC_EINVAL, "infer: unknown op %d", (int)op->kind);
+}
+
+/* B <= CHUNK samples; calib: track max |output| of the ops that set a scale. */
+static int run_f32(sstc_engine *e, const float *x, int B, float *logits, int calib) {
+    size_t bytes = (size_t)B * e->max_act * sizeof(float);
+    float *bufs[2] = {scratch(e, S_ACT0, bytes), scratch(e, S_ACT1, bytes)};
+    if (!bufs[0] || !bufs[1]) return SSTC_ENOMEM;
+    const float *in = x;
+    for (int i = 0; i < e->n_ops; i++) {
+        sstc_infer_op *op = &e->ops[i];
+        float *out = in == bufs[0] ? bufs[1] : bufs[0];
+        int rc = op_f32(e, op, in, B, out);
+        if (rc) return rc;
+        if (calib && op->sets_scale) {
+            size_t n = (size_t)B * op_out_size(op);
+            double m = op->amax;
+            for (size_t j = 0; j < n; j++)
+                if (fabsf(out[j]) > m) m = fabsf(out[j]);
+            op->amax = m;
+        }
+        in = out;
+    }
+    memcpy(logits, in, (size_t)B * e->classes * sizeof(float));
+    return SSTC_OK;
+}
+
+/* ---- int8 mode ------------------------------------------------------------------ */
+
+/* Output `at` of the op, from output channel o's accumulator: a code, or
+ * the logit when the op is the last one. */
+static inline void emit_i8(const sstc_infer_op *op, int o, float acc, int8_t *q, float *logits, size_t at) {
+    float v = acc * op->qa[o] + op->qb[o];
+    if (op->writes_logits) logits[at] = op->relu && v < 0 ? 0.0f : v;
+    else q[at] = sstc_infer_quantize(v, op->relu ? 0 : -127);
+}
+
+static int fc_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, int B, int8_t *out, float *logits) {
+    int R = op->oc;
+    size_t cols = op->fan_in;
+    if (!op->coded) {
+        /* sequential sums, the order of the exported C code */
+#pragma omp parallel for schedule(static) if ((size_t)R * cols * B > 65536)
+        for (int o = 0; o < R; o++) {
+            const float *wr = op->weight + (size_t)o * cols;
+            for (int b = 0; b < B; b++) {
+                const int8_t *x = in + (size_t)b * cols;
+                float s = 0;
+                for (size_t j = 0; j < cols; j++) s += wr[j] * (float)x[j];
+                emit_i8(op, o, s, out, logits, (size_t)b * R + o);
+            }
+        }
+        return SSTC_OK;
+    }
+    size_t lsz = sstc_coded_lut_size(&op->cm);
+    if (B <= LUT_MAX_BATCH && lsz) {
+        int32_t *lut = scratch(e, S_LUT, lsz * sizeof(int32_t)), *acc = scratch(e, S_ACC, (size_t)R * sizeof(int32_t));
+        int32_t *x = scratch(e, S_XT, cols * sizeof(int32_t));
+        if (!lut || !acc || !x) return SSTC_ENOMEM;
+        for (int b = 0; b < B; b++) {
+            for (size_t j = 0; j < cols; j++) x[j] = in[(size_t)b * cols + j];
+            sstc_coded_gemv_i32(&op->cm, x, lut, acc);
+            for (int o = 0; o < R; o++) emit_i8(op, o, (float)acc[o], out, logits, (size_t)b * R + o);
+        }
+        return SSTC_OK;
+    }
+    size_t ld = sstc_round8((size_t)B);
+    int32_t *xt = scratch(e, S_XT, cols * ld * sizeof(int32_t));
+    int32_t *acc = scratch(e, S_ACC, (size_t)R * ld * sizeof(int32_t));
+    if (!xt || !acc) return SSTC_ENOMEM;
+    for (size_t j = 0; j < cols; j++) {
+        int32_t *r = xt + j * ld;
+        for (int b = 0; b < B; b++) r[b] = in[(size_t)b * cols + j];
+        for (size_t b = (size_t)B; b < ld; b++) r[b] = 0;
+    }
+    sstc_coded_gemm_i32(&op->cm, xt, ld, acc);
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < R; o++)
+            emit_i8(op, o, (float)acc[(size_t)o * ld + b], out, logits, (size_t)b * R + o);
+    return SSTC_OK;
+}
+
+static int conv_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, int B, int8_t *out, float *logits) {
+    size_t P = (size_t)op->oh * op->ow, cols = op->fan_in, isz = (size_t)op->c * op->h * op->w;
+    int OC = op->oc;
+    if (!op->coded) {
+        /* direct loops in fan_in order, skipping the padding: the exported C code's sums */
+        int H = op->h, W = op->w, KH = op->kh, KW = op->kw, S = op->stride, PD = op->pad;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int o = 0; o < OC; o++)
+                for (int oy = 0; oy < op->oh; oy++)
+                    for (int ox = 0; ox < op->ow; ox++) {
+                        const float *wr = op->weight + (size_t)o * cols;
+                        const int8_t *x = in + (size_t)b * isz;
+                        float s = 0;
+                        for (int c = 0; c < op->c; c++)
+                            for (int ky = 0; ky < KH; ky++) {
+                                int iy = oy * S - PD + ky;
+                                if (iy < 0 || iy >= H) continue;
+                                for (int kx = 0; kx < KW; kx++) {
+                                    int ix = ox * S - PD + kx;
+                                    if (ix < 0 || ix >= W) continue;
+                                    s += wr[(c * KH + ky) * KW + kx] * (float)x[((size_t)c * H + iy) * W + ix];
+                                }
+                            }
+                        size_t at = ((size_t)b * OC + o) * P + (size_t)oy * op->ow + ox;
+                        emit_i8(op, o, s, out, logits, at);
+                    }
+        return SSTC_OK;
+    }
+    int chunk = conv_chunk(op, B);
+    for (int b0 = 0; b0 < B; b0 += chunk) {
+        int n = B - b0 < chunk ? B - b0 : chunk;
+        size_t lanes = (size_t)n * P, ld = sstc_round8(lanes);
+        int32_t *xt = scratch(e, S_XT, cols * ld * sizeof(int32_t));
+        int32_t *acc = scratch(e, S_ACC, (size_t)OC * ld * sizeof(int32_t));
+        if (!xt || !acc) return SSTC_ENOMEM;
+#pragma omp parallel for schedule(static) if (n > 1)
+        for (int s = 0; s < n; s++) im2col_i8(op, in + (size_t)(b0 + s) * isz, xt, ld, (size_t)s * P);
+        if (ld > lanes)
+            for (size_t j = 0; j < cols; j++) memset(xt + j * ld + lanes, 0, (ld - lanes) * sizeof(int32_t));
+        sstc_coded_gemm_i32(&op->cm, xt, ld, acc);
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < OC; o++) {
+                size_t at = ((size_t)(b0 + s) * OC + o) * P;
+                const int32_t *src = acc + (size_t)o * ld + (size_t)s * P;
+                for (size_t p = 0; p < P; p++) emit_i8(op, o, (float)src[p], out, logits, at + p);
+            }
+    }
+    return SSTC_OK;
+}
+
+/* Rounded (half away from zero) s / d for d > 0: the int8 average pool. */
+static inline int32_t div_round(int32_t s, int32_t d) { return s >= 0 ? (s + d / 2) / d : -((-s + d / 2) / d); }
+
+static void pool_i8(const sstc_infer_op *op, const int8_t *in, int B, int8_t *out) {
+    int H = op->h, W = op->w, OH = op->oh, OW = op->ow, k = op->kh, S = op->stride, P = op->pad;
+    int planes = B * op->c;
+    for (int pl = 0; pl < planes; pl++) {
+        const int8_t *xp = in + (size_t)pl * H * W;
+        int8_t *yp = out + (size_t)pl * OH * OW;
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                int y0 = oy * S - P, x0 = ox * S - P;
+                int ya = y0 < 0 ? 0 : y0, yb = y0 + k > H ? H : y0 + k;
+                int xa = x0 < 0 ? 0 : x0, xb = x0 + k > W ? W : x0 + k;
+                int32_t v;
+                if (op->kind == SSTC_OP_MAXPOOL) {
+                    v = -128;
+                    for (int iy = ya; iy < yb; iy++)
+                        for (int ix = xa; ix < xb; ix++)
+                            if (xp[iy * W + ix] > v) v = xp[iy * W + ix];
+                } else {
+                    int32_t s = 0;
+                    for (int iy = ya; iy < yb; iy++)
+                        for (int ix = xa; ix < xb; ix++) s += xp[iy * W + ix];
+                    v = div_round(s, k * k);
+                }
+                yp[(size_t)oy * OW + ox] = (int8_t)v;
+            }
+    }
+}
+
+static int op_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, int B, int8_t *out, float *logits) {
+    size_t hw = (size_t)op->h * op->w;
+    switch (op->kind) {
+    case SSTC_OP_FC: return fc_i8(e, op, in, B, out, logits);
+    case SSTC_OP_CONV: return conv_i8(e, op, in, B, out, logits);
+    case SSTC_OP_BN:
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < op->c; c++) {
+                size_t base = ((size_t)b * op->c + c) * hw;
+                for (size_t i = 0; i < hw; i++) emit_i8(op, c, (float)in[base + i], out, logits, base + i);
+            }
+        return SSTC_OK;
+    case SSTC_OP_RELU:
+        for (size_t i = 0; i < (size_t)B * op->c * hw; i++) out[i] = in[i] < 0 ? 0 : in[i];
+        return SSTC_OK;
+    case SSTC_OP_MAXPOOL:
+    case SSTC_OP_AVGPOOL: pool_i8(op, in, B, out); return SSTC_OK;
+    }
+    return sstc_fail(SSTC_EINVAL, "infer: unknown op %d", (int)op->kind);
+}
+
+static int run_i8(sstc_engine *e, const int8_t *q, int B, float *logits) {
+    size_t bytes = (size_t)B * e->max_act;
+    int8_t *bufs[2] = {scratch(e, S_ACT0, bytes), scratch(e, S_ACT1, bytes)};
+    if (!bufs[0] || !bufs[1]) return SSTC_ENOMEM;
+    const int8_t *in = q;
+    for (int i = 0; i < e->n_ops; i++) {
+        const sstc_infer_op *op = &e->ops[i];
+        int8_t *out = in == bufs[0] ? bufs[1] : bufs[0];
+        int rc = op_i8(e, op, in, B, out, logits);
+        if (rc) return rc;
+        in = out;
+    }
+    if (!e->n_ops || !e->ops[e->n_ops - 1].writes_logits)
+        for (size_t i = 0; i < (size_t)B * e->classes; i++) logits[i] = (float)in[i] * e->out_scale;
+    return SSTC_OK;
+}
+
+/* ---- entry points ------------------------------------------------------------- */
+
+static int check_args(const sstc_engine *e, const void *x, int batch, const float *logits) {
+    if (!e || !x || !logits || batch < 0) return sstc_fail(SSTC_EINVAL, "infer: NULL argument or negative batch");
+    return SSTC_OK;
+}
+
+int sstc_engine_forward(sstc_engine *e, const float *x, int batch, float *logits) {
+    int rc = check_args(e, x, batch, logits);
+    size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
+    for (int b0 = 0; !rc && b0 < batch; b0 += CHUNK) {
+        int n = batch - b0 < CHUNK ? batch - b0 : CHUNK;
+        const float *xb = x + (size_t)b0 * isz;
+        float *lb = logits + (size_t)b0 * e->classes;
+        if (e->mode == SSTC_ENGINE_FLOAT) {
+            rc = run_f32(e, xb, n, lb, 0);
+            continue;
+        }
+        int8_t *q = scratch(e, S_MISC, (size_t)n * isz);
+        if (!q) return SSTC_ENOMEM;
+        for (size_t i = 0; i < (size_t)n * isz; i++) q[i] = sstc_infer_quantize(xb[i] / e->in_scale, -127);
+        rc = run_i8(e, q, n, lb);
+    }
+    return rc;
+}
+
+int sstc_engine_forward_pixels(sstc_engine *e, const uint8_t *pixels, int batch, float *logits) {
+    int rc = check_args(e, pixels, batch, logits);
+    size_t hw = (size_t)e->in_h * e->in_w, isz = (size_t)e->in_c * hw;
+    for (int b0 = 0; !rc && b0 < batch; b0 += CHUNK) {
+        int n = batch - b0 < CHUNK ? batch - b0 : CHUNK;
+        const uint8_t *pb = pixels + (size_t)b0 * isz;
+        float *lb = logits + (size_t)b0 * e->classes;
+        if (e->mode == SSTC_ENGINE_FLOAT) {
+            float *x = scratch(e, S_MISC, (size_t)n * isz * sizeof(float));
+            if (!x) return SSTC_ENOMEM;
+            for (int s = 0; s < n; s++)
+                for (int c = 0; c < e->in_c; c++) {
+                    const float *lut = e->in_lut[sstc_infer_lut_channel(c)];
+                    size_t base = ((size_t)s * e->in_c + c) * hw;
+                    for (size_t i = 0; i < hw; i++) x[base + i] = lut[pb[base + i]];
+                }
+            rc = run_f32(e, x, n, lb, 0);
+        } else {
+            int8_t *q = scratch(e, S_MISC, (size_t)n * isz);
+            if (!q) return SSTC_ENOMEM;
+            for (int s = 0; s < n; s++)
+                for (int c = 0; c < e->in_c; c++) {
+                    const int8_t *lut = e->in_q[sstc_infer_lut_channel(c)];
+                    size_t base = ((size_t)s * e->in_c + c) * hw;
+                    for (size_t i = 0; i < hw; i++) q[base + i] = lut[pb[base + i]];
+                }
+            rc = run_i8(e, q, n, lb);
+        }
+    }
+    return rc;
+}
+
+/* Scales from the calibration maxima; the per-output requantizing affines. */
+static int set_scales(sstc_engine *e) {
+    double amax0 = 0;
+    for (int c = 0; c < e->in_c && c < 5; c++) {
+        const float *lut = e->in_lut[sstc_infer_lut_channel(c)];
+        double m = fmax(fabs(lut[0]), fabs(lut[255]));
+        if (m > amax0) amax0 = m;
+    }
+    e->in_scale = amax0 > 0 ? (float)(amax0 / 127.0) : 1.0f;
+    for (int t = 0; t < 5; t++)
+        for (int p = 0; p < 256; p++) e->in_q[t][p] = sstc_infer_quantize(e->in_lut[t][p] / e->in_scale, -127);
+    float cur = e->in_scale;
+    for (int i = 0; i < e->n_ops; i++) {
+        sstc_infer_op *op = &e->ops[i];
+        op->in_scale = cur;
+        if (!op->sets_scale) {
+            op->out_scale = cur;
+            continue;
+        }
+        op->out_scale = op->amax > 0 && isfinite(op->amax) ? (float)(op->amax / 127.0) : 1.0f;
+        size_t n = (size_t)op->oc;
+        free(op->qa);
+        free(op->qb);
+        op->qa = malloc(n * sizeof(float));
+        op->qb = malloc(n * sizeof(float));
+        if (!op->qa || !op->qb) return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+        double div = op->writes_logits ? 1.0 : (double)op->out_scale;
+        for (size_t o = 0; o < n; o++) {
+            op->qa[o] = (float)((double)op->a[o] * op->in_scale / div);
+            op->qb[o] = (float)((double)op->b[o] / div);
+        }
+        cur = op->out_scale;
+    }
+    e->out_scale = cur;
+    return SSTC_OK;
+}
+
+int sstc_engine_calibrate(sstc_engine *e, const uint8_t *pixels, int n) {
+    if (!e || !pixels || n < 1) return sstc_fail(SSTC_EINVAL, "sstc_engine_calibrate: need an engine and n >= 1 images");
+    for (int i = 0; i < e->n_ops; i++) e->ops[i].amax = 0;
+    int mode = e->mode;
+    e->mode = SSTC_ENGINE_FLOAT;
+    size_t hw = (size_t)e->in_h * e->in_w, isz = (size_t)e->in_c * hw;
+    float *logits = malloc((size_t)CHUNK * e->classes * sizeof(float));
+    int rc = logits ? SSTC_OK : sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    for (int b0 = 0; !rc && b0 < n; b0 += CHUNK) {
+        int m = n - b0 < CHUNK ? n - b0 : CHUNK;
+        float *x = scratch(e, S_MISC, (size_t)m * isz * sizeof(float));
+        if (!x) {
+            rc = SSTC_ENOMEM;
+            break;
+        }
+        for (int s = 0; s < m; s++)
+            for (int c = 0; c < e->in_c; c++) {
+                const float *lut = e->in_lut[sstc_infer_lut_channel(c)];
+                size_t base = ((size_t)s * e->in_c + c) * hw;
+                for (size_t i = 0; i < hw; i++) x[base + i] = lut[pixels[(size_t)b0 * isz + base + i]];
+            }
+        rc = run_f32(e, x, m, logits, 1);
+    }
+    free(logits);
+    e->mode = mode;
+    if (!rc) rc = set_scales(e);
+    e->calibrated = rc == SSTC_OK;
+    if (!e->calibrated && e->mode == SSTC_ENGINE_INT8) e->mode = SSTC_ENGINE_FLOAT;
+    return rc;
+}
+
+void sstc_engine_argmax(const float *logits, int n, int k, int *pred) {
+    for (int i = 0; i < n; i++) {
+        const float *l = logits + (size_t)i * k;
+        int best = 0;
+        for (int j = 1; j < k; j++)
+            if (l[j] > l[best]) best = j;
+        pred[i] = best;
+    }
+}
+
+int sstc_engine_check_dataset(const sstc_engine *e, const sstc_dataset *ds) {
+    if (!e || !ds) return sstc_fail(SSTC_EINVAL, "sstc_engine_check_dataset: NULL argument");
+    if (ds->c != e->in_c || ds->h != e->in_h || ds->w != e->in_w)
+        return sstc_fail(SSTC_ESHAPE, "the dataset's images are %dx%dx%d (CxHxW) but the network expects %dx%dx%d", ds->c,
+                         ds->h, ds->w, e->in_c, e->in_h, e->in_w);
+    if (ds->num_classes > e->classes)
+        return sstc_fail(SSTC_ESHAPE, "the dataset has %d classes but the network outputs %d", ds->num_classes,
+                         e->classes);
+    return SSTC_OK;
+}
+
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int sstc_engine_evaluate(sstc_engine *e, const sstc_dataset *ds, long limit, int batch, int *pred,
+                         sstc_infer_result *r) {
+    if (!r) return sstc_fail(SSTC_EINVAL, "sstc_engine_evaluate: NULL result");
+    memset(r, 0, sizeof *r);
+    int rc = sstc_engine_check_dataset(e, ds);
+    if (rc) return rc;
+    long n = limit > 0 && limit < ds->n ? limit : ds->n;
+    if (batch <= 0) batch = 64;
+    size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
+    float *logits = malloc((size_t)batch * e->classes * sizeof(float));
+    int *p = malloc((size_t)batch * sizeof(int));
+    if (!logits || !p) rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    double loss = 0;
+    for (long b0 = 0; !rc && b0 < n; b0 += batch) {
+        int m = n - b0 < batch ? (int)(n - b0) : batch;
+        double t0 = seconds_now();
+        rc = sstc_engine_forward_pixels(e, ds->pixels + (size_t)b0 * isz, m, logits);
+        r->seconds += seconds_now() - t0;
+        if (rc) break;
+        sstc_engine_argmax(logits, m, e->classes, p);
+        for (int i = 0; i < m; i++) {
+            const float *l = logits + (size_t)i * e->classes;
+            int y = ds->labels[b0 + i];
+            double mx = l[p[i]], s = 0;
+            for (int j = 0; j < e->classes; j++) s += exp((double)l[j] - mx);
+            loss += mx + log(s) - (double)l[y];
+            r->errors += p[i] != y;
+            if (pred) pred[b0 + i] = p[i];
+        }
+        r->count += m;
+    }
+    free(logits);
+    free(p);
+    if (rc) return rc;
+    r->loss = r->count ? loss / (double)r->count : 0;
+    r->error = r->count ? (double)r->errors / (double)r->count : 0;
+    return SSTC_OK;
+}

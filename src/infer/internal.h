@@ -1,0 +1,142 @@
+/* Internals of the inference engine: the resident form of a coded weight
+ * matrix and the multiplication-free kernels that run it.
+ *
+ * A coded matrix is (rows x cols), cut into groups of n inputs. Each group of
+ * each row is one index into an entry table of E ternary n-vectors. The
+ * engine keeps the file's own (N,K) table when it is small (N >= 4 and
+ * M(N,K) <= SSTC_INFER_MAX_NATIVE: then the indices are the file's indices,
+ * unpacked to one byte, or two when M > 256). Otherwise (plain ternary with
+ * (1,1), small N, or a table too large to tabulate per input such as (16,4))
+ * the ternary matrix is re-encoded in groups of 4 with the 81-entry table
+ * e = sum_p d_p 3^p (d = 0: 0, 1: +1, 2: -1), one byte per group.
+ *
+ * Two kernels compute acc = T x without multiplying by a weight:
+ *  - lut (one input vector): for every group the sums of all E entries over
+ *    that group's inputs are tabulated once (each entry is its parent entry,
+ *    the one without its last non-zero, plus or minus one input, so E adds per
+ *    group), then every row is one table look-up and one add per group;
+ *  - direct (many lanes: a batch, or the output positions of a convolution):
+ *    the inputs are transposed to xt (cols x ld), and every non-zero of the
+ *    entry adds or subtracts a whole row of lanes, the sign applied by flipping
+ *    the sign bit (float) or two's complement negation (int32).
+ * Both have AVX2 versions chosen at run time and a portable C version. */
+#ifndef SSTC_INFER_INTERNAL_H
+#define SSTC_INFER_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sstc/sst.h"
+
+#define SSTC_INFER_MAX_NATIVE 1024
+#define SSTC_INFER_MAX_LUT ((size_t)1 << 26) /* floats in one layer's look-up table */
+
+typedef struct {
+    int rows, cols;
+    int n;          /* inputs per group */
+    int groups;     /* ceil(cols / n) */
+    int entries;    /* E */
+    int slots;      /* most non-zeros of an entry */
+    int bits;       /* ceil(log2 E): packed bits per index (C export) */
+    int native;     /* 1: the file's (N,K) table; 0: ternary groups of 4 */
+    int N, K;       /* the file's code */
+    uint8_t *idx8;  /* rows x groups when E <= 256 */
+    uint16_t *idx16;/* rows x groups otherwise */
+    /* entry tables */
+    uint16_t *parent;   /* (E) entry without its last non-zero; 0 for entry 0 */
+    uint8_t *last;      /* (E) 2*pos + (sign < 0) of that last non-zero */
+    uint8_t *spos;      /* (E x slots) positions in the group, ascending; 0 in empty slots */
+    uint32_t *skeep;    /* (E x slots) all ones for a used slot, 0 for an empty one */
+    uint32_t *sflip;    /* (E x slots) 0x80000000 for -1 (float sign bit), else 0 */
+    int32_t *sneg;      /* (E x slots) -1 for -1, else 0 (int32 negation mask) */
+    int8_t *sval;       /* (E x slots) +1, -1, or 0 for an empty slot */
+} sstc_coded_matrix;
+
+/* Builds the resident form of a coded FC or CONV layer (validated by the reader). */
+int sstc_coded_matrix_init(sstc_coded_matrix *cm, const sstc_sst_layer *layer);
+/* The same from a ternary matrix T (rows x cols) valid for (N,K). */
+int sstc_coded_matrix_from_ternary(sstc_coded_matrix *cm, const int8_t *T, int rows, int cols, int N, int K);
+void sstc_coded_matrix_free(sstc_coded_matrix *cm);
+
+static inline uint32_t sstc_coded_index(const sstc_coded_matrix *cm, size_t row, size_t g) {
+    size_t i = row * (size_t)cm->groups + g;
+    return cm->idx8 ? cm->idx8[i] : cm->idx16[i];
+}
+/* Bytes of the resident indices. */
+size_t sstc_coded_index_bytes(const sstc_coded_matrix *cm);
+/* Look-up table elements the lut kernel needs (groups x entries); 0 if too large. */
+size_t sstc_coded_lut_size(const sstc_coded_matrix *cm);
+
+/* acc (rows) = T x for one input vector x (cols); lut has sstc_coded_lut_size elements. */
+void sstc_coded_gemv_f32(const sstc_coded_matrix *cm, const float *x, float *lut, float *acc);
+void sstc_coded_gemv_i32(const sstc_coded_matrix *cm, const int32_t *x, int32_t *lut, int32_t *acc);
+/* acc (rows x ld) = T xt for xt (cols x ld); ld is a multiple of 8. */
+void sstc_coded_gemm_f32(const sstc_coded_matrix *cm, const float *xt, size_t ld, float *acc);
+void sstc_coded_gemm_i32(const sstc_coded_matrix *cm, const int32_t *xt, size_t ld, int32_t *acc);
+
+/* 1 if the AVX2 kernels run on this machine (and were not switched off). */
+int sstc_infer_avx2(void);
+/* Tests: 1 forces the portable kernels, 0 restores the default. */
+void sstc_infer_force_portable(int on);
+
+/* Round half away from zero and saturate to [lo, 127]; NaN gives lo. The C
+ * export prints the same function, so both give identical codes. */
+static inline int8_t sstc_infer_quantize(float v, int lo) {
+    if (!(v >= (float)lo)) return (int8_t)lo;
+    if (v >= 127.0f) return 127;
+    return (int8_t)(v >= 0.0f ? (int)(v + 0.5f) : -(int)(0.5f - v));
+}
+
+static inline size_t sstc_round8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+/* ---- the engine (shared by engine.c and export_c.c) -------------------------- */
+
+typedef enum {
+    SSTC_OP_FC = 0,
+    SSTC_OP_CONV,
+    SSTC_OP_BN,     /* batch norm that could not be folded: y = a*x + b per channel */
+    SSTC_OP_RELU,
+    SSTC_OP_MAXPOOL,
+    SSTC_OP_AVGPOOL,
+} sstc_infer_op_kind;
+
+typedef struct {
+    sstc_infer_op_kind kind;
+    int c, h, w;            /* input shape */
+    int oc, oh, ow;         /* output shape */
+    int kh, kw, stride, pad;/* CONV, pools (kh = kw = k) */
+    int relu;               /* a ReLU fused into the output */
+    int coded;              /* FC/CONV */
+    size_t fan_in;
+    sstc_coded_matrix cm;   /* coded */
+    float *weight;          /* float FC/CONV: oc x fan_in */
+    float *a, *b;           /* per output (FC/CONV) or channel (BN): y = a*acc + b */
+    int src_layer;          /* the .sst layer it came from */
+    /* int8 mode */
+    int sets_scale;         /* FC, CONV, BN: the output gets a new scale */
+    int writes_logits;      /* the last op and sets_scale: float logits, not codes */
+    float in_scale, out_scale;
+    float *qa, *qb;         /* v = qa*acc + qb, then quantized (or the logits) */
+    double amax;            /* calibration: max |output| */
+} sstc_infer_op;
+
+#define SSTC_ENGINE_SCRATCH 6
+
+struct sstc_engine {
+    int in_c, in_h, in_w, classes;
+    float in_mean[4], in_std[4];
+    float in_lut[5][256];   /* pixel -> x per channel; table 4 serves channels >= 4 */
+    int8_t in_q[5][256];    /* pixel -> int8 code (calibrated engines) */
+    float in_scale;         /* int8 scale of the input */
+    float out_scale;        /* int8 scale of the last tensor */
+    int n_ops;
+    sstc_infer_op *ops;
+    size_t max_act;         /* largest tensor of one sample, input included */
+    int mode, calibrated;
+    void *scratch[SSTC_ENGINE_SCRATCH];
+    size_t scratch_cap[SSTC_ENGINE_SCRATCH];
+};
+
+static inline int sstc_infer_lut_channel(int c) { return c < 4 ? c : 4; }
+
+#endif

@@ -1,0 +1,285 @@
+/* The inference engine against a plain-loop reference, in float and int8
+ * modes, batch 1 and batched, with the AVX2 and the portable kernels. */
+#include <criterion/criterion.h>
+#include <unistd.h>
+
+#include "infer/internal.h"
+#include "infer_helpers.h"
+
+static const int engine_nk[][2] = {{8, 2}, {4, 1}, {8, 1}, {8, 3}, {16, 2}, {16, 4}, {1, 1}, {5, 5}, {2, 1}};
+#define N_NK (int)(sizeof engine_nk / sizeof engine_nk[0])
+
+/* Runs batch sizes 1 (look-up-table kernel), 3 and 70 (direct kernel, two
+ * internal passes) and compares every sample's logits with the reference. */
+static void check_against_reference(sstc_sst_model *m, uint64_t seed, const char *what) {
+    sstc_engine *e = NULL;
+    cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK, "%s: %s", what, sstc_errmsg());
+    sstc_rng r;
+    sstc_rng_seed(&r, seed);
+    int B = 70, K = m->num_classes;
+    size_t isz = (size_t)m->in_c * m->in_h * m->in_w;
+    uint8_t *px = malloc((size_t)B * isz);
+    float *x = malloc((size_t)B * isz * sizeof(float)), *lg = malloc((size_t)B * K * sizeof(float));
+    float *lp = malloc((size_t)B * K * sizeof(float));
+    double *ref = malloc((size_t)K * sizeof(double));
+    ti_random_pixels(&r, px, (size_t)B * isz);
+    ti_normalize(m, px, B, x);
+    const int batches[] = {1, 3, 70};
+    for (int bi = 0; bi < 3; bi++) {
+        int nb = batches[bi];
+        cr_assert_eq(sstc_engine_forward(e, x, nb, lg), SSTC_OK, "%s: %s", what, sstc_errmsg());
+        cr_assert_eq(sstc_engine_forward_pixels(e, px, nb, lp), SSTC_OK, "%s", sstc_errmsg());
+        for (int b = 0; b < nb; b++) {
+            ti_reference(m, x + (size_t)b * isz, ref);
+            char msg[128];
+            snprintf(msg, sizeof msg, "%s batch %d sample %d", what, nb, b);
+            ti_assert_close(lg + (size_t)b * K, ref, K, 1e-4, msg);
+            cr_assert_eq(memcmp(lg + (size_t)b * K, lp + (size_t)b * K, K * sizeof(float)), 0,
+                         "%s: pixels and normalized floats give the same logits", msg);
+        }
+    }
+    free(px), free(x), free(lg), free(lp), free(ref);
+    sstc_engine_free(e);
+}
+
+Test(infer_engine, float_logits_match_the_reference_for_mlps_of_every_code) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 71);
+    for (int i = 0; i < N_NK; i++)
+        for (int last_float = 0; last_float < 2; last_float++) {
+            sstc_sst_model *m = ti_mlp(&r, engine_nk[i][0], engine_nk[i][1], last_float);
+            char what[64];
+            snprintf(what, sizeof what, "mlp (%d,%d)%s", engine_nk[i][0], engine_nk[i][1], last_float ? " float last" : "");
+            check_against_reference(m, 100 + i, what);
+            sstc_sst_free(m);
+        }
+}
+
+Test(infer_engine, float_logits_match_the_reference_for_cnns_of_every_code) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 72);
+    for (int i = 0; i < N_NK; i++) {
+        sstc_sst_model *m = ti_cnn(&r, engine_nk[i][0], engine_nk[i][1]);
+        char what[64];
+        snprintf(what, sizeof what, "cnn (%d,%d)", engine_nk[i][0], engine_nk[i][1]);
+        check_against_reference(m, 200 + i, what);
+        sstc_sst_free(m);
+    }
+}
+
+Test(infer_engine, portable_kernels_give_the_same_logits_as_avx2) {
+    if (!sstc_infer_avx2()) cr_skip_test("no AVX2 on this machine");
+    sstc_rng r;
+    sstc_rng_seed(&r, 73);
+    const int nk[][2] = {{8, 2}, {16, 2}, {1, 1}};
+    for (int i = 0; i < 3; i++) {
+        sstc_sst_model *m = i == 2 ? ti_mlp(&r, nk[i][0], nk[i][1], 0) : ti_cnn(&r, nk[i][0], nk[i][1]);
+        sstc_engine *e;
+        cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK, "%s", sstc_errmsg());
+        int B = 20, K = m->num_classes;
+        size_t isz = (size_t)m->in_c * m->in_h * m->in_w;
+        uint8_t *px = malloc((size_t)B * isz);
+        ti_random_pixels(&r, px, (size_t)B * isz);
+        cr_assert_eq(sstc_engine_calibrate(e, px, B), SSTC_OK, "%s", sstc_errmsg());
+        float *a = malloc((size_t)B * K * sizeof(float)), *b = malloc((size_t)B * K * sizeof(float));
+        for (int mode = 0; mode < 2; mode++) {
+            cr_assert_eq(sstc_engine_set_mode(e, mode), SSTC_OK);
+            for (int nb = 1; nb <= B; nb += B - 1) {
+                sstc_infer_force_portable(0);
+                cr_assert_eq(sstc_engine_forward_pixels(e, px, nb, a), SSTC_OK);
+                sstc_infer_force_portable(1);
+                cr_assert_eq(sstc_engine_forward_pixels(e, px, nb, b), SSTC_OK);
+                sstc_infer_force_portable(0);
+                if (mode == SSTC_ENGINE_INT8) {
+                    /* integer sums: exactly equal whatever the order */
+                    cr_assert_eq(memcmp(a, b, (size_t)nb * K * sizeof(float)), 0, "int8 net %d batch %d", i, nb);
+                } else {
+                    for (int s = 0; s < nb * K; s++)
+                        cr_assert_leq(fabsf(a[s] - b[s]), 1e-5f * (1 + fabsf(b[s])), "float net %d batch %d", i, nb);
+                }
+            }
+        }
+        free(px), free(a), free(b);
+        sstc_engine_free(e);
+        sstc_sst_free(m);
+    }
+}
+
+Test(infer_engine, coded_kernels_equal_a_dense_ternary_product_on_large_layers) {
+    /* wide layers exercise the unrolled AVX2 loops and the index tails */
+    sstc_rng r;
+    sstc_rng_seed(&r, 74);
+    const int nk[][2] = {{8, 2}, {16, 2}, {16, 4}};
+    for (int c = 0; c < 3; c++) {
+        int rows = 37, cols = 1000 + 8 * c + 3, N = nk[c][0], K = nk[c][1];
+        int8_t *T = malloc((size_t)rows * cols);
+        ti_random_ternary(&r, T, rows, cols, N, K);
+        sstc_coded_matrix cm;
+        cr_assert_eq(sstc_coded_matrix_from_ternary(&cm, T, rows, cols, N, K), SSTC_OK, "%s", sstc_errmsg());
+        cr_assert_eq(cm.native, N == 16 && K == 4 ? 0 : 1, "(16,4) is re-encoded in groups of 4");
+        size_t ld = 40;
+        float *x = malloc((size_t)cols * ld * sizeof(float)), *acc = malloc((size_t)rows * ld * sizeof(float));
+        int32_t *xi = malloc((size_t)cols * ld * sizeof(int32_t)), *acci = malloc((size_t)rows * ld * sizeof(int32_t));
+        float *xv = malloc((size_t)cols * sizeof(float)), *lut = malloc(sstc_coded_lut_size(&cm) * sizeof(float));
+        int32_t *xvi = malloc((size_t)cols * sizeof(int32_t)), *luti = malloc(sstc_coded_lut_size(&cm) * sizeof(int32_t));
+        float *av = malloc((size_t)rows * sizeof(float));
+        int32_t *avi = malloc((size_t)rows * sizeof(int32_t));
+        for (size_t i = 0; i < (size_t)cols * ld; i++) {
+            xi[i] = (int32_t)sstc_rng_below(&r, 255) - 127;
+            x[i] = (float)xi[i] * 0.01f;
+        }
+        for (int j = 0; j < cols; j++) xv[j] = x[(size_t)j * ld + 5], xvi[j] = xi[(size_t)j * ld + 5];
+        for (int portable = 0; portable < 2; portable++) {
+            sstc_infer_force_portable(portable);
+            sstc_coded_gemm_f32(&cm, x, ld, acc);
+            sstc_coded_gemm_i32(&cm, xi, ld, acci);
+            sstc_coded_gemv_f32(&cm, xv, lut, av);
+            sstc_coded_gemv_i32(&cm, xvi, luti, avi);
+            for (int o = 0; o < rows; o++) {
+                for (size_t l = 0; l < ld; l++) {
+                    int64_t si = 0;
+                    double sf = 0;
+                    for (int j = 0; j < cols; j++) {
+                        si += T[(size_t)o * cols + j] * xi[(size_t)j * ld + l];
+                        sf += T[(size_t)o * cols + j] * (double)x[(size_t)j * ld + l];
+                    }
+                    cr_assert_eq(acci[(size_t)o * ld + l], si, "(%d,%d) int row %d lane %zu", N, K, o, l);
+                    cr_assert_leq(fabs(acc[(size_t)o * ld + l] - sf), 1e-4, "(%d,%d) float row %d lane %zu", N, K, o, l);
+                    if (l == 5) {
+                        cr_assert_eq(avi[o], si, "(%d,%d) int gemv row %d", N, K, o);
+                        cr_assert_leq(fabs(av[o] - sf), 1e-4, "(%d,%d) float gemv row %d", N, K, o);
+                    }
+                }
+            }
+        }
+        sstc_infer_force_portable(0);
+        free(T), free(x), free(acc), free(xi), free(acci), free(xv), free(lut), free(xvi), free(luti), free(av), free(avi);
+        sstc_coded_matrix_free(&cm);
+    }
+}
+
+Test(infer_engine, plan_folds_batch_norms_fuses_relus_and_drops_dropout) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 75);
+    sstc_sst_model *m = ti_cnn(&r, 8, 2);
+    sstc_engine *e;
+    cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK);
+    /* conv+bn+relu, maxpool, conv+relu, bn, avgpool, conv, fc+bn+relu, fc */
+    cr_assert_eq(e->n_ops, 8, "%d ops", e->n_ops);
+    const sstc_infer_op_kind kinds[] = {SSTC_OP_CONV, SSTC_OP_MAXPOOL, SSTC_OP_CONV, SSTC_OP_BN,
+                                        SSTC_OP_AVGPOOL, SSTC_OP_CONV, SSTC_OP_FC, SSTC_OP_FC};
+    const int relu[] = {1, 0, 1, 0, 0, 0, 1, 0};
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(e->ops[i].kind, kinds[i], "op %d kind", i);
+        cr_assert_eq(e->ops[i].relu, relu[i], "op %d relu", i);
+    }
+    sstc_engine_info info;
+    sstc_engine_get_info(e, &info);
+    cr_assert_eq(info.coded_layers, 4);
+    cr_assert_eq(info.float_layers, 1);
+    cr_assert_eq(info.float_weight_bytes, 6 * 8 * 9 * sizeof(float));
+    cr_assert_eq(info.max_activation, 8 * 9 * 9);
+    sstc_engine_free(e);
+    sstc_sst_free(m);
+}
+
+Test(infer_engine, int8_mode_needs_calibration_and_stays_close_to_float) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 76);
+    sstc_sst_model *m = ti_cnn(&r, 8, 2);
+    sstc_engine *e;
+    cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK);
+    cr_assert_eq(sstc_engine_set_mode(e, SSTC_ENGINE_INT8), SSTC_ESTATE);
+    cr_assert_neq(strstr(sstc_errmsg(), "calibrat"), NULL, "%s", sstc_errmsg());
+    int B = 200, K = m->num_classes;
+    size_t isz = (size_t)m->in_c * m->in_h * m->in_w;
+    uint8_t *px = malloc((size_t)B * isz);
+    ti_random_pixels(&r, px, (size_t)B * isz);
+    cr_assert_eq(sstc_engine_calibrate(e, px, 100), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_engine_get_mode(e), SSTC_ENGINE_FLOAT, "calibration leaves the mode alone");
+    float *lf = malloc((size_t)B * K * sizeof(float)), *lq = malloc((size_t)B * K * sizeof(float));
+    float *l1 = malloc((size_t)K * sizeof(float));
+    cr_assert_eq(sstc_engine_forward_pixels(e, px, B, lf), SSTC_OK);
+    cr_assert_eq(sstc_engine_set_mode(e, SSTC_ENGINE_INT8), SSTC_OK);
+    cr_assert_eq(sstc_engine_forward_pixels(e, px, B, lq), SSTC_OK);
+    int *pf = malloc(B * sizeof(int)), *pq = malloc(B * sizeof(int)), agree = 0;
+    sstc_engine_argmax(lf, B, K, pf);
+    sstc_engine_argmax(lq, B, K, pq);
+    double err = 0, mag = 0;
+    for (int i = 0; i < B; i++) agree += pf[i] == pq[i];
+    for (int i = 0; i < B * K; i++) err = fmax(err, fabsf(lf[i] - lq[i])), mag = fmax(mag, fabsf(lf[i]));
+    cr_assert_geq(agree, B * 9 / 10, "int8 and float agree on %d of %d predictions", agree, B);
+    cr_assert_leq(err, 0.1 * mag, "int8 logits within 10%% of the largest: %g vs %g", err, mag);
+    cr_assert_gt(err, 0, "int8 really quantizes");
+    /* batch 1 (look-up tables) and batched (direct kernel) give identical codes */
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(sstc_engine_forward_pixels(e, px + (size_t)i * isz, 1, l1), SSTC_OK);
+        cr_assert_eq(memcmp(l1, lq + (size_t)i * K, K * sizeof(float)), 0, "sample %d", i);
+    }
+    free(px), free(lf), free(lq), free(l1), free(pf), free(pq);
+    sstc_engine_free(e);
+    sstc_sst_free(m);
+}
+
+Test(infer_engine, evaluate_counts_errors_and_rejects_a_mismatched_dataset) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 77);
+    sstc_sst_model *m = ti_mlp(&r, 8, 2, 0);
+    sstc_engine *e;
+    cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK);
+    sstc_dataset ds = {.n = 50, .c = 1, .h = 6, .w = 6, .num_classes = 10};
+    ds.pixels = malloc(50 * 36);
+    ds.labels = malloc(50 * sizeof(int));
+    ti_random_pixels(&r, ds.pixels, 50 * 36);
+    float *lg = malloc(50 * 10 * sizeof(float));
+    int pred[50], pe[50];
+    cr_assert_eq(sstc_engine_forward_pixels(e, ds.pixels, 50, lg), SSTC_OK);
+    sstc_engine_argmax(lg, 50, 10, pred);
+    for (int i = 0; i < 50; i++) ds.labels[i] = i < 20 ? pred[i] : (pred[i] + 1) % 10;
+    sstc_infer_result res;
+    cr_assert_eq(sstc_engine_evaluate(e, &ds, 0, 7, pe, &res), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(res.count, 50);
+    cr_assert_eq(res.errors, 30);
+    cr_assert_float_eq(res.error, 0.6, 1e-12);
+    cr_assert_gt(res.loss, 0);
+    cr_assert_eq(memcmp(pe, pred, sizeof pred), 0);
+    cr_assert_eq(sstc_engine_evaluate(e, &ds, 10, 0, NULL, &res), SSTC_OK);
+    cr_assert_eq(res.count, 10);
+    cr_assert_eq(res.errors, 0);
+    ds.c = 3, ds.h = 32, ds.w = 32;
+    cr_assert_eq(sstc_engine_evaluate(e, &ds, 0, 0, NULL, &res), SSTC_ESHAPE);
+    cr_assert_neq(strstr(sstc_errmsg(), "3x32x32"), NULL, "%s", sstc_errmsg());
+    cr_assert_neq(strstr(sstc_errmsg(), "1x6x6"), NULL, "%s", sstc_errmsg());
+    ds.c = 1, ds.h = 6, ds.w = 6, ds.num_classes = 11;
+    cr_assert_eq(sstc_engine_check_dataset(e, &ds), SSTC_ESHAPE);
+    free(ds.pixels), free(ds.labels), free(lg);
+    sstc_engine_free(e);
+    sstc_sst_free(m);
+}
+
+Test(infer_engine, a_corrupt_or_missing_file_is_rejected_by_the_reader) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 78);
+    sstc_sst_model *m = ti_mlp(&r, 8, 2, 0);
+    char path[] = "/tmp/sstc-infer-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    cr_assert_eq(sstc_sst_write(path, m), SSTC_OK);
+    sstc_engine *e = NULL;
+    cr_assert_eq(sstc_engine_load(path, &e), SSTC_OK, "%s", sstc_errmsg());
+    sstc_engine_free(e);
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 100, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, 100, SEEK_SET);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+    e = (sstc_engine *)1;
+    cr_assert_eq(sstc_engine_load(path, &e), SSTC_EFORMAT);
+    cr_assert_null(e);
+    cr_assert_neq(strstr(sstc_errmsg(), "checksum"), NULL, "%s", sstc_errmsg());
+    cr_assert_neq(strstr(sstc_errmsg(), path), NULL, "the message names the file: %s", sstc_errmsg());
+    unlink(path);
+    cr_assert_eq(sstc_engine_load(path, &e), SSTC_EIO);
+    sstc_sst_free(m);
+}
