@@ -118,6 +118,9 @@ $(BUILD)/bench_%: experiments/bench/bench_%.c $(BUILD)/libsstc.a
 bench: $(BENCH_BIN)
 	./$(BUILD)/bench_step --threads 2
 
+bench-infer: $(BUILD)/bench_infer
+	./$(BUILD)/bench_infer
+
 # ---- the main job: MNIST from the mirror, default experiment ---------------
 run: $(BUILD)/sstc
 	./$(BUILD)/sstc data prepare mnist

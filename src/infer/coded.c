@@ -3,6 +3,7 @@
 #include "infer/internal.h"
 
 #include <immintrin.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -261,33 +262,48 @@ AVX2 static inline int32_t hsum_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* Groups per block of look-ups: the block's tables (about 64 KB) stay in L1
+ * while every row of the thread adds its part; a multiple of 16. */
+static int lut_row_block(const sstc_coded_matrix *cm) {
+    int gb = (int)(65536 / ((size_t)cm->entries * 4)) & ~15;
+    return gb < 16 ? 16 : gb;
+}
+
 #define LUT_ROWS_AVX2(NAME, IT, LOAD, VT, ZERO, ADD, GATHER, HSUM, T)                                                  \
     AVX2 static void NAME(const sstc_coded_matrix *cm, const IT *idx, const T *lut, int r0, int r1, T *acc) {          \
-        int G = cm->groups, E = cm->entries;                                                                           \
+        int G = cm->groups, E = cm->entries, GB = lut_row_block(cm);                                                   \
         const __m256i lane = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(E));      \
         const __m256i step = _mm256_set1_epi32(8 * E);                                                                 \
-        for (int o = r0; o < r1; o++) {                                                                                \
-            const IT *ix = idx + (size_t)o * G;                                                                        \
-            VT s0 = ZERO, s1 = ZERO, s2 = ZERO, s3 = ZERO;                                                             \
-            __m256i off = lane;                                                                                        \
-            int g = 0;                                                                                                 \
-            for (; g + 32 <= G; g += 32) {                                                                             \
-                __m256i i0 = LOAD(ix + g), i1 = LOAD(ix + g + 8), i2 = LOAD(ix + g + 16), i3 = LOAD(ix + g + 24);     \
-                __m256i o1 = _mm256_add_epi32(off, step), o2 = _mm256_add_epi32(o1, step);                             \
-                __m256i o3 = _mm256_add_epi32(o2, step);                                                               \
-                s0 = ADD(s0, GATHER(lut, _mm256_add_epi32(i0, off)));                                                  \
-                s1 = ADD(s1, GATHER(lut, _mm256_add_epi32(i1, o1)));                                                   \
-                s2 = ADD(s2, GATHER(lut, _mm256_add_epi32(i2, o2)));                                                   \
-                s3 = ADD(s3, GATHER(lut, _mm256_add_epi32(i3, o3)));                                                   \
-                off = _mm256_add_epi32(o3, step);                                                                      \
+        for (int o = r0; o < r1; o++) acc[o] = 0;                                                                      \
+        for (int g0 = 0; g0 < G; g0 += GB) {                                                                           \
+            int g1 = g0 + GB < G ? g0 + GB : G;                                                                        \
+            const __m256i start = _mm256_add_epi32(lane, _mm256_set1_epi32(g0 * E));                                   \
+            /* two rows at a time, two add chains each */                                                             \
+            int o = r0;                                                                                                \
+            for (; o < r1; o += 2) {                                                                                   \
+                int two = o + 1 < r1;                                                                                  \
+                const IT *ix = idx + (size_t)o * G, *iy = two ? ix + G : ix;                                           \
+                VT s0 = ZERO, s1 = ZERO, s2 = ZERO, s3 = ZERO;                                                         \
+                __m256i off = start;                                                                                   \
+                int g = g0;                                                                                            \
+                for (; g + 16 <= g1; g += 16) {                                                                        \
+                    __m256i o1 = _mm256_add_epi32(off, step);                                                          \
+                    s0 = ADD(s0, GATHER(lut, _mm256_add_epi32(LOAD(ix + g), off)));                                    \
+                    s1 = ADD(s1, GATHER(lut, _mm256_add_epi32(LOAD(ix + g + 8), o1)));                                 \
+                    s2 = ADD(s2, GATHER(lut, _mm256_add_epi32(LOAD(iy + g), off)));                                    \
+                    s3 = ADD(s3, GATHER(lut, _mm256_add_epi32(LOAD(iy + g + 8), o1)));                                 \
+                    off = _mm256_add_epi32(o1, step);                                                                  \
+                }                                                                                                      \
+                for (; g + 8 <= g1; g += 8) {                                                                          \
+                    s0 = ADD(s0, GATHER(lut, _mm256_add_epi32(LOAD(ix + g), off)));                                    \
+                    s2 = ADD(s2, GATHER(lut, _mm256_add_epi32(LOAD(iy + g), off)));                                    \
+                    off = _mm256_add_epi32(off, step);                                                                 \
+                }                                                                                                      \
+                T a = HSUM(ADD(s0, s1)), b = HSUM(ADD(s2, s3));                                                        \
+                for (; g < g1; g++) a += lut[(size_t)g * E + ix[g]], b += lut[(size_t)g * E + iy[g]];                  \
+                acc[o] += a;                                                                                           \
+                if (two) acc[o + 1] += b;                                                                              \
             }                                                                                                          \
-            for (; g + 8 <= G; g += 8) {                                                                               \
-                s0 = ADD(s0, GATHER(lut, _mm256_add_epi32(LOAD(ix + g), off)));                                        \
-                off = _mm256_add_epi32(off, step);                                                                     \
-            }                                                                                                          \
-            T s = HSUM(ADD(ADD(s0, s1), ADD(s2, s3)));                                                                 \
-            for (; g < G; g++) s += lut[(size_t)g * E + ix[g]];                                                        \
-            acc[o] = s;                                                                                                \
         }                                                                                                              \
     }
 #define GATHER_PS(l, i) _mm256_i32gather_ps((l), (i), 4)
@@ -397,8 +413,8 @@ DIRECT_AVX2(direct1_int32_t_avx2, int32_t, 1)
 
 /* Work units are (lane tile of 32, block of 8 rows), lane tiles outermost, so
  * that each thread's part of xt stays in cache while it runs its rows. */
-#define GEMM(T, SUF)                                                                                                   \
-    void sstc_coded_gemm_##SUF(const sstc_coded_matrix *cm, const T *xt, size_t ld, T *acc) {                          \
+#define GEMM_DIRECT(T, SUF)                                                                                            \
+    void sstc_coded_gemm_direct_##SUF(const sstc_coded_matrix *cm, const T *xt, size_t ld, T *acc) {                   \
         int R = cm->rows, RB = (R + 7) / 8, avx = sstc_infer_avx2();                                                   \
         long tiles = (long)((ld + 31) / 32);                                                                           \
         int par = (size_t)R * cm->groups * cm->slots * ld > PAR_MIN;                                                   \
@@ -415,5 +431,155 @@ DIRECT_AVX2(direct1_int32_t_avx2, int32_t, 1)
                 }                                                                                                      \
             }                                                                                                          \
     }
-GEMM(float, f32)
-GEMM(int32_t, i32)
+GEMM_DIRECT(float, f32)
+GEMM_DIRECT(int32_t, i32)
+
+/* ---- batched look-up tables ---------------------------------------------------- */
+
+/* For a tile of 8 lanes: tables of all E entries for a block of groups, each
+ * entry a vector of 8 lanes (built as in the one-vector kernel, a parent plus
+ * or minus one input); then every row adds one table vector per group of the
+ * block. Rows [r0, r1), lanes [l0, l0 + 8). The block is sized for L2: a row
+ * reads and writes its accumulator once per block, so small (L1) blocks cost
+ * more in accumulator traffic than they save in look-up latency (measured). */
+#define LUT_BLOCK_BYTES ((size_t)1 << 20)
+static int lut_block_groups(const sstc_coded_matrix *cm) {
+    int gb = (int)(LUT_BLOCK_BYTES / ((size_t)cm->entries * 32));
+    return gb < 1 ? 1 : gb;
+}
+
+#define LUT8_PORTABLE(T)                                                                                               \
+    static void lut8_tile_##T(const sstc_coded_matrix *cm, const T *xt, size_t ld, size_t l0, int r0, int r1, T *acc,  \
+                              T *buf) {                                                                                \
+        int G = cm->groups, E = cm->entries, n = cm->n, GB = lut_block_groups(cm);                                     \
+        for (int g0 = 0; g0 < G; g0 += GB) {                                                                           \
+            int gn = G - g0 < GB ? G - g0 : GB;                                                                        \
+            for (int gi = 0; gi < gn; gi++) {                                                                          \
+                T xx[2 * SSTC_MAX_N][8];                                                                               \
+                for (int p = 0; p < n; p++) {                                                                          \
+                    int j = (g0 + gi) * n + p;                                                                         \
+                    for (int l = 0; l < 8; l++) {                                                                      \
+                        xx[2 * p][l] = j < cm->cols ? xt[(size_t)j * ld + l0 + l] : 0;                                 \
+                        xx[2 * p + 1][l] = -xx[2 * p][l];                                                              \
+                    }                                                                                                  \
+                }                                                                                                      \
+                T *L = buf + (size_t)gi * E * 8;                                                                       \
+                for (int l = 0; l < 8; l++) L[l] = 0;                                                                  \
+                for (int e = 1; e < E; e++)                                                                            \
+                    for (int l = 0; l < 8; l++) L[e * 8 + l] = L[cm->parent[e] * 8 + l] + xx[cm->last[e]][l];          \
+            }                                                                                                          \
+            for (int o = r0; o < r1; o++) {                                                                            \
+                T a[8];                                                                                                \
+                T *dst = acc + (size_t)o * ld + l0;                                                                    \
+                for (int l = 0; l < 8; l++) a[l] = g0 ? dst[l] : 0;                                                    \
+                for (int gi = 0; gi < gn; gi++) {                                                                      \
+                    const T *v = buf + ((size_t)gi * E + sstc_coded_index(cm, (size_t)o, (size_t)(g0 + gi))) * 8;      \
+                    for (int l = 0; l < 8; l++) a[l] += v[l];                                                          \
+                }                                                                                                      \
+                for (int l = 0; l < 8; l++) dst[l] = a[l];                                                             \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+LUT8_PORTABLE(float)
+LUT8_PORTABLE(int32_t)
+
+#define LUT8_AVX2(T, VT, ZERO, LOAD, STORE, ADD, NEG)                                                                  \
+    AVX2 static void lut8_tile_##T##_avx2(const sstc_coded_matrix *cm, const T *xt, size_t ld, size_t l0, int r0,      \
+                                          int r1, T *acc, T *buf) {                                                    \
+        int G = cm->groups, E = cm->entries, n = cm->n, GB = lut_block_groups(cm);                                     \
+        for (int g0 = 0; g0 < G; g0 += GB) {                                                                           \
+            int gn = G - g0 < GB ? G - g0 : GB;                                                                        \
+            for (int gi = 0; gi < gn; gi++) {                                                                          \
+                VT xx[2 * SSTC_MAX_N];                                                                                 \
+                for (int p = 0; p < n; p++) {                                                                          \
+                    int j = (g0 + gi) * n + p;                                                                         \
+                    xx[2 * p] = j < cm->cols ? LOAD(xt + (size_t)j * ld + l0) : ZERO;                                  \
+                    xx[2 * p + 1] = NEG(xx[2 * p]);                                                                    \
+                }                                                                                                      \
+                T *L = buf + (size_t)gi * E * 8;                                                                       \
+                STORE(L, ZERO);                                                                                        \
+                for (int e = 1; e < E; e++) STORE(L + e * 8, ADD(LOAD(L + cm->parent[e] * 8), xx[cm->last[e]]));      \
+            }                                                                                                          \
+            /* four rows at a time: independent add chains hide the latency */                                      \
+            int o = r0;                                                                                                \
+            for (; o + 4 <= r1; o += 4) {                                                                              \
+                T *d = acc + (size_t)o * ld + l0;                                                                      \
+                VT a0 = g0 ? LOAD(d) : ZERO, a1 = g0 ? LOAD(d + ld) : ZERO;                                            \
+                VT a2 = g0 ? LOAD(d + 2 * ld) : ZERO, a3 = g0 ? LOAD(d + 3 * ld) : ZERO;                               \
+                for (int gi = 0; gi < gn; gi++) {                                                                      \
+                    const T *L = buf + (size_t)gi * E * 8;                                                             \
+                    size_t g = (size_t)(g0 + gi);                                                                      \
+                    a0 = ADD(a0, LOAD(L + sstc_coded_index(cm, (size_t)o, g) * 8));                                    \
+                    a1 = ADD(a1, LOAD(L + sstc_coded_index(cm, (size_t)o + 1, g) * 8));                                \
+                    a2 = ADD(a2, LOAD(L + sstc_coded_index(cm, (size_t)o + 2, g) * 8));                                \
+                    a3 = ADD(a3, LOAD(L + sstc_coded_index(cm, (size_t)o + 3, g) * 8));                                \
+                }                                                                                                      \
+                STORE(d, a0);                                                                                          \
+                STORE(d + ld, a1);                                                                                     \
+                STORE(d + 2 * ld, a2);                                                                                 \
+                STORE(d + 3 * ld, a3);                                                                                 \
+            }                                                                                                          \
+            for (; o < r1; o++) {                                                                                      \
+                T *d0 = acc + (size_t)o * ld + l0;                                                                     \
+                VT a0 = g0 ? LOAD(d0) : ZERO;                                                                          \
+                for (int gi = 0; gi < gn; gi++)                                                                        \
+                    a0 = ADD(a0, LOAD(buf + ((size_t)gi * E + sstc_coded_index(cm, (size_t)o, (size_t)(g0 + gi))) * 8)); \
+                STORE(d0, a0);                                                                                         \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+#define LD_PS(p) _mm256_loadu_ps(p)
+#define ST_PS(p, v) _mm256_storeu_ps((p), (v))
+#define NEG_PS(v) _mm256_xor_ps((v), _mm256_set1_ps(-0.0f))
+#define LD_SI(p) _mm256_loadu_si256((const __m256i *)(p))
+#define ST_SI(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
+#define NEG_SI(v) _mm256_sub_epi32(_mm256_setzero_si256(), (v))
+LUT8_AVX2(float, __m256, _mm256_setzero_ps(), LD_PS, ST_PS, _mm256_add_ps, NEG_PS)
+LUT8_AVX2(int32_t, __m256i, _mm256_setzero_si256(), LD_SI, ST_SI, _mm256_add_epi32, NEG_SI)
+
+/* Units of work are (lane tile, row chunk); each builds its own tables, so
+ * threads never wait for each other. Rows are split only when there are
+ * fewer tiles than threads. */
+#define GEMM_LUT(T, SUF)                                                                                               \
+    int sstc_coded_gemm_lut_##SUF(const sstc_coded_matrix *cm, const T *xt, size_t ld, T *acc) {                       \
+        int R = cm->rows, avx = sstc_infer_avx2(), threads = omp_get_max_threads();                                    \
+        long tiles = (long)(ld / 8);                                                                                   \
+        int chunks = tiles >= threads ? 1 : (int)((threads + tiles - 1) / tiles);                                      \
+        if (chunks > (R + 15) / 16) chunks = (R + 15) / 16;                                                            \
+        long units = tiles * chunks;                                                                                   \
+        int par = (size_t)R * cm->groups * ld > PAR_MIN, failed = 0;                                                   \
+        size_t bufn = (size_t)lut_block_groups(cm) * cm->entries * 8;                                                  \
+        _Pragma("omp parallel if (par) reduction(| : failed)") {                                                       \
+            T *buf = aligned_alloc(32, bufn * sizeof(T));                                                              \
+            if (!buf) failed = 1;                                                                                      \
+            _Pragma("omp for schedule(static)") for (long u = 0; u < units; u++) {                                     \
+                if (!buf) continue;                                                                                    \
+                long t = u / chunks;                                                                                   \
+                int c = (int)(u % chunks), r0 = (int)((long)R * c / chunks), r1 = (int)((long)R * (c + 1) / chunks);   \
+                if (avx) lut8_tile_##T##_avx2(cm, xt, ld, (size_t)t * 8, r0, r1, acc, buf);                            \
+                else lut8_tile_##T(cm, xt, ld, (size_t)t * 8, r0, r1, acc, buf);                                       \
+            }                                                                                                          \
+            free(buf);                                                                                                 \
+        }                                                                                                              \
+        return failed ? sstc_fail(SSTC_ENOMEM, "infer: out of memory for look-up tables") : SSTC_OK;                  \
+    }
+GEMM_LUT(float, f32)
+GEMM_LUT(int32_t, i32)
+
+/* The batched look-up tables cost E table vectors per group and lane tile,
+ * then one add per row; the direct kernel costs about 4 operations per slot
+ * and row. Tables win unless there are very few rows. */
+static int prefer_direct(const sstc_coded_matrix *cm) {
+    return (size_t)cm->entries >= (size_t)cm->rows * (size_t)(4 * cm->slots - 2);
+}
+
+int sstc_coded_gemm_f32(const sstc_coded_matrix *cm, const float *xt, size_t ld, float *acc) {
+    if (!prefer_direct(cm) && !sstc_coded_gemm_lut_f32(cm, xt, ld, acc)) return SSTC_OK;
+    sstc_coded_gemm_direct_f32(cm, xt, ld, acc);
+    return SSTC_OK;
+}
+int sstc_coded_gemm_i32(const sstc_coded_matrix *cm, const int32_t *xt, size_t ld, int32_t *acc) {
+    if (!prefer_direct(cm) && !sstc_coded_gemm_lut_i32(cm, xt, ld, acc)) return SSTC_OK;
+    sstc_coded_gemm_direct_i32(cm, xt, ld, acc);
+    return SSTC_OK;
+}

@@ -10,15 +10,18 @@
  * the ternary matrix is re-encoded in groups of 4 with the 81-entry table
  * e = sum_p d_p 3^p (d = 0: 0, 1: +1, 2: -1), one byte per group.
  *
- * Two kernels compute acc = T x without multiplying by a weight:
+ * The kernels compute acc = T x without multiplying by a weight:
  *  - lut (one input vector): for every group the sums of all E entries over
  *    that group's inputs are tabulated once (each entry is its parent entry,
  *    the one without its last non-zero, plus or minus one input, so E adds per
  *    group), then every row is one table look-up and one add per group;
- *  - direct (many lanes: a batch, or the output positions of a convolution):
- *    the inputs are transposed to xt (cols x ld), and every non-zero of the
- *    entry adds or subtracts a whole row of lanes, the sign applied by flipping
- *    the sign bit (float) or two's complement negation (int32).
+ *  - batched lut (many lanes: a batch, or the output positions of a
+ *    convolution, transposed to xt (cols x ld)): the same tables with every
+ *    entry a vector of 8 lanes, built per block of groups that fits in L1,
+ *    then one vector add per row and group;
+ *  - direct (many lanes, few rows): every non-zero of the entry adds or
+ *    subtracts a whole row of lanes, the sign applied by flipping the sign
+ *    bit (float) or two's complement negation (int32).
  * Both have AVX2 versions chosen at run time and a portable C version. */
 #ifndef SSTC_INFER_INTERNAL_H
 #define SSTC_INFER_INTERNAL_H
@@ -70,9 +73,17 @@ size_t sstc_coded_lut_size(const sstc_coded_matrix *cm);
 /* acc (rows) = T x for one input vector x (cols); lut has sstc_coded_lut_size elements. */
 void sstc_coded_gemv_f32(const sstc_coded_matrix *cm, const float *x, float *lut, float *acc);
 void sstc_coded_gemv_i32(const sstc_coded_matrix *cm, const int32_t *x, int32_t *lut, int32_t *acc);
-/* acc (rows x ld) = T xt for xt (cols x ld); ld is a multiple of 8. */
-void sstc_coded_gemm_f32(const sstc_coded_matrix *cm, const float *xt, size_t ld, float *acc);
-void sstc_coded_gemm_i32(const sstc_coded_matrix *cm, const int32_t *xt, size_t ld, int32_t *acc);
+/* acc (rows x ld) = T xt for xt (cols x ld); ld is a multiple of 8. Picks
+ * the batched look-up tables or, for layers with very few rows, the direct
+ * kernel; always succeeds (the direct kernel needs no memory). */
+int sstc_coded_gemm_f32(const sstc_coded_matrix *cm, const float *xt, size_t ld, float *acc);
+int sstc_coded_gemm_i32(const sstc_coded_matrix *cm, const int32_t *xt, size_t ld, int32_t *acc);
+/* The two kernels by name (tests, benchmarks); the lut ones can fail with
+ * SSTC_ENOMEM. */
+int sstc_coded_gemm_lut_f32(const sstc_coded_matrix *cm, const float *xt, size_t ld, float *acc);
+int sstc_coded_gemm_lut_i32(const sstc_coded_matrix *cm, const int32_t *xt, size_t ld, int32_t *acc);
+void sstc_coded_gemm_direct_f32(const sstc_coded_matrix *cm, const float *xt, size_t ld, float *acc);
+void sstc_coded_gemm_direct_i32(const sstc_coded_matrix *cm, const int32_t *xt, size_t ld, int32_t *acc);
 
 /* 1 if the AVX2 kernels run on this machine (and were not switched off). */
 int sstc_infer_avx2(void);

@@ -129,10 +129,16 @@ Test(infer_engine, coded_kernels_equal_a_dense_ternary_product_on_large_layers) 
             x[i] = (float)xi[i] * 0.01f;
         }
         for (int j = 0; j < cols; j++) xv[j] = x[(size_t)j * ld + 5], xvi[j] = xi[(size_t)j * ld + 5];
-        for (int portable = 0; portable < 2; portable++) {
+        for (int variant = 0; variant < 4; variant++) {
+            int portable = variant & 1, direct = variant >> 1;
             sstc_infer_force_portable(portable);
-            sstc_coded_gemm_f32(&cm, x, ld, acc);
-            sstc_coded_gemm_i32(&cm, xi, ld, acci);
+            if (direct) {
+                sstc_coded_gemm_direct_f32(&cm, x, ld, acc);
+                sstc_coded_gemm_direct_i32(&cm, xi, ld, acci);
+            } else {
+                cr_assert_eq(sstc_coded_gemm_lut_f32(&cm, x, ld, acc), SSTC_OK);
+                cr_assert_eq(sstc_coded_gemm_lut_i32(&cm, xi, ld, acci), SSTC_OK);
+            }
             sstc_coded_gemv_f32(&cm, xv, lut, av);
             sstc_coded_gemv_i32(&cm, xvi, luti, avi);
             for (int o = 0; o < rows; o++) {
@@ -143,8 +149,8 @@ Test(infer_engine, coded_kernels_equal_a_dense_ternary_product_on_large_layers) 
                         si += T[(size_t)o * cols + j] * xi[(size_t)j * ld + l];
                         sf += T[(size_t)o * cols + j] * (double)x[(size_t)j * ld + l];
                     }
-                    cr_assert_eq(acci[(size_t)o * ld + l], si, "(%d,%d) int row %d lane %zu", N, K, o, l);
-                    cr_assert_leq(fabs(acc[(size_t)o * ld + l] - sf), 1e-4, "(%d,%d) float row %d lane %zu", N, K, o, l);
+                    cr_assert_eq(acci[(size_t)o * ld + l], si, "(%d,%d) variant %d int row %d lane %zu", N, K, variant, o, l);
+                    cr_assert_leq(fabs(acc[(size_t)o * ld + l] - sf), 1e-4, "(%d,%d) variant %d float row %d lane %zu", N, K, variant, o, l);
                     if (l == 5) {
                         cr_assert_eq(avi[o], si, "(%d,%d) int gemv row %d", N, K, o);
                         cr_assert_leq(fabs(av[o] - sf), 1e-4, "(%d,%d) float gemv row %d", N, K, o);
