@@ -208,7 +208,18 @@ int cmd_compress(int argc, char **argv) {
             fprintf(stderr, "\nsstc compress: %s\n", sstc_errmsg());
             goto done;
         }
-        if (sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &test)) {
+        rc = sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &test);
+        if (rc == SSTC_EINTR) {
+            /* training of the epoch is done; --resume goes straight to its evaluation */
+            s.state.total_seconds += now() - t0;
+            if (save(&c, ckpt)) fprintf(stderr, "sstc compress: interrupted; saving failed: %s\n", sstc_errmsg());
+            else {
+                fprintf(stderr, "\nsstc compress: interrupted during evaluation; checkpoint saved to %s\n", ckpt);
+                status = 130;
+            }
+            goto done;
+        }
+        if (rc) {
             fprintf(stderr, "sstc compress: %s\n", sstc_errmsg());
             goto done;
         }

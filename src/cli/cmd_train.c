@@ -228,8 +228,23 @@ int cli_train_session(sstc_session *s, const char *outdir, const char *config_pa
             break;
         }
         float lr = sstc_lr_at(&c->lr, s->state.epoch);
-        if (sstc_session_evaluate(s, &s->test, NULL, s->test.n, &test) ||
-            (s->nval && sstc_session_evaluate(s, &s->train, s->val_idx, s->nval, &val))) {
+        rc = sstc_session_evaluate(s, &s->test, NULL, s->test.n, &test);
+        if (!rc && s->nval) rc = sstc_session_evaluate(s, &s->train, s->val_idx, s->nval, &val);
+        if (rc == SSTC_EINTR) {
+            /* the epoch's training is done: the checkpoint says so, and --resume
+             * goes straight to this evaluation */
+            s->state.total_seconds += now() - t0;
+            if (sstc_checkpoint_save(s, ckpt, NULL, 0)) {
+                fprintf(stderr, "sstc train: interrupted, and saving the checkpoint failed: %s\n", sstc_errmsg());
+                status = 1;
+            } else {
+                fprintf(stderr, "\nsstc: interrupted during evaluation of epoch %d; checkpoint saved to %s\n"
+                                "continue with the same command and --resume\n", s->state.epoch + 1, ckpt);
+                status = 130;
+            }
+            break;
+        }
+        if (rc) {
             fprintf(stderr, "sstc train: evaluation failed: %s\n", sstc_errmsg());
             status = 1;
             break;
@@ -344,6 +359,12 @@ int cli_eval_checkpoint(const char *ckpt, const char *data) {
 
 static const char export_usage[] =
     "usage: sstc export CHECKPOINT --npz FILE\n"
+    "       sstc export MODEL.sst --c-header DIR [--data NAME]\n"
+    "\n"
+    "With --c-header, writes DIR/sstc_net.h (the coded network as const arrays)\n"
+    "and DIR/sstc_net.c, a standalone runner (no malloc, only <stdint.h> and\n"
+    "<string.h>; -DSSTC_NET_INT8 for 8-bit activations, calibrated on NAME's\n"
+    "training images when --data is given); see docs/inference.md. Otherwise:\n"
     "\n"
     "Writes the network's weights, biases, batch-norm parameters and running\n"
     "statistics as a NumPy .npz archive with one float32 array per name:\n"
@@ -356,9 +377,11 @@ int cmd_export(int argc, char **argv) {
         fputs(export_usage, stdout);
         return 0;
     }
-    const char *ckpt = NULL, *npz = NULL;
+    const char *ckpt = NULL, *npz = NULL, *cdir = NULL, *cdata = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--npz") && i + 1 < argc) npz = argv[++i];
+        else if (!strcmp(argv[i], "--c-header") && i + 1 < argc) cdir = argv[++i];
+        else if (!strcmp(argv[i], "--data") && i + 1 < argc) cdata = argv[++i];
         else if (argv[i][0] == '-') {
             fprintf(stderr, "sstc export: unknown or incomplete option '%s'\n\n%s", argv[i], export_usage);
             return 2;
@@ -368,8 +391,9 @@ int cmd_export(int argc, char **argv) {
             return 2;
         }
     }
-    if (!ckpt || !npz) {
-        fprintf(stderr, "sstc export: need CHECKPOINT and --npz FILE\n\n%s", export_usage);
+    if (ckpt && cdir && !npz) return cli_export_c_header(ckpt, cdir, cdata);
+    if (!ckpt || !npz || cdir || cdata) {
+        fprintf(stderr, "sstc export: need CHECKPOINT and --npz FILE, or MODEL.sst and --c-header DIR\n\n%s", export_usage);
         return 2;
     }
     sstc_session s;
@@ -383,4 +407,6 @@ int cmd_export(int argc, char **argv) {
     return 0;
 }
 
-int cli_eval_file(const char *path, const char *data) { return cli_eval_checkpoint(path, data); }
+int cli_eval_file(const char *path, const char *data) {
+    return cli_is_sst_file(path) ? cli_eval_sst(path, data) : cli_eval_checkpoint(path, data);
+}

@@ -294,6 +294,7 @@ int sstc_session_evaluate(sstc_session *s, const sstc_dataset *ds, const int *id
     double loss = 0;
     long err = 0;
     for (int from = 0; from < count; from += B) {
+        if (s->stop && *s->stop) return sstc_fail(SSTC_EINTR, "interrupted during evaluation");
         int n = count - from < B ? count - from : B;
         eval_batch(s, ds, idx, from, n, s->x, s->y);
         for (int i = 0; i < n; i++)
