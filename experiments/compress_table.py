@@ -13,6 +13,8 @@ experiments/results/<table>_error_vs_bits.png with gnuplot when available.
 Every figure comes from a run's summary.json; nothing is typed in.
 """
 import argparse
+import array
+import ast
 import fnmatch
 import json
 import os
@@ -20,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SSTC = os.path.join(ROOT, "build", "sstc")
@@ -196,6 +199,58 @@ set grid
         print("wrote", png)
 
 
+def read_npz_array(path, name):
+    """One float32 array of an .npz, without NumPy: (shape, flat list)."""
+    with zipfile.ZipFile(path) as z:
+        data = z.read(name + ".npy")
+    hlen = data[8] | (data[9] << 8)
+    header = ast.literal_eval(data[10:10 + hlen].decode("latin1"))
+    a = array.array("f")
+    a.frombytes(data[10 + hlen:])
+    return header["shape"], a
+
+
+def histogram_plot(table, float_run, run_dir, layer):
+    """Weight histograms of one layer: float, after row normalization, after coding."""
+    if not shutil.which("gnuplot"):
+        return
+    src = [("float", os.path.join(float_run, "weights.npz")),
+           ("normalized", os.path.join(run_dir, "normalized.npz")),
+           ("coded (delta*t)", os.path.join(run_dir, "model.npz"))]
+    if not os.path.exists(src[0][1]):
+        subprocess.run([SSTC, "export", os.path.join(float_run, "checkpoint.sstc"), "--npz", src[0][1]],
+                       check=True, stdout=subprocess.DEVNULL)
+    if not all(os.path.exists(p) for _, p in src):
+        return
+    dat = os.path.join(RESULTS, table + "_hist.dat")
+    with open(dat, "w") as f:
+        for label, path in src:
+            _, w = read_npz_array(path, layer + ".weight")
+            # scale each to its own RMS so the three shapes are comparable
+            rms = (sum(x * x for x in w) / len(w)) ** 0.5 or 1.0
+            bins = [0] * 121
+            for x in w:
+                k = int(round(x / rms * 20)) + 60
+                if 0 <= k < 121:
+                    bins[k] += 1
+            f.write("# %s (rms %.4g)\n" % (label, rms))
+            for k, c in enumerate(bins):
+                f.write("%g %g\n" % ((k - 60) / 20.0, c / len(w)))
+            f.write("\n\n")
+    png = os.path.join(RESULTS, table + "_hist_" + layer + ".png")
+    script = """set terminal pngcairo size 900,500
+set output '%s'
+set xlabel 'weight / RMS of the layer'
+set ylabel 'fraction of weights'
+set logscale y
+set title '%s, layer %s: weights before and after normalization, and after (8,2) coding'
+set grid
+plot '%s' index 0 using 1:2 with steps title 'float', '%s' index 1 using 1:2 with steps title 'after row normalization', '%s' index 2 using 1:2 with impulses lw 3 title 'coded: delta*t'
+""" % (png, table, layer, dat, dat, dat)
+    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    print("wrote", png if r.returncode == 0 else "nothing: " + r.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("table", choices=sorted(TABLES))
@@ -240,6 +295,9 @@ def main():
         if os.path.exists(p):
             rows.append(dict(r, summary=load(p)))
     write_results(args.table, spec, rows, load(os.path.join(float_dir, "summary.json")))
+    best = [r for r in rows if r["method"] == "sst" and (r["N"], r["K"]) == (8, 2) and r["variant"] == "+both"]
+    if best:
+        histogram_plot(args.table, float_dir, os.path.join(outroot, best[0]["name"]), "fc2")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ static const char usage[] =
     "  --out DIR     output folder (default runs/<name>-<method>-<N>-<K>/): metrics.csv (one row\n"
     "                per epoch, with its stage), checkpoint.sstc (the coded network),\n"
     "                model.sst (packed codes), model.npz (decoded weights delta*t),\n"
-    "                summary.json\n"
+    "                normalized.npz (the weights right after normalization), summary.json\n"
     "  --set S.K=V   override a config key (e.g. --set compress.K=1); repeatable\n"
     "  --resume      continue an interrupted run from DIR/checkpoint.sstc\n"
     "  --quiet       no progress output\n"
@@ -167,6 +167,10 @@ int cmd_compress(int argc, char **argv) {
             if (strcmp(c.spec.normalize, "none"))
                 fprintf(stderr, "row normalization: largest logit change on 1000 test images %.2e\n", diff);
         }
+        char normnpz[1200];
+        snprintf(normnpz, sizeof normnpz, "%s/normalized.npz", outdir);
+        if (strcmp(c.spec.normalize, "none") && sstc_export_npz(s.model, normnpz))
+            fprintf(stderr, "sstc compress: warning: %s\n", sstc_errmsg());
         if (diff > 1e-3) {
             fprintf(stderr, "sstc compress: normalization changed the network's outputs by %.3g (expected < 1e-3)\n", diff);
             goto done;
