@@ -64,20 +64,26 @@ def run_spec(method, N, K, variant, seed, layers="all"):
 
 
 def table_mnist():
-    runs = []
-    for N, K in CODES:
-        for v in VARIANTS:
-            runs.append(run_spec("sst", N, K, v, 1))
-    for v in ("direct", "+norm"):
-        runs.append(run_spec("ternary", 1, 1, v, 1))
-    for N, K in CODES:
-        runs.append(run_spec("nm", N, K, "+gradual", 1))
-    for seed in (2, 3):
-        runs.append(run_spec("sst", 8, 2, "+both", seed))
+    # In order of importance, so that an interrupted sweep has the main cells.
+    runs = [run_spec("sst", 8, 2, v, 1) for v in VARIANTS]
+    runs += [run_spec("ternary", 1, 1, v, 1) for v in ("direct", "+norm")]
+    runs += [run_spec("sst", N, K, "+both", 1) for N, K in CODES if (N, K) != (8, 2)]
+    runs += [run_spec("nm", 8, 2, "+gradual", 1)]
+    runs += [run_spec("sst", 8, 2, "+both", seed) for seed in (2, 3)]
+    runs += [run_spec("sst", N, K, "direct", 1) for N, K in CODES if (N, K) != (8, 2)]
+    runs += [run_spec("sst", N, K, v, 1) for N, K in CODES if (N, K) != (8, 2) for v in ("+norm", "+gradual")]
+    runs += [run_spec("nm", N, K, "+gradual", 1) for N, K in CODES if (N, K) != (8, 2)]
     return {"config": "configs/mnist_fc.ini", "float_run": "runs/mnist_fc", "runs": runs}
 
 
-TABLES = {"mnist": table_mnist}
+def table_fashion():
+    runs = [run_spec("sst", 8, 2, v, 1) for v in VARIANTS]
+    runs += [run_spec("ternary", 1, 1, "+norm", 1)]
+    runs += [run_spec("sst", N, K, "+both", 1) for N, K in ((4, 1), (16, 2), (16, 4))]
+    return {"config": "configs/fashion_fc.ini", "float_run": "runs/fashion_fc", "runs": runs}
+
+
+TABLES = {"mnist": table_mnist, "fashion": table_fashion}
 
 
 def sh(cmd, log):
