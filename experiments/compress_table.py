@@ -49,7 +49,8 @@ def run_spec(method, N, K, variant, seed, layers="all"):
     sched = SCHEDULES.get((N, K), "") if gradual else ""
     # direct runs retrain for as many epochs as the gradual run of this code
     # spends in its pruning stages plus its final retraining
-    stages = len(SCHEDULES[(N, K)].split(",")) if (N, K) in SCHEDULES else 0
+    # (plain ternary has no schedule: it gets the budget of the (8,2) runs)
+    stages = len(SCHEDULES.get((N, K), SCHEDULES[(8, 2)]).split(","))
     retrain = RETRAIN_EPOCHS + (0 if gradual else stages * STAGE_EPOCHS)
     name = "%s_%d_%d_%s_%s_s%d" % (method, N, K, norm, sched.replace(",", "-") if sched else "direct", seed)
     if layers != "all":

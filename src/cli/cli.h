@@ -27,6 +27,12 @@ int cli_train_session(struct sstc_session *s, const char *outdir, const char *co
 /* Evaluates a checkpoint (or, where supported, a .sst file) on a test set. */
 int cli_eval_checkpoint(const char *ckpt, const char *data);
 int cli_eval_file(const char *path, const char *data);
+/* The .sst side (cmd_infer.c, cmd_export_c.c). */
+int cli_is_sst_file(const char *path);
+int cli_eval_sst(const char *path, const char *data);
+/* Writes DIR/sstc_net.h and DIR/sstc_net.c for MODEL.sst; calib_data (may be
+ * NULL) names a dataset whose training images calibrate the int8 variant. */
+int cli_export_c_header(const char *sst_path, const char *dir, const char *calib_data);
 
 /* True if argv contains -h or --help. */
 int cli_wants_help(int argc, char **argv);

@@ -166,14 +166,15 @@ static int cmd_info(int argc, char **argv) {
     sstc_dataset *first = &ds[0];
     printf("dataset  %s (%s%s)\n", name, first->format ? first->format : "?",
            first->from_cache ? ", read from cache" : "");
-    printf("split    images  shape (c x h x w)  load time\n");
+    printf("%-8s %-7s %-19s %s\n", "split", "images", "shape (c x h x w)", "load time");
     for (int s = 0; s < 2; s++) {
         if (!have[s]) {
             if (!single) printf("%-8s none\n", splits[s]);
             continue;
         }
-        printf("%-8s %-7d %dx%dx%d%*s%.2f s%s\n", splits[s], ds[s].n, ds[s].c, ds[s].h, ds[s].w, 13, "", secs[s],
-               ds[s].from_cache ? " (cache)" : "");
+        char shape[64];
+        snprintf(shape, sizeof shape, "%dx%dx%d", ds[s].c, ds[s].h, ds[s].w);
+        printf("%-8s %-7d %-19s %.2f s%s\n", splits[s], ds[s].n, shape, secs[s], ds[s].from_cache ? " (cache)" : "");
     }
     if (have[1] && (ds[1].c != ds[0].c || ds[1].h != ds[0].h || ds[1].w != ds[0].w))
         printf("warning: the test images are %dx%dx%d, the training images %dx%dx%d\n", ds[1].c, ds[1].h, ds[1].w,
@@ -208,6 +209,9 @@ static int cmd_info(int argc, char **argv) {
         for (int c = 0; c < norm.c; c++) printf(" %.4f/%.4f", norm.mean[c], norm.std[c]);
         printf("\n");
     }
+    if (!strcmp(name, "cifar10") && !strcmp(first->format ? first->format : "", "image folder"))
+        printf("note: these are JPEG re-encodings of CIFAR-10 (slightly lossy); accuracies on them are close to,\n"
+               "      but not the same as, accuracies on the original binary batches\n");
     free(counts);
     sstc_dataset_free(&ds[0]);
     sstc_dataset_free(&ds[1]);

@@ -19,6 +19,7 @@ static const command commands[] = {
     {"data", cmd_data, "prepare, describe and show datasets"},
     {"codes", cmd_codes, "size of the (N,K) code, or its table (--list)"},
     {"inspect", cmd_inspect, "check a .sst file and print its layers and bits per weight"},
+    {"infer", cmd_infer, "test error of a .sst network with the multiplication-free engine"},
     {"help", NULL, "show this help"},
 };
 

@@ -47,6 +47,7 @@ typedef struct {
     int nup;
     const char *up_top;       /* upstream file is a tarball extracting to this folder, or NULL */
     const char *urls[3];      /* upstream URL prefixes, tried in order */
+    int verbose;              /* set on the caller's copy: print progress */
 } spec;
 
 static const spec specs[] = {
@@ -79,11 +80,9 @@ static const spec specs[] = {
      {"https://www.cs.toronto.edu/~kriz/", NULL, NULL}},
 };
 
-static int verbose_on;
-
 static void say(const spec *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(const spec *s, const char *fmt, ...) {
-    if (!verbose_on) return;
+    if (!s->verbose) return;
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "%s: ", s->name);
@@ -464,13 +463,15 @@ static const spec *find_spec(const char *name) {
 }
 
 int sstc_dataset_prepare(const char *name, int verbose) {
-    const spec *s = find_spec(name);
-    if (!s)
+    const spec *found = find_spec(name);
+    if (!found)
         return sstc_fail(SSTC_EINVAL,
                          "unknown dataset '%s'; known: mnist, cifar10, fashion-mnist (a folder of your own images "
                          "needs no preparation: pass its path instead)",
                          name ? name : "(null)");
-    verbose_on = verbose;
+    spec job = *found;
+    job.verbose = verbose;
+    const spec *s = &job;
     double t0 = now_s();
     const char *root = sstc_data_root();
     char *dest = data_path_join(root, s->name);
