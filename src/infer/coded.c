@@ -201,8 +201,9 @@ int sstc_infer_avx2(void) {
 
 void sstc_infer_force_portable(int on) { force_portable = on; }
 
-/* Work below this many look-ups or adds runs on one thread. */
-#define PAR_MIN 32768
+/* Work below this many look-ups or adds runs on one thread (a fork and join
+ * costs microseconds when the machine is idle, far more when it is not). */
+#define PAR_MIN 65536
 
 /* ---- lut kernel -------------------------------------------------------------- */
 

@@ -19,6 +19,10 @@
 #define LUT_MAX_BATCH 2
 /* Samples per internal pass (bounds the activation buffers). */
 #define CHUNK 64
+/* Loops with less work than this (in values touched) stay on one thread: an
+ * OpenMP fork and join costs microseconds on an idle machine and much more
+ * when the other cores are busy. */
+#define PAR_WORK 65536
 /* Floats of im2col per convolution pass. */
 #define CONV_COLS ((size_t)4 << 20)
 
@@ -326,7 +330,7 @@ static int conv_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, in
         float *xt = scratch(e, S_XT, cols * ld * sizeof(float));
         float *acc = scratch(e, S_ACC, (size_t)OC * ld * sizeof(float));
         if (!xt || !acc) return SSTC_ENOMEM;
-#pragma omp parallel for schedule(static) if (n > 1)
+#pragma omp parallel for schedule(static) if (n > 1 && cols * lanes > PAR_WORK)
         for (int s = 0; s < n; s++) im2col_f32(op, in + (size_t)(b0 + s) * isz, xt, ld, (size_t)s * P);
         if (ld > lanes)
             for (size_t j = 0; j < cols; j++) memset(xt + j * ld + lanes, 0, (ld - lanes) * sizeof(float));
@@ -334,7 +338,7 @@ static int conv_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, in
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)ld, (int)cols, 1.0f, op->weight, (int)cols,
                         xt, (int)ld, 0.0f, acc, (int)ld);
-#pragma omp parallel for collapse(2) schedule(static) if (n * OC > 8)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)OC * lanes > PAR_WORK)
         for (int s = 0; s < n; s++)
             for (int o = 0; o < OC; o++) {
                 float *dst = out + ((size_t)(b0 + s) * OC + o) * P;
@@ -348,7 +352,7 @@ static int conv_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, in
 static void pool_f32(const sstc_infer_op *op, const float *in, int B, float *out) {
     int H = op->h, W = op->w, OH = op->oh, OW = op->ow, k = op->kh, S = op->stride, P = op->pad;
     int planes = B * op->c;
-#pragma omp parallel for schedule(static) if ((size_t)planes * H * W > 65536)
+#pragma omp parallel for schedule(static) if ((size_t)planes * H * W * k * k > PAR_WORK)
     for (int pl = 0; pl < planes; pl++) {
         const float *xp = in + (size_t)pl * H * W;
         float *yp = out + (size_t)pl * OH * OW;
@@ -434,7 +438,7 @@ static int fc_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, int 
     size_t cols = op->fan_in;
     if (!op->coded) {
         /* sequential sums, the order of the exported C code */
-#pragma omp parallel for schedule(static) if ((size_t)R * cols * B > 65536)
+#pragma omp parallel for schedule(static) if ((size_t)R * cols * B > PAR_WORK)
         for (int o = 0; o < R; o++) {
             const float *wr = op->weight + (size_t)o * cols;
             for (int b = 0; b < B; b++) {
@@ -480,7 +484,7 @@ static int conv_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, in
     if (!op->coded) {
         /* direct loops in fan_in order, skipping the padding: the exported C code's sums */
         int H = op->h, W = op->w, KH = op->kh, KW = op->kw, S = op->stride, PD = op->pad;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * OC * P * cols > PAR_WORK)
         for (int b = 0; b < B; b++)
             for (int o = 0; o < OC; o++)
                 for (int oy = 0; oy < op->oh; oy++)
@@ -510,7 +514,7 @@ static int conv_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, in
         int32_t *xt = scratch(e, S_XT, cols * ld * sizeof(int32_t));
         int32_t *acc = scratch(e, S_ACC, (size_t)OC * ld * sizeof(int32_t));
         if (!xt || !acc) return SSTC_ENOMEM;
-#pragma omp parallel for schedule(static) if (n > 1)
+#pragma omp parallel for schedule(static) if (n > 1 && cols * lanes > PAR_WORK)
         for (int s = 0; s < n; s++) im2col_i8(op, in + (size_t)(b0 + s) * isz, xt, ld, (size_t)s * P);
         if (ld > lanes)
             for (size_t j = 0; j < cols; j++) memset(xt + j * ld + lanes, 0, (ld - lanes) * sizeof(int32_t));
