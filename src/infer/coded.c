@@ -225,20 +225,16 @@ void sstc_infer_force_portable(int on) { force_portable = on; }
 LUT_BUILD(float)
 LUT_BUILD(int32_t)
 
+/* acc[o] = the look-ups of groups [g0, g1) of every row o. */
 #define LUT_ROWS_PORTABLE(T)                                                                                           \
-    static void lut_rows_##T(const sstc_coded_matrix *cm, const T *lut, int r0, int r1, T *acc) {                      \
+    static void lut_rows_##T(const sstc_coded_matrix *cm, const T *lut, int g0, int g1, T *acc) {                      \
         int G = cm->groups, E = cm->entries;                                                                           \
-        for (int o = r0; o < r1; o++) {                                                                                \
+        for (int o = 0; o < cm->rows; o++) {                                                                           \
             T s = 0;                                                                                                   \
-            if (cm->idx8) {                                                                                            \
-                const uint8_t *ix = cm->idx8 + (size_t)o * G;                                                          \
-                for (int g = 0; g < G; g++) s += lut[(size_t)g * E + ix[g]];                                           \
-            } else {                                                                                                   \
-                const uint16_t *ix = cm->idx16 + (size_t)o * G;                                                        \
-                for (int g = 0; g < G; g++) s += lut[(size_t)g * E + ix[g]];                                           \
-            }                                                                                                          \
+            for (int g = g0; g < g1; g++) s += lut[(size_t)g * E + sstc_coded_index(cm, (size_t)o, (size_t)g)];        \
             acc[o] = s;                                                                                                \
         }                                                                                                              \
+        (void)G;                                                                                                       \
     }
 LUT_ROWS_PORTABLE(float)
 LUT_ROWS_PORTABLE(int32_t)
@@ -271,13 +267,13 @@ static int lut_row_block(const sstc_coded_matrix *cm) {
 }
 
 #define LUT_ROWS_AVX2(NAME, IT, LOAD, VT, ZERO, ADD, GATHER, HSUM, T)                                                  \
-    AVX2 static void NAME(const sstc_coded_matrix *cm, const IT *idx, const T *lut, int r0, int r1, T *acc) {          \
-        int G = cm->groups, E = cm->entries, GB = lut_row_block(cm);                                                   \
+    AVX2 static void NAME(const sstc_coded_matrix *cm, const IT *idx, const T *lut, int gA, int gB, T *acc) {          \
+        int G = cm->groups, E = cm->entries, GB = lut_row_block(cm), r0 = 0, r1 = cm->rows;                            \
         const __m256i lane = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(E));      \
         const __m256i step = _mm256_set1_epi32(8 * E);                                                                 \
         for (int o = r0; o < r1; o++) acc[o] = 0;                                                                      \
-        for (int g0 = 0; g0 < G; g0 += GB) {                                                                           \
-            int g1 = g0 + GB < G ? g0 + GB : G;                                                                        \
+        for (int g0 = gA; g0 < gB; g0 += GB) {                                                                         \
+            int g1 = g0 + GB < gB ? g0 + GB : gB;                                                                      \
             const __m256i start = _mm256_add_epi32(lane, _mm256_set1_epi32(g0 * E));                                   \
             /* two rows at a time, two add chains each */                                                             \
             int o = r0;                                                                                                \
@@ -318,20 +314,36 @@ LUT_ROWS_AVX2(lut_rows8_i32_avx2, uint8_t, load_idx8, __m256i, _mm256_setzero_si
 LUT_ROWS_AVX2(lut_rows16_i32_avx2, uint16_t, load_idx16, __m256i, _mm256_setzero_si256(), _mm256_add_epi32,
               GATHER_EPI32, hsum_epi32, int32_t)
 
-/* The look-ups of one thread cover whole rows; blocks of 16 keep the split even. */
+/* Threads split the groups, not the rows: each builds the tables of its
+ * groups and adds them up for every row into its own partial sums, so the
+ * threads never wait for each other until the join; the partial sums are
+ * added at the end (a few thousand adds). */
 #define GEMV(T, SUF)                                                                                                   \
+    static void gemv_part_##SUF(const sstc_coded_matrix *cm, const T *x, T *lut, int g0, int g1, T *acc, int avx) {    \
+        for (int g = g0; g < g1; g++) lut_build_##T(cm, x, lut, g);                                                    \
+        if (!avx) lut_rows_##T(cm, lut, g0, g1, acc);                                                                  \
+        else if (cm->idx8) lut_rows8_##SUF##_avx2(cm, cm->idx8, lut, g0, g1, acc);                                     \
+        else lut_rows16_##SUF##_avx2(cm, cm->idx16, lut, g0, g1, acc);                                                 \
+    }                                                                                                                  \
     void sstc_coded_gemv_##SUF(const sstc_coded_matrix *cm, const T *x, T *lut, T *acc) {                              \
         int G = cm->groups, R = cm->rows, avx = sstc_infer_avx2();                                                     \
-        int par = (size_t)R * G + (size_t)G * cm->entries > PAR_MIN;                                                   \
-        _Pragma("omp parallel if (par)") {                                                                             \
-            _Pragma("omp for schedule(static)") for (int g = 0; g < G; g++) lut_build_##T(cm, x, lut, g);              \
-            _Pragma("omp for schedule(static)") for (int r0 = 0; r0 < R; r0 += 16) {                                   \
-                int r1 = r0 + 16 < R ? r0 + 16 : R;                                                                    \
-                if (!avx) lut_rows_##T(cm, lut, r0, r1, acc);                                                          \
-                else if (cm->idx8) lut_rows8_##SUF##_avx2(cm, cm->idx8, lut, r0, r1, acc);                             \
-                else lut_rows16_##SUF##_avx2(cm, cm->idx16, lut, r0, r1, acc);                                         \
-            }                                                                                                          \
+        int parts = (size_t)R * G + (size_t)G * cm->entries > PAR_MIN ? omp_get_max_threads() : 1;                     \
+        if (parts > G / 16) parts = G / 16;                                                                            \
+        T *part = parts > 1 ? malloc((size_t)parts * R * sizeof(T)) : NULL;                                            \
+        if (!part) {                                                                                                   \
+            gemv_part_##SUF(cm, x, lut, 0, G, acc, avx);                                                               \
+            return;                                                                                                    \
         }                                                                                                              \
+        _Pragma("omp parallel for schedule(static)") for (int t = 0; t < parts; t++) {                                 \
+            int g0 = (int)((long)G * t / parts) & ~15, g1 = t + 1 == parts ? G : (int)((long)G * (t + 1) / parts) & ~15; \
+            gemv_part_##SUF(cm, x, lut, g0, g1, part + (size_t)t * R, avx);                                            \
+        }                                                                                                              \
+        for (int o = 0; o < R; o++) {                                                                                  \
+            T s = part[o];                                                                                             \
+            for (int t = 1; t < parts; t++) s += part[(size_t)t * R + o];                                              \
+            acc[o] = s;                                                                                                \
+        }                                                                                                              \
+        free(part);                                                                                                    \
     }
 GEMV(float, f32)
 GEMV(int32_t, i32)

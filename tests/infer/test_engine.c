@@ -1,6 +1,7 @@
 /* The inference engine against a plain-loop reference, in float and int8
  * modes, batch 1 and batched, with the AVX2 and the portable kernels. */
 #include <criterion/criterion.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include "infer/internal.h"
@@ -288,4 +289,42 @@ Test(infer_engine, a_corrupt_or_missing_file_is_rejected_by_the_reader) {
     unlink(path);
     cr_assert_eq(sstc_engine_load(path, &e), SSTC_EIO);
     sstc_sst_free(m);
+}
+
+Test(infer_engine, threads_split_the_work_without_changing_integer_results) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 79);
+    int rows = 300, cols = 4003, N = 8, K = 2;
+    int8_t *T = malloc((size_t)rows * cols);
+    ti_random_ternary(&r, T, rows, cols, N, K);
+    sstc_coded_matrix cm;
+    cr_assert_eq(sstc_coded_matrix_from_ternary(&cm, T, rows, cols, N, K), SSTC_OK);
+    size_t ld = 16;
+    int32_t *x = malloc((size_t)cols * ld * sizeof(int32_t)), *xv = malloc((size_t)cols * sizeof(int32_t));
+    float *xf = malloc((size_t)cols * sizeof(float)), *lutf = malloc(sstc_coded_lut_size(&cm) * sizeof(float));
+    int32_t *lut = malloc(sstc_coded_lut_size(&cm) * sizeof(int32_t));
+    int32_t *a1 = malloc((size_t)rows * ld * sizeof(int32_t)), *a3 = malloc((size_t)rows * ld * sizeof(int32_t));
+    int32_t *v1 = malloc(rows * sizeof(int32_t)), *v3 = malloc(rows * sizeof(int32_t));
+    float *f1 = malloc(rows * sizeof(float)), *f3 = malloc(rows * sizeof(float));
+    for (size_t i = 0; i < (size_t)cols * ld; i++) x[i] = (int32_t)sstc_rng_below(&r, 255) - 127;
+    for (int j = 0; j < cols; j++) xv[j] = x[(size_t)j * ld], xf[j] = 0.01f * (float)xv[j];
+    omp_set_num_threads(1);
+    sstc_coded_gemv_i32(&cm, xv, lut, v1);
+    sstc_coded_gemv_f32(&cm, xf, lutf, f1);
+    cr_assert_eq(sstc_coded_gemm_lut_i32(&cm, x, ld, a1), SSTC_OK);
+    omp_set_num_threads(3);
+    sstc_coded_gemv_i32(&cm, xv, lut, v3);
+    sstc_coded_gemv_f32(&cm, xf, lutf, f3);
+    cr_assert_eq(sstc_coded_gemm_lut_i32(&cm, x, ld, a3), SSTC_OK);
+    cr_assert_eq(memcmp(v1, v3, rows * sizeof(int32_t)), 0, "one-vector kernel");
+    cr_assert_eq(memcmp(a1, a3, (size_t)rows * ld * sizeof(int32_t)), 0, "batched kernel");
+    for (int o = 0; o < rows; o++) {
+        int64_t s = 0;
+        for (int j = 0; j < cols; j++) s += T[(size_t)o * cols + j] * xv[j];
+        cr_assert_eq(v1[o], s, "row %d", o);
+        cr_assert_leq(fabsf(f1[o] - f3[o]), 1e-4f, "float row %d: %g vs %g", o, f1[o], f3[o]);
+        cr_assert_leq(fabs(f3[o] - 0.01 * (double)s), 1e-3, "float row %d", o);
+    }
+    free(T), free(x), free(xv), free(xf), free(lutf), free(lut), free(a1), free(a3), free(v1), free(v3), free(f1), free(f3);
+    sstc_coded_matrix_free(&cm);
 }
