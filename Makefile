@@ -91,6 +91,8 @@ FUZZ_DIR  := $(BUILD)/fuzz
 FUZZ_SRC  := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZ_BIN  := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+# keep the instrumented objects between fuzz builds
+.SECONDARY: $(FUZZ_LIB_OBJ)
 FUZZ_CFLAGS = $(CFLAGS_BASE) -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 
 fuzz-deps:

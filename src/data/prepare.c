@@ -60,7 +60,8 @@ static const spec specs[] = {
       {"t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"}},
      4,
      NULL,
-     {"https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/", NULL}},
+     {"https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/", NULL},
+     0},
     {"fashion-mnist",
      NULL,
      NULL,
@@ -70,14 +71,16 @@ static const spec specs[] = {
       {"t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"}},
      4,
      NULL,
-     {"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", NULL, NULL}},
+     {"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", NULL, NULL},
+     0},
     {"cifar10",
      "cifar10-jpg.tar.gz",
      "cifar10-jpg",
      {{"cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530"}},
      1,
      "cifar-10-batches-bin",
-     {"https://www.cs.toronto.edu/~kriz/", NULL, NULL}},
+     {"https://www.cs.toronto.edu/~kriz/", NULL, NULL},
+     0},
 };
 
 static void say(const spec *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
