@@ -127,3 +127,7 @@ bench-infer: $(BUILD)/bench_infer
 run: $(BUILD)/sstc
 	./$(BUILD)/sstc data prepare mnist
 	./$(BUILD)/sstc train configs/mnist_fc.ini
+
+# sstc against PyTorch (needs python3-torch), alternating, same net/data/threads
+bench-train: $(BUILD)/sstc
+	./experiments/bench_train
