@@ -286,6 +286,7 @@ static const char runner[] =
     "/* Index i of a packed little-endian stream of `bits`-bit indices. */\n"
     "static uint32_t sstc_net_index(const uint8_t *codes, uint32_t i, int32_t bits) {\n"
     "    uint32_t bit = i * (uint32_t)bits, byte = bit >> 3;\n"
+    "    if (bits == 8) return codes[i]; /* (8,2): one byte per group */\n"
     "    int32_t have = 8 - (int32_t)(bit & 7u);\n"
     "    uint32_t v = (uint32_t)codes[byte] >> (bit & 7u);\n"
     "    while (have < bits) {\n"
