@@ -105,7 +105,7 @@ typedef struct {
 /* Writes DIR/sstc_net.h (the network as const arrays: packed group indices
  * at ceil(log2 E) bits, code tables, affines, and the buffer sizes computed
  * now) and DIR/sstc_net.c, a standalone runner with no allocation and no
- * library beyond <stdint.h> and <string.h>:
+ * library beyond <stdint.h>:
  *     int sstc_net_run(const uint8_t *pixels, float *logits);
  * Compiling with -DSSTC_NET_INT8 selects 8-bit activations (only if the
  * engine was calibrated; otherwise that variant is an #error). DIR is

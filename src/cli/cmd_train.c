@@ -307,7 +307,8 @@ static const char eval_usage[] =
     "\n"
     "Prints the loss and error of a checkpoint's network on a test set: the one\n"
     "its config names, or NAME (a known dataset or an image-folder path with the\n"
-    "same image shape and classes).\n";
+    "same image shape and classes). A .sst file (MODEL.sst) runs in the\n"
+    "multiplication-free inference engine and needs --data NAME.\n";
 
 int cmd_eval(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -362,9 +363,9 @@ static const char export_usage[] =
     "       sstc export MODEL.sst --c-header DIR [--data NAME]\n"
     "\n"
     "With --c-header, writes DIR/sstc_net.h (the coded network as const arrays)\n"
-    "and DIR/sstc_net.c, a standalone runner (no malloc, only <stdint.h> and\n"
-    "<string.h>; -DSSTC_NET_INT8 for 8-bit activations, calibrated on NAME's\n"
-    "training images when --data is given); see docs/inference.md. Otherwise:\n"
+    "and DIR/sstc_net.c, a standalone runner (no malloc, nothing but <stdint.h>;\n"
+    "-DSSTC_NET_INT8 for 8-bit activations, calibrated on NAME's training\n"
+    "images when --data is given); see docs/inference.md. Otherwise:\n"
     "\n"
     "Writes the network's weights, biases, batch-norm parameters and running\n"
     "statistics as a NumPy .npz archive with one float32 array per name:\n"
