@@ -59,8 +59,7 @@ def run_spec(method, N, K, variant, seed, layers="all"):
             "compress.normalize=%s" % norm, "compress.stage_epochs=%d" % STAGE_EPOCHS,
             "compress.retrain_epochs=%d" % retrain, "compress.layers=%s" % layers,
             "experiment.seed=%d" % seed]
-    if sched:
-        sets.append("compress.schedule=%s" % sched)
+    sets.append("compress.schedule=%s" % (sched or "direct"))
     return {"name": name, "sets": sets, "variant": variant, "method": method, "N": N, "K": K}
 
 

@@ -259,6 +259,10 @@ static int set_value(parser *p, const key_def *k, void *base, const char *value)
         return perr(p, "[%s] %s = '%s': expected one of %s", sec, k->key, value, k->choices);
     }
     case K_FLOATLIST: case K_INTLIST: {
+        if (k->type == K_INTLIST && !strcmp(value, "direct")) {
+            p->cfg->compress.nstages = 0; /* the only int list: the pruning schedule */
+            return 1;
+        }
         int n = 0;
         const char *s = value;
         while (*s) {

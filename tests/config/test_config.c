@@ -93,6 +93,9 @@ Test(config, compress_section_is_validated) {
     cr_assert_eq(sstc_config_parse(t, "x.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
     cr_assert_eq(c.compress.nstages, 4);
     cr_assert_eq(c.compress.schedule[3], 2);
+    const char *direct[] = {"compress.schedule=direct"};
+    cr_assert_eq(sstc_config_parse(t, "x.ini", direct, 1, &c), 0, "%s", sstc_errmsg());
+    cr_assert_eq(c.compress.nstages, 0, "schedule = direct clears the stages");
 }
 
 Test(config, overrides_apply_to_sections_and_layers_by_name) {
