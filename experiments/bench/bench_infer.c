@@ -265,6 +265,8 @@ int main(int argc, char **argv) {
         execv("/proc/self/exe", argv);
         /* no /proc: carry on with the default policy */
     }
+    /* the float baseline gets the fastest OpenBLAS kernel this CPU runs */
+    sstc_platform_init(argc, argv);
     int threads = 0, rounds = 7;
     const char *model = NULL, *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -295,8 +297,8 @@ int main(int argc, char **argv) {
         sstc_sst_free(m);
     }
     const char *wp = getenv("OMP_WAIT_POLICY");
-    printf("# bench_infer: threads=%d avx2=%d rounds=%d wait_policy=%s (median times)\n", omp_get_max_threads(),
-           info.avx2, rounds, wp ? wp : "default");
+    printf("# bench_infer: threads=%d avx2=%d rounds=%d wait_policy=%s openblas=%s (median times)\n",
+           omp_get_max_threads(), info.avx2, rounds, wp ? wp : "default", openblas_get_corename());
     sstc_rng r;
     sstc_rng_seed(&r, 2017);
     if (!only || !strcmp(only, "layers")) {

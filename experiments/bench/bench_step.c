@@ -57,6 +57,7 @@ static double sgemm_gflops(int reps) {
 }
 
 int main(int argc, char **argv) {
+    sstc_platform_init(argc, argv);
     int threads = 2, steps = 60;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -108,6 +109,7 @@ int main(int argc, char **argv) {
     double t = now() - t0;
     double ips = steps * B / t, gf = step_flops() * steps / t / 1e9;
     double raw = sgemm_gflops(steps);
+    printf("openblas core %s\n", openblas_get_corename());
     printf("bench train_step net=784-1024-1024-1024-10 batch=%d threads=%d steps=%d ms_per_step=%.3f "
            "images_per_s=%.0f step_gflops=%.1f sgemm_gflops=%.1f ratio=%.2f\n",
            B, threads, steps, 1e3 * t / steps, ips, gf, raw, gf / raw);

@@ -1,5 +1,6 @@
 /* sstc: train, compress and run networks with structured sparse ternary codes. */
 #include "cli.h"
+#include "sstc/tensor.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -43,6 +44,7 @@ int cli_wants_help(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    sstc_platform_init(argc, argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
