@@ -193,11 +193,11 @@ sstc_tensor *sstc_relu(sstc_ctx *ctx, sstc_tensor *x) {
 static void relu_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0];
     if (!x->requires_grad) return;
-    float *g = ctx_grad(ctx, x);
+    float *restrict g = ctx_grad(ctx, x);
+    const float *restrict xd = x->data, *restrict gy = y->grad;
     size_t n = y->size;
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++)
-        if (x->data[i] > 0.0f) g[i] += y->grad[i];
+    for (size_t i = 0; i < n; i++) g[i] += xd[i] > 0.0f ? gy[i] : 0.0f;
 }
 
 /* ---- bias add --------------------------------------------------------- */
@@ -293,6 +293,20 @@ static void channel_scale_backward(sstc_ctx *ctx, sstc_tensor *y) {
 
 /* ---- conv2d ----------------------------------------------------------- */
 
+/* Output columns ox whose input column ix = ox*stride - pad + kx lies in
+ * [0, W): [*lo, *hi). Hoisting this out of the loops leaves branch-free,
+ * vectorizable inner loops (a plain copy when stride is 1). */
+static void valid_cols(int W, int OW, int stride, int pad, int kx, int *lo, int *hi) {
+    int a = pad - kx; /* ox*stride >= a */
+    int l = a <= 0 ? 0 : (a + stride - 1) / stride;
+    int b = W - 1 + pad - kx; /* ox*stride <= b */
+    int h = b < 0 ? 0 : b / stride + 1;
+    if (h > OW) h = OW;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
 /* Column block of one image: col[(c*KH+ky)*KW+kx][p] at leading dimension ld. */
 static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stride, int pad, int OH,
                    int OW, float *col, size_t ld) {
@@ -300,6 +314,8 @@ static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stri
         for (int ky = 0; ky < KH; ky++)
             for (int kx = 0; kx < KW; kx++) {
                 float *row = col + ((size_t)(c * KH + ky) * KW + kx) * ld;
+                int lo, hi;
+                valid_cols(W, OW, stride, pad, kx, &lo, &hi);
                 for (int oy = 0; oy < OH; oy++) {
                     int iy = oy * stride - pad + ky;
                     float *r = row + (size_t)oy * OW;
@@ -307,11 +323,12 @@ static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stri
                         memset(r, 0, OW * sizeof(float));
                         continue;
                     }
-                    const float *xr = x + ((size_t)c * H + iy) * W;
-                    for (int ox = 0; ox < OW; ox++) {
-                        int ix = ox * stride - pad + kx;
-                        r[ox] = (ix >= 0 && ix < W) ? xr[ix] : 0.0f;
-                    }
+                    const float *xr = x + ((size_t)c * H + iy) * W - pad + kx;
+                    for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
+                    if (stride == 1) memcpy(r + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
+                    else
+                        for (int ox = lo; ox < hi; ox++) r[ox] = xr[ox * stride];
+                    for (int ox = hi; ox < OW; ox++) r[ox] = 0.0f;
                 }
             }
 }
@@ -322,15 +339,17 @@ static void col2im(const float *col, size_t ld, int C, int H, int W, int KH, int
         for (int ky = 0; ky < KH; ky++)
             for (int kx = 0; kx < KW; kx++) {
                 const float *row = col + ((size_t)(c * KH + ky) * KW + kx) * ld;
+                int lo, hi;
+                valid_cols(W, OW, stride, pad, kx, &lo, &hi);
                 for (int oy = 0; oy < OH; oy++) {
                     int iy = oy * stride - pad + ky;
                     if (iy < 0 || iy >= H) continue;
-                    float *xr = dx + ((size_t)c * H + iy) * W;
+                    float *xr = dx + ((size_t)c * H + iy) * W - pad + kx;
                     const float *r = row + (size_t)oy * OW;
-                    for (int ox = 0; ox < OW; ox++) {
-                        int ix = ox * stride - pad + kx;
-                        if (ix >= 0 && ix < W) xr[ix] += r[ox];
-                    }
+                    if (stride == 1)
+                        for (int ox = lo; ox < hi; ox++) xr[ox] += r[ox];
+                    else
+                        for (int ox = lo; ox < hi; ox++) xr[ox * stride] += r[ox];
                 }
             }
 }
