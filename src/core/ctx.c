@@ -235,6 +235,12 @@ float *ctx_grad(sstc_ctx *ctx, sstc_tensor *t) {
     return t->grad;
 }
 
+float *ctx_grad_fresh(sstc_ctx *ctx, sstc_tensor *t, int *fresh) {
+    *fresh = !t->grad;
+    if (!t->grad) t->grad = sstc_ctx_alloc(ctx, t->size * sizeof(float));
+    return t->grad;
+}
+
 static int n_threads = 1;
 
 void sstc_set_threads(int n) {

@@ -27,6 +27,10 @@ sstc_tensor *ctx_op_output(sstc_ctx *ctx, sstc_op op, int ndim, const int *shape
                            sstc_tensor *b, sstc_tensor *c);
 /* Makes sure t->grad exists (zeroed when newly allocated). */
 float *ctx_grad(sstc_ctx *ctx, sstc_tensor *t);
+/* The same, but a newly allocated buffer is left uninitialized and *fresh is
+ * set: the caller then writes its gradient instead of adding it, saving a
+ * zeroing pass and a read over the whole tensor. */
+float *ctx_grad_fresh(sstc_ctx *ctx, sstc_tensor *t, int *fresh);
 
 typedef void (*backward_fn)(sstc_ctx *ctx, sstc_tensor *out);
 extern const backward_fn sstc_backward_rules[SSTC_OP_COUNT];

@@ -193,11 +193,17 @@ sstc_tensor *sstc_relu(sstc_ctx *ctx, sstc_tensor *x) {
 static void relu_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0];
     if (!x->requires_grad) return;
-    float *restrict g = ctx_grad(ctx, x);
+    int fresh;
+    float *restrict g = ctx_grad_fresh(ctx, x, &fresh);
     const float *restrict xd = x->data, *restrict gy = y->grad;
     size_t n = y->size;
+    if (fresh) {
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) g[i] += xd[i] > 0.0f ? gy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) g[i] = xd[i] > 0.0f ? gy[i] : 0.0f;
+    } else {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) g[i] += xd[i] > 0.0f ? gy[i] : 0.0f;
+    }
 }
 
 /* ---- bias add --------------------------------------------------------- */
@@ -711,21 +717,27 @@ static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
         for (int c = 0; c < C; c++) db[c] += sdy[c];
     }
     if (!x->requires_grad) return;
-    float *dx = ctx_grad(ctx, x);
+    int fresh;
+    float *dx = ctx_grad_fresh(ctx, x, &fresh);
     float inv_m = 1.0f / (float)m;
+    /* a fresh buffer is written, not added to */
 #pragma omp parallel for collapse(2) if (x->size > PAR_MIN) schedule(static)
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++) {
             size_t off = ((size_t)b * C + c) * inner;
             float gi = gamma->data[c] * invstd[c];
+            float *restrict d = dx + off;
+            const float *restrict xs = x->data + off, *restrict gy = y->grad + off;
             if (training) {
                 float mu = mean[c], is = invstd[c], a = sdy[c] * inv_m, bb = sdyx[c] * inv_m;
-                for (size_t i = 0; i < inner; i++) {
-                    float xhat = (x->data[off + i] - mu) * is;
-                    dx[off + i] += gi * (y->grad[off + i] - a - xhat * bb);
-                }
+                if (fresh)
+                    for (size_t i = 0; i < inner; i++) d[i] = gi * (gy[i] - a - (xs[i] - mu) * is * bb);
+                else
+                    for (size_t i = 0; i < inner; i++) d[i] += gi * (gy[i] - a - (xs[i] - mu) * is * bb);
+            } else if (fresh) {
+                for (size_t i = 0; i < inner; i++) d[i] = gi * gy[i];
             } else {
-                for (size_t i = 0; i < inner; i++) dx[off + i] += gi * y->grad[off + i];
+                for (size_t i = 0; i < inner; i++) d[i] += gi * gy[i];
             }
         }
 }
