@@ -81,18 +81,22 @@ int sstc_optim_step(sstc_optimizer *o, float lr) {
                 w[i] -= lr * m[i];
             }
         } else {
-            float *v = o->v[p];
+            float *restrict v = o->v[p];
+            float *restrict wr = w, *restrict mr = m;
+            const float *restrict gr = g;
             float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
             float step = (float)(lr / bc1), isb2 = (float)(1.0 / sqrt(bc2));
-            int decoupled = c->decoupled_wd;
-#pragma omp parallel for if (n > 65536) schedule(static)
+            /* L2 decay folds into the gradient; decoupled decay scales w first */
+            float l2 = c->decoupled_wd ? 0.0f : wd, shrink = c->decoupled_wd ? 1.0f - lr * wd : 1.0f;
+#pragma omp parallel for simd if (n > 65536) schedule(static)
             for (size_t i = 0; i < n; i++) {
-                float gi = g[i];
-                if (decoupled) w[i] -= lr * wd * w[i];
-                else gi += wd * w[i];
-                m[i] = b1 * m[i] + (1 - b1) * gi;
-                v[i] = b2 * v[i] + (1 - b2) * gi * gi;
-                w[i] -= step * m[i] / (sqrtf(v[i]) * isb2 + eps);
+                float wi = wr[i] * shrink;
+                float gi = gr[i] + l2 * wr[i];
+                float mi = b1 * mr[i] + (1 - b1) * gi;
+                float vi = b2 * v[i] + (1 - b2) * gi * gi;
+                mr[i] = mi;
+                v[i] = vi;
+                wr[i] = wi - step * mi / (sqrtf(vi) * isb2 + eps);
             }
         }
     }
