@@ -54,7 +54,8 @@ typedef struct {
     /* [data] */
     char dataset[256];
     sstc_norm_mode normalize;
-    int norm_channels;
+    int norm_channels;          /* values given for mean (and std) */
+    int norm_std_channels;
     float mean[4], std[4];
     int augment_crop, augment_flip;
     int validation;             /* images held out of the training set */

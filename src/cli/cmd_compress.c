@@ -72,7 +72,13 @@ int cmd_compress(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--from") && i + 1 < argc) from = argv[++i];
         else if (!strcmp(a, "--out") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(a, "--set") && i + 1 < argc && nov < 120) ovr[nov++] = argv[++i];
+        else if (!strcmp(a, "--set") && i + 1 < argc) {
+            if (nov >= 120) {
+                fprintf(stderr, "sstc compress: too many --set options (at most 120)\n");
+                return 2;
+            }
+            ovr[nov++] = argv[++i];
+        }
         else if (!strcmp(a, "--resume")) resume = 1;
         else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) quiet = 1;
         else if (a[0] == '-') {

@@ -203,7 +203,9 @@ int cli_train_session(sstc_session *s, const char *outdir, const char *config_pa
     cli_install_stop_handlers();
     s->stop = cli_stop_flag();
     sstc_eval_result test = {0}, val = {0};
-    double tl = 0, te = 0;
+    /* the last epoch's training figures, also when nothing is left to run */
+    double tl = s->state.seen ? s->state.loss_sum / s->state.seen : 0;
+    double te = s->state.seen ? s->state.err_sum / s->state.seen : 0;
     int status = 0;
     while (s->state.epoch < c->epochs) {
         double t0 = now();

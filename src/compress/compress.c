@@ -174,8 +174,10 @@ int sstc_compress_normalize(sstc_compressor *c, int check, double *max_diff) {
             if (bn >= 0) {
                 /* the batch norm sees y/rms: scale its statistics to match */
                 if (l->bias) l->bias->data[r] /= rms;
+                /* exact: (y/rms - m/rms) / sqrt(v' + eps) = (y - m) / sqrt(v + eps) */
+                float eps = m->layers[bn].eps, *v = &m->layers[bn].running_var->data[r];
                 m->layers[bn].running_mean->data[r] /= rms;
-                m->layers[bn].running_var->data[r] /= rms * rms;
+                *v = (*v + eps) / (rms * rms) - eps;
             } else {
                 l->out_scale->data[r] *= rms;
             }
@@ -322,6 +324,9 @@ int sstc_compress_train_epoch(sstc_compressor *c, double *train_loss, double *tr
         return sstc_fail(SSTC_ESTATE, "compress: phase %d was never set up (corrupt state)", p + 1);
     }
     const sstc_phase *ph = &c->phases[p];
+    /* a function of the position alone, so that a resumed run refits delta at
+     * the same batches as an uninterrupted one */
+    c->steps_in_phase = (long)(e - ph->first_epoch) * sstc_batcher_num_batches(&s->batcher) + s->state.batch;
     if (ph->kind == SSTC_PHASE_QUANT && s->state.batch == 0 && e > ph->first_epoch) {
         /* delta is refitted at least once per epoch */
         if (refit_deltas(c)) return sstc_errcode();
@@ -345,6 +350,8 @@ int sstc_compress_finish(sstc_compressor *c) {
     sstc_session *s = c->s;
     sstc_model *m = s->model;
     install_hooks(c);
+    /* a final phase of zero epochs still has to be set up (masks or codes) */
+    if (c->phase_started < c->nphases - 1 && start_phase(c, c->nphases - 1)) return sstc_errcode();
     if (c->quantizing) {
         if (refit_deltas(c) || quantize_all(c)) return sstc_errcode();
     } else {

@@ -217,8 +217,15 @@ static int set_value(parser *p, const key_def *k, void *base, const char *value)
             return perr(p, "[%s] %s = '%s': expected %s", sec, k->key, value, type_name(k->type));
         if (v < k->lo || v > k->hi)
             return perr(p, "[%s] %s = %s: out of range, expected %g..%g", sec, k->key, value, k->lo, k->hi);
-        if (k->type == K_INT) *(int *)dst = (int)v;
-        else *(uint64_t *)dst = strtoull(value, NULL, 10);
+        if (k->type == K_INT) {
+            *(int *)dst = (int)v;
+        } else {
+            errno = 0;
+            unsigned long long u = strtoull(value, &end, 10);
+            if (*end || errno || value[0] == '-')
+                return perr(p, "[%s] %s = '%s': expected a whole number written in digits", sec, k->key, value);
+            *(uint64_t *)dst = u;
+        }
         return 1;
     }
     case K_FLOAT: {
@@ -284,9 +291,9 @@ static int set_value(parser *p, const key_def *k, void *base, const char *value)
             s = end;
         }
         if (n == 0) return perr(p, "[%s] %s is empty, expected %s", sec, k->key, type_name(k->type));
-        /* the count goes right after the array */
-        if (k->type == K_FLOATLIST) p->cfg->norm_channels = n;
-        else p->cfg->compress.nstages = n;
+        if (k->type == K_INTLIST) p->cfg->compress.nstages = n;
+        else if (!strcmp(k->key, "std")) p->cfg->norm_std_channels = n;
+        else p->cfg->norm_channels = n;
         return 1;
     }
     }
@@ -444,8 +451,13 @@ static int finish(parser *p) {
         }
         if (l->stride < 0) l->stride = l->size;
     }
-    if (c->normalize == SSTC_NORM_GIVEN && (c->norm_channels == 0)) {
+    if (c->normalize == SSTC_NORM_GIVEN && (c->norm_channels == 0 || c->norm_std_channels == 0)) {
         sstc_fail(SSTC_ECONFIG, "%s: [data] normalize = given needs mean and std", p->path);
+        return SSTC_ECONFIG;
+    }
+    if (c->norm_channels != c->norm_std_channels) {
+        sstc_fail(SSTC_ECONFIG, "%s: [data] mean has %d values and std %d; expected one of each per channel", p->path,
+                  c->norm_channels, c->norm_std_channels);
         return SSTC_ECONFIG;
     }
     if (c->lr.kind == SSTC_LR_COSINE && c->lr.total_epochs == 0) c->lr.total_epochs = c->epochs;

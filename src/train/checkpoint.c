@@ -304,7 +304,14 @@ static int restore_body(sstc_session *s, rbuf *r, void **extra, size_t *extra_le
         get(r, &len, 2, "tensor name length");
         char name[256] = "";
         get(r, name, len < 255 ? len : 255, "tensor name");
-        if (len >= 255) r->off += len - 255;
+        if (len >= 255 && !r->err) {
+            if ((size_t)(len - 255) > r->len - r->off) {
+                r->err = 1;
+                return sstc_fail(SSTC_EFORMAT, "%s: tensor name of %u bytes at byte %zu runs past the end of the file",
+                                 r->path, len, r->off);
+            }
+            r->off += len - 255;
+        }
         uint32_t ndim = get_u32(r, "tensor rank");
         uint32_t shape[4];
         for (int d = 0; d < 4; d++) shape[d] = get_u32(r, "tensor shape");
@@ -358,6 +365,7 @@ int sstc_checkpoint_open(sstc_session *s, const char *path, int load_data, void 
     rbuf r;
     char *text = NULL, **ovr = NULL;
     uint32_t nov = 0;
+    memset(s, 0, sizeof *s); /* safe to close whatever happens below */
     int rc = open_checked(path, &data, &r);
     if (rc) goto done;
     text = get_str(&r, "config text");
@@ -419,7 +427,11 @@ int sstc_checkpoint_restore(sstc_session *s, const char *path, void **extra, siz
     char *text = get_str(&r, "config text");
     free(text);
     uint32_t nov = get_u32(&r, "override count");
-    for (uint32_t i = 0; i < nov && !r.err && i < 1024; i++) free(get_str(&r, "override"));
+    if (nov > 1024) {
+        rc = sstc_fail(SSTC_EFORMAT, "%s: %u overrides, expected at most 1024", path, nov);
+        goto done;
+    }
+    for (uint32_t i = 0; i < nov && !r.err; i++) free(get_str(&r, "override"));
     int shp[4];
     for (int i = 0; i < 4; i++) shp[i] = (int)get_u32(&r, "input shape");
     if (r.err) { rc = sstc_errcode(); goto done; }

@@ -61,6 +61,7 @@ int sstc_export_npz(sstc_model *m, const char *path) {
         zip_source_t *src = zip_source_buffer(z, buf, len, 1); /* libzip frees buf */
         char member[80];
         snprintf(member, sizeof member, "%.60s.npy", nt[i].name);
+        if (!src) free(buf);
         if (!src || zip_file_add(z, member, src, ZIP_FL_OVERWRITE) < 0) {
             if (src) zip_source_free(src);
             int rc = sstc_fail(SSTC_EIO, "%s: cannot add %s: %s", path, member, zip_strerror(z));

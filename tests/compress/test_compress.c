@@ -43,6 +43,14 @@ Test(compress, row_normalization_keeps_the_networks_outputs) {
     sstc_compressor c;
     open_trained(&s, "N = 8\nK = 2\nnormalize = row\n", NULL, 0);
     cr_assert_eq(sstc_compress_init(&c, &s), 0, "%s", sstc_errmsg());
+    /* a row with tiny weights: its batch-norm variance is comparable to eps,
+     * where an inexact fold would show */
+    {
+        sstc_layer *l0 = &s.model->layers[0], *bn = &s.model->layers[1];
+        for (int j = 0; j < l0->in_features; j++) l0->weight->data[j] *= 1e-3f;
+        bn->running_mean->data[0] *= 1e-3f;
+        bn->running_var->data[0] *= 1e-6f;
+    }
     double diff;
     cr_assert_eq(sstc_compress_normalize(&c, 32, &diff), 0, "%s", sstc_errmsg());
     cr_assert_lt(diff, 1e-4, "logits changed by %g", diff);
@@ -115,7 +123,8 @@ static int count_batches(void *u, sstc_session *s) {
     return 0;
 }
 
-static const char *resume_spec = "N = 4\nK = 1\nnormalize = row\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\n";
+static const char *resume_spec = "N = 4\nK = 1\nnormalize = row\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\n"
+                                  "refit_every = 3\n";
 
 static double pipeline(int stop_batch, const char *ck, float *w_out) {
     sstc_session s;
@@ -239,6 +248,25 @@ Test(compress, sst_export_reproduces_the_networks_logits) {
     }
     free(logits);
     sstc_sst_free(m);
+    sstc_compress_free(&c);
+    sstc_session_close(&s);
+}
+
+Test(compress, zero_retraining_epochs_still_code_the_network) {
+    sstc_session s;
+    sstc_compressor c;
+    open_trained(&s, "N = 4\nK = 1\nnormalize = none\nretrain_epochs = 0\n", NULL, 0);
+    cr_assert_eq(sstc_compress_init(&c, &s), 0);
+    cr_assert_eq(c.total_epochs, 0);
+    cr_assert_eq(sstc_compress_finish(&c), 0, "%s", sstc_errmsg());
+    for (int k = 0; k < c.ncoded; k++) {
+        const sstc_coded_layer *cl = &c.coded[k];
+        cr_assert_eq(s.model->layers[cl->layer].weight_override, cl->q);
+        cr_assert_leq(max_nonzeros_per_group(cl->q, cl->rows, cl->cols, 4), 1);
+    }
+    char path[300];
+    snprintf(path, sizeof path, "%s/z.sst", dir);
+    cr_assert_eq(sstc_compress_write_sst(&c, path), 0, "%s", sstc_errmsg());
     sstc_compress_free(&c);
     sstc_session_close(&s);
 }

@@ -67,6 +67,9 @@ Test(config, errors_name_file_line_and_expectation) {
     expect_error("[data]\ndataset = mnist\n[fc]\n", "x.ini:3", "outputs");
     expect_error("[train]\nepochs = 1\n[fc]\noutputs = 10\n", "x.ini", "dataset is missing");
     expect_error("[data]\ndataset = mnist\n[dropout]\np = 1.5\n", "x.ini:4", "out of range");
+    expect_error("[data]\ndataset = mnist\nnormalize = given\nmean = 0.5\nstd = 0.2,0.2,0.2\n[fc]\noutputs=10\n", "x.ini",
+                 "mean has 1 values and std 3");
+    expect_error("[experiment]\nseed = 1e3\n[data]\ndataset = mnist\n", "x.ini:2", "digits");
 }
 
 Test(config, layer_shapes_that_do_not_fit_name_the_line) {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zip.h>
+#include <zlib.h>
 
 #include "sstc/train.h"
 
@@ -145,7 +146,34 @@ Test(train, corrupt_truncated_and_foreign_checkpoints_are_rejected) {
     sstc_write_atomic(bad, buf, n);
     cr_assert_neq(sstc_checkpoint_restore(&s, bad, NULL, NULL), 0);
     cr_assert_not_null(strstr(sstc_errmsg(), "magic"), "%s", sstc_errmsg());
+    buf[0] = 'S';
+    /* a hostile tensor-name length (CRC recomputed) must not read past the file */
+    {
+        unsigned char *h = malloc(n);
+        memcpy(h, buf, n);
+        /* the first tensor name length follows the header strings; find "fc1.weight" */
+        size_t at = 0;
+        for (size_t i = 2; i + 10 < n; i++)
+            if (!memcmp(h + i, "fc1.weight", 10)) {
+                at = i - 2;
+                break;
+            }
+        cr_assert_gt(at, 0);
+        h[at] = 0xff;
+        h[at + 1] = 0xff;
+        uint32_t crc = (uint32_t)crc32(0L, h, (uInt)(n - 4));
+        memcpy(h + n - 4, &crc, 4);
+        sstc_write_atomic(bad, h, n);
+        cr_assert_neq(sstc_checkpoint_restore(&s, bad, NULL, NULL), 0);
+        cr_assert_not_null(strstr(sstc_errmsg(), "past the end"), "%s", sstc_errmsg());
+        free(h);
+    }
     free(buf);
+    /* opening garbage fails cleanly and leaves a session that is safe to close */
+    sstc_session g;
+    sstc_write_atomic(bad, "not a checkpoint at all", 23);
+    cr_assert_neq(sstc_checkpoint_open(&g, bad, 0, NULL, NULL), 0);
+    sstc_session_close(&g);
     /* a different network */
     sstc_session o;
     const char *ov[] = {"fc1.outputs=12"};
