@@ -59,7 +59,8 @@ int sstc_compress_init(sstc_compressor *c, sstc_session *s);
 void sstc_compress_free(sstc_compressor *c);
 
 /* Row normalization (if the spec asks): every coded layer's rows are scaled to
- * unit RMS and the inverse scale moved into the following batch norm's
+ * one common RMS (that of the whole layer, which keeps the optimizer's step
+ * sizes meaningful) and the inverse scale moved into the following batch norm's
  * running statistics or into a new per-output scale; the network's function
  * is unchanged (up to float rounding). Returns the largest absolute logit
  * change over `check` test images in *max_diff (check 0: no check). */

@@ -164,11 +164,19 @@ int sstc_compress_normalize(sstc_compressor *c, int check, double *max_diff) {
         sstc_coded_layer *cl = &c->coded[k];
         sstc_layer *l = &m->layers[cl->layer];
         int bn = following_bn(m, cl->layer);
+        /* Every row is brought to the RMS of the whole layer (one common
+         * distribution per layer). Keeping the layer's overall scale, rather
+         * than going to unit RMS, keeps the optimizer's step sizes meaningful
+         * for the retraining that follows. */
+        double all = 0;
+        for (size_t i = 0; i < (size_t)cl->rows * cl->cols; i++) all += (double)l->weight->data[i] * l->weight->data[i];
+        double layer_rms = sqrt(all / ((double)cl->rows * cl->cols));
+        if (!(layer_rms > 0)) continue;
         for (int r = 0; r < cl->rows; r++) {
             float *w = l->weight->data + (size_t)r * cl->cols;
             double ss = 0;
             for (int j = 0; j < cl->cols; j++) ss += (double)w[j] * w[j];
-            float rms = (float)sqrt(ss / cl->cols);
+            float rms = (float)(sqrt(ss / cl->cols) / layer_rms); /* the row's scale relative to the layer */
             if (!(rms > 0)) continue; /* an all-zero row stays as it is */
             for (int j = 0; j < cl->cols; j++) w[j] /= rms;
             if (bn >= 0) {
