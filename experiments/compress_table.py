@@ -183,10 +183,11 @@ def plot(table, rows, fs):
     with open(dat, "w") as f:
         for v in VARIANTS:
             f.write("# %s\n" % v)
-            pts = sorted((r["summary"]["bits_per_weight"], 100 * r["summary"]["test_error"]) for r in rows
+            pts = sorted((r["summary"]["bits_per_weight"], 100 * r["summary"]["test_error"],
+                          "ternary" if r["method"] == "ternary" else "(%d,%d)" % (r["N"], r["K"])) for r in rows
                          if r["variant"] == v and r["method"] in ("sst", "ternary") and r["summary"]["seed"] == 1)
-            for b, e in pts:
-                f.write("%g %g\n" % (b, e))
+            for b, e, label in pts:
+                f.write("%g %g %s\n" % (b, e, label))
             f.write("\n\n")
     png = os.path.join(RESULTS, table + "_error_vs_bits.png")
     script = """set terminal pngcairo size 800,500
@@ -196,10 +197,12 @@ set ylabel 'test error (%%)'
 set title '%s: test error against bits per weight (float: %.2f %%)'
 set key top right
 set grid
+set xrange [0.5:2.1]
 """ % (png, table, 100 * fs["test_error"])
     parts = []
     for i, v in enumerate(VARIANTS):
-        parts.append("'%s' index %d using 1:2 with linespoints title '%s'" % (dat, i, v))
+        parts.append("'%s' index %d using 1:2 with points pt %d ps 1.5 title '%s'" % (dat, i, 5 + 2 * i, v))
+        parts.append("'%s' index %d using 1:2:3 with labels offset 0,%g font ',8' notitle" % (dat, i, 0.8 - 0.5 * i))
     parts.append("%g with lines dt 2 title 'float'" % (100 * fs["test_error"]))
     script += "plot " + ", ".join(parts) + "\n"
     r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
