@@ -158,6 +158,12 @@ def write_results(table, spec, rows, float_summary):
               "runs spend in pruning stages plus final retraining. For `nm` (float N:M sparsity, "
               "no ternarization) the column is gradual pruning without normalization.")
     md.append("")
+    md.append("Every run starts from the same float network (seed 1); the seed of a coded run "
+              "changes its retraining (shuffling, augmentation, dropout). Runs are listed with their "
+              "wall time on a 2-core machine that was running other work at the same time, so the "
+              "times vary. 'not run' cells are runs of the sweep that had not been made when the "
+              "table was written; `experiments/compress_table.py %s` makes them (finished runs are skipped)." % table)
+    md.append("")
     md.append("Schedules: " + ", ".join("(%d,%d): %s" % (N, K, SCHEDULES[(N, K)]) for N, K in CODES) +
               "; %d epoch per stage, %d epochs of final retraining." % (STAGE_EPOCHS, RETRAIN_EPOCHS))
     md.append("")
