@@ -15,8 +15,8 @@ typedef struct {
 static const command commands[] = {
     {"train", cmd_train, "train the network a config describes"},
     {"compress", cmd_compress, "compress a trained network into (N,K) ternary codes"},
-    {"eval", cmd_eval, "loss and error of a checkpoint on a test set"},
-    {"export", cmd_export, "write a checkpoint's weights as a NumPy .npz"},
+    {"eval", cmd_eval, "loss and error of a checkpoint or .sst file on a test set"},
+    {"export", cmd_export, "weights as NumPy .npz, or a .sst network as standalone C"},
     {"data", cmd_data, "prepare, describe and show datasets"},
     {"codes", cmd_codes, "size of the (N,K) code, or its table (--list)"},
     {"inspect", cmd_inspect, "check a .sst file and print its layers and bits per weight"},
