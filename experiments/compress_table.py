@@ -44,23 +44,24 @@ STAGE_EPOCHS = 1
 RETRAIN_EPOCHS = 3
 
 
-def run_spec(method, N, K, variant, seed, layers="all"):
+def run_spec(method, N, K, variant, seed, layers="all", stage_epochs=STAGE_EPOCHS, retrain_epochs=RETRAIN_EPOCHS):
     norm, gradual = VARIANTS[variant]
     sched = SCHEDULES.get((N, K), "") if gradual else ""
     # direct runs retrain for as many epochs as the gradual run of this code
     # spends in its pruning stages plus its final retraining
     # (plain ternary has no schedule: it gets the budget of the (8,2) runs)
     stages = len(SCHEDULES.get((N, K), SCHEDULES[(8, 2)]).split(","))
-    retrain = RETRAIN_EPOCHS + (0 if gradual else stages * STAGE_EPOCHS)
+    retrain = retrain_epochs + (0 if gradual else stages * stage_epochs)
     name = "%s_%d_%d_%s_%s_s%d" % (method, N, K, norm, sched.replace(",", "-") if sched else "direct", seed)
     if layers != "all":
         name += "_" + layers.replace(",", "-")
     sets = ["compress.method=%s" % method, "compress.N=%d" % N, "compress.K=%d" % K,
-            "compress.normalize=%s" % norm, "compress.stage_epochs=%d" % STAGE_EPOCHS,
+            "compress.normalize=%s" % norm, "compress.stage_epochs=%d" % stage_epochs,
             "compress.retrain_epochs=%d" % retrain, "compress.layers=%s" % layers,
             "experiment.seed=%d" % seed]
     sets.append("compress.schedule=%s" % (sched or "direct"))
-    return {"name": name, "sets": sets, "variant": variant, "method": method, "N": N, "K": K}
+    return {"name": name, "sets": sets, "variant": variant, "method": method, "N": N, "K": K,
+            "layers": layers}
 
 
 def table_mnist():
@@ -73,17 +74,33 @@ def table_mnist():
     runs += [run_spec("sst", N, K, "direct", 1) for N, K in CODES if (N, K) != (8, 2)]
     runs += [run_spec("sst", N, K, v, 1) for N, K in CODES if (N, K) != (8, 2) for v in ("+norm", "+gradual")]
     runs += [run_spec("nm", N, K, "+gradual", 1) for N, K in CODES if (N, K) != (8, 2)]
-    return {"config": "configs/mnist_fc.ini", "float_run": "runs/mnist_fc", "runs": runs}
+    return {"config": "configs/mnist_fc.ini", "float_run": "runs/mnist_fc", "runs": runs,
+            "stage_epochs": STAGE_EPOCHS, "retrain_epochs": RETRAIN_EPOCHS}
 
 
 def table_fashion():
     runs = [run_spec("sst", 8, 2, v, 1) for v in VARIANTS]
     runs += [run_spec("ternary", 1, 1, "+norm", 1)]
     runs += [run_spec("sst", N, K, "+both", 1) for N, K in ((4, 1), (16, 2), (16, 4))]
-    return {"config": "configs/fashion_fc.ini", "float_run": "runs/fashion_fc", "runs": runs}
+    return {"config": "configs/fashion_fc.ini", "float_run": "runs/fashion_fc", "runs": runs,
+            "stage_epochs": STAGE_EPOCHS, "retrain_epochs": RETRAIN_EPOCHS}
 
 
-TABLES = {"mnist": table_mnist, "fashion": table_fashion}
+def table_cifar10():
+    # A CIFAR-10 epoch costs ~3 minutes here: one epoch per pruning stage and two
+    # epochs of final retraining (direct runs: five epochs of retraining).
+    st, rt = 1, 2
+    spec = lambda *a, **k: run_spec(*a, stage_epochs=st, retrain_epochs=rt, **k)
+    runs = [spec("sst", 8, 2, "+both", 1, layers="fc"), spec("sst", 8, 2, "+both", 1),
+            spec("sst", 8, 2, "direct", 1, layers="fc"), spec("sst", 8, 2, "direct", 1),
+            spec("ternary", 1, 1, "+norm", 1), spec("ternary", 1, 1, "direct", 1),
+            spec("sst", 8, 2, "+norm", 1, layers="fc"), spec("sst", 8, 2, "+gradual", 1, layers="fc"),
+            spec("sst", 8, 2, "+norm", 1), spec("sst", 8, 2, "+gradual", 1)]
+    return {"config": "configs/cifar10_cnn.ini", "float_run": "runs/cifar10_cnn", "runs": runs,
+            "stage_epochs": st, "retrain_epochs": rt, "hist_layer": "fc1"}
+
+
+TABLES = {"mnist": table_mnist, "fashion": table_fashion, "cifar10": table_cifar10}
 
 
 def sh(cmd, log, fatal=True):
@@ -126,18 +143,22 @@ def write_results(table, spec, rows, float_summary):
     by = {}
     for r in rows:
         s = r["summary"]
-        by.setdefault((s["method"], s["N"], s["K"]), {}).setdefault(r["variant"], []).append(s)
+        by.setdefault((s["method"], s["N"], s["K"], r["layers"]), {}).setdefault(r["variant"], []).append(s)
     cols = list(VARIANTS)
     md.append("| code | bits/weight | compression | " + " | ".join(cols) + " |")
     md.append("|---|---|---|" + "---|" * len(cols))
     order = [("ternary", 1, 1)] + [("sst", N, K) for N, K in CODES] + [("nm", N, K) for N, K in CODES]
-    for key in order:
+    layer_sets = sorted({k[3] for k in by}, key=lambda l: (l != "fc", l))
+    for key in [o + (l,) for o in order for l in layer_sets]:
         if key not in by:
             continue
-        method, N, K = key
+        method, N, K, layers = key
         cells = by[key]
         any_s = next(iter(cells.values()))[0]
         label = {"ternary": "plain ternary", "sst": "(%d,%d)" % (N, K), "nm": "float %d:%d sparse" % (K, N)}[method]
+        if len(layer_sets) > 1:
+            label += {"all": ", all layers", "fc": ", FC layers only", "conv": ", conv layers only"}.get(
+                layers, ", layers " + layers)
         vals = []
         for c in cols:
             ss = cells.get(c)
@@ -164,8 +185,9 @@ def write_results(table, spec, rows, float_summary):
               "times vary. 'not run' cells are runs of the sweep that had not been made when the "
               "table was written; `experiments/compress_table.py %s` makes them (finished runs are skipped)." % table)
     md.append("")
-    md.append("Schedules: " + ", ".join("(%d,%d): %s" % (N, K, SCHEDULES[(N, K)]) for N, K in CODES) +
-              "; %d epoch per stage, %d epochs of final retraining." % (STAGE_EPOCHS, RETRAIN_EPOCHS))
+    used = [c for c in CODES if any(r["method"] != "ternary" and (r["N"], r["K"]) == c for r in spec["runs"])]
+    md.append("Schedules: " + ", ".join("(%d,%d): %s" % (N, K, SCHEDULES[(N, K)]) for N, K in used) +
+              "; %d epoch per stage, %d epochs of final retraining." % (spec["stage_epochs"], spec["retrain_epochs"]))
     md.append("")
     md.append("| run | seed | epochs | seconds | test error % |")
     md.append("|---|---|---|---|---|")
@@ -316,7 +338,7 @@ def main():
     write_results(args.table, spec, rows, load(os.path.join(float_dir, "summary.json")))
     best = [r for r in rows if r["method"] == "sst" and (r["N"], r["K"]) == (8, 2) and r["variant"] == "+both"]
     if best:
-        histogram_plot(args.table, float_dir, os.path.join(outroot, best[0]["name"]), "fc2")
+        histogram_plot(args.table, float_dir, os.path.join(outroot, best[0]["name"]), spec.get("hist_layer", "fc2"))
 
 
 if __name__ == "__main__":
