@@ -39,6 +39,9 @@ VARIANTS = {  # column -> (normalize, gradual)
     "+norm": ("row", False),
     "+gradual": ("none", True),
     "+both": ("row", True),
+    # beyond the paper: fan-in interleaving (method.md section 3)
+    "+interleave": ("interleave", False),
+    "+both+interleave": ("row+interleave", True),
 }
 STAGE_EPOCHS = 1
 RETRAIN_EPOCHS = 3
@@ -74,6 +77,7 @@ def table_mnist():
     runs += [run_spec("sst", N, K, "direct", 1) for N, K in CODES if (N, K) != (8, 2)]
     runs += [run_spec("sst", N, K, v, 1) for N, K in CODES if (N, K) != (8, 2) for v in ("+norm", "+gradual")]
     runs += [run_spec("nm", N, K, "+gradual", 1) for N, K in CODES if (N, K) != (8, 2)]
+    runs += [run_spec("sst", 8, 2, v, 1) for v in ("+interleave", "+both+interleave")]
     return {"config": "configs/mnist_fc.ini", "float_run": "runs/mnist_fc", "runs": runs,
             "stage_epochs": STAGE_EPOCHS, "retrain_epochs": RETRAIN_EPOCHS}
 
@@ -144,7 +148,7 @@ def write_results(table, spec, rows, float_summary):
     for r in rows:
         s = r["summary"]
         by.setdefault((s["method"], s["N"], s["K"], r["layers"]), {}).setdefault(r["variant"], []).append(s)
-    cols = list(VARIANTS)
+    cols = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     md.append("| code | bits/weight | compression | " + " | ".join(cols) + " |")
     md.append("|---|---|---|" + "---|" * len(cols))
     order = [("ternary", 1, 1)] + [("sst", N, K) for N, K in CODES] + [("nm", N, K) for N, K in CODES]
@@ -177,7 +181,10 @@ def write_results(table, spec, rows, float_summary):
               "weight normalization first; `+gradual` = staged pruning (schedules below) before "
               "ternarization; `+both` = both. Direct runs retrain for as many epochs as the gradual "
               "runs spend in pruning stages plus final retraining. For `nm` (float N:M sparsity, "
-              "no ternarization) the column is gradual pruning without normalization.")
+              "no ternarization) the column is gradual pruning without normalization. "
+              "`+interleave` (beyond the paper) renumbers the channels feeding each coded layer so that "
+              "every group mixes strong and weak inputs (docs/config.md, `normalize`); "
+              "`+both+interleave` adds it to `+both`.")
     md.append("")
     md.append("Every run starts from the same float network (seed 1); the seed of a coded run "
               "changes its retraining (shuffling, augmentation, dropout). Runs are listed with their "
@@ -208,8 +215,9 @@ def plot(table, rows, fs):
         print("gnuplot not found (apt-get install gnuplot-nox): no plot")
         return
     dat = os.path.join(RESULTS, table + "_error_vs_bits.dat")
+    variants = [v for v in VARIANTS if any(r["variant"] == v and r["method"] in ("sst", "ternary") for r in rows)]
     with open(dat, "w") as f:
-        for v in VARIANTS:
+        for v in variants:
             f.write("# %s\n" % v)
             pts = sorted((r["summary"]["bits_per_weight"], 100 * r["summary"]["test_error"],
                           "ternary" if r["method"] == "ternary" else "(%d,%d)" % (r["N"], r["K"])) for r in rows
@@ -228,7 +236,7 @@ set grid
 set xrange [0.5:2.1]
 """ % (png, table, 100 * fs["test_error"])
     parts = []
-    for i, v in enumerate(VARIANTS):
+    for i, v in enumerate(variants):
         parts.append("'%s' index %d using 1:2 with points pt %d ps 1.5 title '%s'" % (dat, i, 5 + 2 * i, v))
         parts.append("'%s' index %d using 1:2:3 with labels offset 0,%g font ',8' notitle" % (dat, i, 0.8 - 0.5 * i))
     parts.append("%g with lines dt 2 title 'float'" % (100 * fs["test_error"]))

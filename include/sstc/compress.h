@@ -50,6 +50,7 @@ typedef struct sstc_compressor {
     long steps_in_phase;
     float float_test_error;    /* of the starting network */
     int bn_reestimated;
+    int interleaved;           /* layers whose fan-in interleaving reordered */
     sstc_train_hooks chain;    /* caller's hooks, run after the pipeline's own */
 } sstc_compressor;
 
@@ -58,7 +59,10 @@ typedef struct sstc_compressor {
 int sstc_compress_init(sstc_compressor *c, sstc_session *s);
 void sstc_compress_free(sstc_compressor *c);
 
-/* Row normalization (if the spec asks): every coded layer's rows are scaled to
+/* Interleaving (if the spec asks, normalize = interleave or row+interleave):
+ * renumbers the channels feeding each coded layer so that every group of N
+ * mixes important and unimportant inputs (see compress.c); then
+ * row normalization (if the spec asks): every coded layer's rows are scaled to
  * one common RMS (that of the whole layer, which keeps the optimizer's step
  * sizes meaningful) and the inverse scale moved into the following batch norm's
  * running statistics or into a new per-output scale; the network's function

@@ -170,8 +170,11 @@ int cmd_compress(int argc, char **argv) {
         }
         if (!quiet) {
             fprintf(stderr, "float network: test error %.2f%%\n", 100 * fr.error);
+            if (strstr(c.spec.normalize, "interleave"))
+                fprintf(stderr, "interleaving: fan-in of %d coded layer%s reordered\n", c.interleaved,
+                        c.interleaved == 1 ? "" : "s");
             if (strcmp(c.spec.normalize, "none"))
-                fprintf(stderr, "row normalization: largest logit change on 1000 test images %.2e\n", diff);
+                fprintf(stderr, "%s: largest logit change on 1000 test images %.2e\n", c.spec.normalize, diff);
         }
         char normnpz[1200];
         snprintf(normnpz, sizeof normnpz, "%s/normalized.npz", outdir);

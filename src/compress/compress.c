@@ -39,9 +39,6 @@ int sstc_compress_init(sstc_compressor *c, sstc_session *s) {
     else if (!strcmp(z->method, "ternary")) c->method = SSTC_METHOD_TERNARY;
     else if (!strcmp(z->method, "nm")) c->method = SSTC_METHOD_NM;
     else return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] method = '%s'; expected sst, ternary or nm", path, z->line, z->method);
-    if (strstr(z->normalize, "interleave"))
-        return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] normalize = %s: interleaving is not implemented; use none or row",
-                         path, z->line, z->normalize);
     c->N = z->N;
     c->K = z->K;
     if (c->method == SSTC_METHOD_TERNARY) {
@@ -128,6 +125,97 @@ static int following_bn(const sstc_model *m, int i) {
 }
 
 static int wants_row_norm(const sstc_compressor *c) { return !strncmp(c->spec.normalize, "row", 3); }
+static int wants_interleave(const sstc_compressor *c) { return strstr(c->spec.normalize, "interleave") != NULL; }
+
+/* Reorders the rows of an (n x len) float array: new row p = old row old_of[p]. */
+static int permute_rows(float *a, int n, size_t len, const int *old_of) {
+    float *tmp = malloc((size_t)n * len * sizeof(float));
+    if (!tmp) return sstc_fail(SSTC_ENOMEM, "interleave: out of memory");
+    memcpy(tmp, a, (size_t)n * len * sizeof(float));
+    for (int p = 0; p < n; p++) memcpy(a + (size_t)p * len, tmp + (size_t)old_of[p] * len, len * sizeof(float));
+    free(tmp);
+    return 0;
+}
+
+/* Interleaving (method.md section 3, beyond the paper): the fan-in of coded
+ * layer L comes from the output channels of an earlier weight layer P through
+ * per-channel layers only (batch norm, ReLU, dropout, pooling, flatten), so
+ * the channels can be renumbered without changing the network's function:
+ * P's rows (and bias, output scale, the batch norms' parameters and
+ * statistics in between) and L's matching column blocks move together. The
+ * new order deals the channels, ranked by the energy of L's weights on them,
+ * round-robin into the groups of N, so every group mixes important and
+ * unimportant inputs. A channel block of b columns (b = kernel area for a
+ * convolution, H*W after a flatten) puts N/b channels in a group; when b >= N
+ * a group lies within one or two channels and nothing is gained: the layer is
+ * left as it is, as is a layer whose input is the image. Returns 1 if the
+ * layer was reordered, 0 if not, -1 on error. */
+static int interleave_layer(sstc_compressor *c, sstc_coded_layer *cl) {
+    sstc_model *m = c->s->model;
+    sstc_layer *L = &m->layers[cl->layer];
+    int pi = cl->layer - 1;
+    while (pi >= 0) {
+        sstc_layer_kind k = m->layers[pi].kind;
+        if (k == SSTC_LAYER_LINEAR || k == SSTC_LAYER_CONV2D) break;
+        if (k != SSTC_LAYER_BATCHNORM && k != SSTC_LAYER_RELU && k != SSTC_LAYER_DROPOUT &&
+            k != SSTC_LAYER_MAXPOOL && k != SSTC_LAYER_AVGPOOL && k != SSTC_LAYER_FLATTEN)
+            return 0;
+        pi--;
+    }
+    if (pi < 0) return 0; /* the input is the image */
+    sstc_layer *P = &m->layers[pi];
+    int C = P->out_features;
+    if (C <= 0 || cl->cols % C) return 0;
+    int b = cl->cols / C, per = c->N / b; /* channels per group */
+    if (per < 2 || C <= per) return 0;
+    int G = (C + per - 1) / per;
+    double *energy = calloc((size_t)C, sizeof(double));
+    int *rank = malloc((size_t)C * sizeof(int)), *old_of = malloc((size_t)C * sizeof(int));
+    int *slot = malloc((size_t)C * sizeof(int));
+    if (!energy || !rank || !old_of || !slot) {
+        free(energy), free(rank), free(old_of), free(slot);
+        sstc_fail(SSTC_ENOMEM, "interleave: out of memory");
+        return -1;
+    }
+    const float *W = L->weight->data;
+    for (int r = 0; r < cl->rows; r++)
+        for (int j = 0; j < cl->cols; j++) energy[j / b] += (double)W[(size_t)r * cl->cols + j] * W[(size_t)r * cl->cols + j];
+    /* channels by decreasing energy (insertion sort is fine: C is at most a few thousand, once) */
+    for (int i = 0; i < C; i++) {
+        int j = i;
+        while (j > 0 && energy[rank[j - 1]] < energy[i]) {
+            rank[j] = rank[j - 1];
+            j--;
+        }
+        rank[j] = i;
+    }
+    /* positions slot-major: slot 0 of every group, then slot 1, ... */
+    int n = 0;
+    for (int sl = 0; sl < per; sl++)
+        for (int g = 0; g < G; g++)
+            if (g * per + sl < C) slot[n++] = g * per + sl;
+    for (int r = 0; r < C; r++) old_of[slot[r]] = rank[r];
+    int rc = 0, changed = 0;
+    for (int p = 0; p < C; p++) changed |= old_of[p] != p;
+    if (changed) {
+        size_t prow = P->weight->size / (size_t)C;
+        rc |= permute_rows(P->weight->data, C, prow, old_of);
+        if (P->bias) rc |= permute_rows(P->bias->data, C, 1, old_of);
+        if (P->out_scale) rc |= permute_rows(P->out_scale->data, C, 1, old_of);
+        for (int i = pi + 1; i < cl->layer; i++) {
+            sstc_layer *q = &m->layers[i];
+            if (q->kind != SSTC_LAYER_BATCHNORM) continue;
+            rc |= permute_rows(q->weight->data, C, 1, old_of);
+            rc |= permute_rows(q->bias->data, C, 1, old_of);
+            rc |= permute_rows(q->running_mean->data, C, 1, old_of);
+            rc |= permute_rows(q->running_var->data, C, 1, old_of);
+        }
+        /* L's columns: each row's C blocks of b */
+        for (int r = 0; r < cl->rows && !rc; r++) rc |= permute_rows(L->weight->data + (size_t)r * cl->cols, C, (size_t)b, old_of);
+    }
+    free(energy), free(rank), free(old_of), free(slot);
+    return rc ? -1 : changed;
+}
 
 int sstc_compress_prepare_structure(sstc_compressor *c) {
     if (!wants_row_norm(c)) return 0;
@@ -144,7 +232,7 @@ int sstc_compress_prepare_structure(sstc_compressor *c) {
 
 int sstc_compress_normalize(sstc_compressor *c, int check, double *max_diff) {
     *max_diff = 0;
-    if (!wants_row_norm(c)) return 0;
+    if (!wants_row_norm(c) && !wants_interleave(c)) return 0;
     sstc_session *s = c->s;
     sstc_model *m = s->model;
     int classes = s->classes;
@@ -159,8 +247,18 @@ int sstc_compress_normalize(sstc_compressor *c, int check, double *max_diff) {
             return sstc_errcode() ? sstc_errcode() : sstc_fail(SSTC_ENOMEM, "normalize: out of memory");
         }
     }
+    c->interleaved = 0;
+    for (int k = 0; k < c->ncoded && wants_interleave(c); k++) {
+        int r = interleave_layer(c, &c->coded[k]);
+        if (r < 0) {
+            free(before);
+            free(after);
+            return sstc_errcode();
+        }
+        c->interleaved += r;
+    }
     if (sstc_compress_prepare_structure(c)) return sstc_errcode();
-    for (int k = 0; k < c->ncoded; k++) {
+    for (int k = 0; k < c->ncoded && wants_row_norm(c); k++) {
         sstc_coded_layer *cl = &c->coded[k];
         sstc_layer *l = &m->layers[cl->layer];
         int bn = following_bn(m, cl->layer);

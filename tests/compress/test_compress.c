@@ -71,6 +71,48 @@ Test(compress, row_normalization_keeps_the_networks_outputs) {
     sstc_session_close(&s);
 }
 
+/* Energy of layer l's weights in each group of N consecutive columns; returns max/min. */
+static double group_energy_spread(const sstc_layer *l, int N) {
+    int cols = l->in_features, rows = l->out_features;
+    double lo = INFINITY, hi = 0;
+    for (int g = 0; g < cols; g += N) {
+        double e = 0;
+        for (int r = 0; r < rows; r++)
+            for (int j = g; j < g + N && j < cols; j++) e += pow(l->weight->data[(size_t)r * cols + j], 2);
+        if (e < lo) lo = e;
+        if (e > hi) hi = e;
+    }
+    return hi / lo;
+}
+
+Test(compress, interleaving_keeps_the_outputs_and_balances_the_groups) {
+    const char *modes[] = {"interleave", "row+interleave"};
+    for (int mode = 0; mode < 2; mode++) {
+        sstc_session s;
+        sstc_compressor c;
+        char spec[128];
+        snprintf(spec, sizeof spec, "N = 8\nK = 2\nnormalize = %s\n", modes[mode]);
+        open_trained(&s, spec, NULL, 0);
+        cr_assert_eq(sstc_compress_init(&c, &s), 0, "%s", sstc_errmsg());
+        sstc_layer *fc2 = &s.model->layers[c.coded[1].layer];
+        /* make the fan-in of fc2 clearly uneven: channels 0-7 (one group) strong */
+        for (int r = 0; r < fc2->out_features; r++)
+            for (int j = 0; j < 8; j++) fc2->weight->data[(size_t)r * fc2->in_features + j] *= 8.0f;
+        double before = group_energy_spread(fc2, 8);
+        double diff;
+        cr_assert_eq(sstc_compress_normalize(&c, 32, &diff), 0, "%s", sstc_errmsg());
+        cr_assert_lt(diff, 1e-4, "%s: logits changed by %g", modes[mode], diff);
+        /* fc2 (fan-in 24 from fc1) and fc3 (16 from fc2) are reordered; fc1's input is the image */
+        cr_assert_eq(c.interleaved, 2, "%s: %d layers reordered", modes[mode], c.interleaved);
+        if (mode == 0) {
+            double after = group_energy_spread(fc2, 8);
+            cr_assert_lt(after * 4, before, "group energy max/min %g before, %g after", before, after);
+        }
+        sstc_compress_free(&c);
+        sstc_session_close(&s);
+    }
+}
+
 static int max_nonzeros_per_group(const float *w, int rows, int cols, int N) {
     int worst = 0;
     for (int r = 0; r < rows; r++)
