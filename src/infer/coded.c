@@ -22,16 +22,44 @@ void sstc_coded_matrix_free(sstc_coded_matrix *cm) {
     free(cm->sflip);
     free(cm->sneg);
     free(cm->sval);
+    free(cm->planes);
     memset(cm, 0, sizeof *cm);
 }
 
 size_t sstc_coded_index_bytes(const sstc_coded_matrix *cm) {
-    return (size_t)cm->rows * (size_t)cm->groups * (cm->idx8 ? 1 : 2);
+    size_t planes = cm->planes ? (size_t)cm->rblocks * cm->iblocks * 64 : 0;
+    return (size_t)cm->rows * (size_t)cm->groups * (cm->idx8 ? 1 : 2) + planes;
 }
 
 size_t sstc_coded_lut_size(const sstc_coded_matrix *cm) {
     size_t n = (size_t)cm->groups * (size_t)cm->entries;
+    size_t np = cm->planes ? (size_t)cm->iblocks * 64 : 0; /* 16 floats per chunk of 4 inputs */
+    if (np > n) n = np;
     return n <= SSTC_INFER_MAX_LUT ? n : 0;
+}
+
+/* The sign planes (see internal.h), from the indices through the entry
+ * tables; built only where the AVX-512 kernel can run. */
+static int build_planes(sstc_coded_matrix *cm) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) return SSTC_OK;
+    int RB = (cm->rows + 15) / 16, IB = (cm->cols + 15) / 16, G = cm->groups, n = cm->n, S = cm->slots;
+    cm->planes = calloc((size_t)RB * IB * 64 + 64, 1); /* +64: the kernel reads up to 3 bytes past a block */
+    if (!cm->planes) return sstc_fail(SSTC_ENOMEM, "infer: out of memory for the sign planes of a %dx%d layer", cm->rows, cm->cols);
+    cm->rblocks = RB, cm->iblocks = IB;
+    for (int r = 0; r < cm->rows; r++)
+        for (int g = 0; g < G; g++) {
+            uint32_t e = sstc_coded_index(cm, (size_t)r, (size_t)g);
+            for (int k = 0; k < S; k++) {
+                int8_t v = cm->sval[(size_t)e * S + k];
+                if (!v) continue;
+                int j = g * n + cm->spos[(size_t)e * S + k];
+                if (j >= cm->cols) continue;
+                size_t off = ((size_t)(r / 16) * IB + (size_t)(j / 16)) * 64 + (size_t)(r % 16) * 4 + (size_t)(j / 4 % 4);
+                cm->planes[off] |= (uint8_t)((v > 0 ? 1u : 16u) << (j % 4));
+            }
+        }
+    return SSTC_OK;
 }
 
 /* Entry e of the re-encoded table: ternary groups of 4, e = sum_p d_p 3^p. */
@@ -130,6 +158,7 @@ int sstc_coded_matrix_from_ternary(sstc_coded_matrix *cm, const int8_t *T, int r
     if (rc) goto fail;
     if (!cm->native) {
         reencode_ternary4(cm, T);
+        if ((rc = build_planes(cm))) goto fail;
         return SSTC_OK;
     }
     size_t count = (size_t)rows * cm->groups;
@@ -141,7 +170,7 @@ int sstc_coded_matrix_from_ternary(sstc_coded_matrix *cm, const int8_t *T, int r
     rc = sstc_codes_from_ternary(T, rows, cols, N, K, idx);
     for (size_t i = 0; !rc && i < count; i++) store_index(cm, i, idx[i]);
     free(idx);
-    if (rc) goto fail;
+    if (rc || (rc = build_planes(cm))) goto fail;
     return SSTC_OK;
 fail:
     sstc_coded_matrix_free(cm);
@@ -168,7 +197,7 @@ int sstc_coded_matrix_init(sstc_coded_matrix *cm, const sstc_sst_layer *L) {
             else store_index(cm, i, idx[i]);
         }
         free(idx);
-        if (rc) goto fail;
+        if (rc || (rc = build_planes(cm))) goto fail;
         return SSTC_OK;
     }
     int8_t *T = malloc((size_t)L->out * fan_in);
@@ -179,7 +208,7 @@ int sstc_coded_matrix_init(sstc_coded_matrix *cm, const sstc_sst_layer *L) {
     rc = sstc_sst_layer_ternary(L, T);
     if (!rc) reencode_ternary4(cm, T);
     free(T);
-    if (rc) goto fail;
+    if (rc || (rc = build_planes(cm))) goto fail;
     return SSTC_OK;
 fail:
     sstc_coded_matrix_free(cm);
@@ -200,6 +229,15 @@ int sstc_infer_avx2(void) {
 }
 
 void sstc_infer_force_portable(int on) { force_portable = on; }
+
+int sstc_infer_avx512(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    return have && !force_portable;
+}
 
 /* Work below this many look-ups or adds runs on one thread (a fork and join
  * costs microseconds when the machine is idle, far more when it is not). */
@@ -314,6 +352,83 @@ LUT_ROWS_AVX2(lut_rows8_i32_avx2, uint8_t, load_idx8, __m256i, _mm256_setzero_si
 LUT_ROWS_AVX2(lut_rows16_i32_avx2, uint16_t, load_idx16, __m256i, _mm256_setzero_si256(), _mm256_add_epi32,
               GATHER_EPI32, hsum_epi32, int32_t)
 
+/* ---- sign-plane kernel (AVX-512, one input vector) ---------------------------- */
+
+#define AVX512 __attribute__((target("avx512f")))
+
+/* Tables of chunks [c0, c1): entry m of chunk c = the sum of the inputs 4c+p
+ * with bit p of m set (masked adds, fixed order, so every thread and run
+ * gives the same bits). */
+#define PLANES_TABLES(T, VT, ZERO, SET1, MADD, STORE)                                                                  \
+    AVX512 static void planes_tables_##T(const T *x, int cols, int c0, int c1, T *tab) {                               \
+        static const __mmask16 bit[4] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00};                                             \
+        for (int c = c0; c < c1; c++) {                                                                                \
+            VT t = ZERO;                                                                                               \
+            for (int p = 0; p < 4; p++)                                                                                \
+                if (4 * c + p < cols) t = MADD(t, bit[p], t, SET1(x[4 * c + p]));                                     \
+            STORE(tab + (size_t)16 * c, t);                                                                            \
+        }                                                                                                              \
+    }
+PLANES_TABLES(float, __m512, _mm512_setzero_ps(), _mm512_set1_ps, _mm512_mask_add_ps, _mm512_storeu_ps)
+PLANES_TABLES(int32_t, __m512i, _mm512_setzero_si512(), _mm512_set1_epi32, _mm512_mask_add_epi32,
+              _mm512_storeu_si512)
+
+/* acc of row blocks [rb0, rb1): four row blocks (64 rows) at a time; per input
+ * block, the four chunk tables are loaded once and each row block's 64 bytes
+ * are read at offsets 0..3, which brings chunk c's byte into the low bits of
+ * every 32-bit lane (the permute reads only the low 4 bits: the +1 plane
+ * directly, the -1 plane after a shift by 4). */
+#define PLANES_ROWS(T, VT, ZERO, LOADT, PERM, ADD, SUB, MSTORE)                                                        \
+    AVX512 static void planes_rows_##T(const sstc_coded_matrix *cm, const T *tab, int rb0, int rb1, T *acc) {          \
+        int IB = cm->iblocks;                                                                                          \
+        for (int rb = rb0; rb < rb1; rb += 4) {                                                                        \
+            int nb = rb1 - rb < 4 ? rb1 - rb : 4;                                                                      \
+            VT P[4] = {ZERO, ZERO, ZERO, ZERO}, M[4] = {ZERO, ZERO, ZERO, ZERO};                                       \
+            const uint8_t *base = cm->planes + (size_t)rb * IB * 64;                                                   \
+            for (int q = 0; q < IB; q++) {                                                                             \
+                const T *tq = tab + (size_t)q * 64;                                                                    \
+                VT t0 = LOADT(tq), t1 = LOADT(tq + 16), t2 = LOADT(tq + 32), t3 = LOADT(tq + 48);                      \
+                for (int k = 0; k < nb; k++) {                                                                         \
+                    const uint8_t *b = base + ((size_t)k * IB + q) * 64;                                               \
+                    __m512i v0 = _mm512_loadu_si512(b), v1 = _mm512_loadu_si512(b + 1);                                \
+                    __m512i v2 = _mm512_loadu_si512(b + 2), v3 = _mm512_loadu_si512(b + 3);                            \
+                    P[k] = ADD(P[k], ADD(PERM(v0, t0), PERM(v1, t1)));                                                 \
+                    M[k] = ADD(M[k], ADD(PERM(_mm512_srli_epi32(v0, 4), t0), PERM(_mm512_srli_epi32(v1, 4), t1)));     \
+                    P[k] = ADD(P[k], ADD(PERM(v2, t2), PERM(v3, t3)));                                                 \
+                    M[k] = ADD(M[k], ADD(PERM(_mm512_srli_epi32(v2, 4), t2), PERM(_mm512_srli_epi32(v3, 4), t3)));     \
+                }                                                                                                      \
+            }                                                                                                          \
+            for (int k = 0; k < nb; k++) {                                                                             \
+                int r0 = (rb + k) * 16, left = cm->rows - r0;                                                          \
+                __mmask16 keep = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);                       \
+                MSTORE(acc + r0, keep, SUB(P[k], M[k]));                                                               \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+#define PERM_PS(i, t) _mm512_permutexvar_ps((i), (t))
+PLANES_ROWS(float, __m512, _mm512_setzero_ps(), _mm512_loadu_ps, PERM_PS, _mm512_add_ps, _mm512_sub_ps,
+            _mm512_mask_storeu_ps)
+PLANES_ROWS(int32_t, __m512i, _mm512_setzero_si512(), _mm512_loadu_si512, _mm512_permutexvar_epi32, _mm512_add_epi32,
+            _mm512_sub_epi32, _mm512_mask_storeu_epi32)
+
+/* Threads first build the chunk tables (split by chunks), then split the
+ * rows: no partial sums to add up. */
+#define PLANES_GEMV(T)                                                                                                 \
+    static void planes_gemv_##T(const sstc_coded_matrix *cm, const T *x, T *tab, T *acc) {                             \
+        int C = cm->iblocks * 4, Q = (cm->rblocks + 3) / 4;                                                            \
+        int par = (size_t)cm->rows * (size_t)cm->cols >= (size_t)8 * PAR_MIN;                                          \
+        _Pragma("omp parallel if (par)") {                                                                             \
+            _Pragma("omp for schedule(static)") for (int c = 0; c < C; c += 16)                                        \
+                planes_tables_##T(x, cm->cols, c, c + 16 < C ? c + 16 : C, tab);                                       \
+            int nt = omp_get_num_threads(), t = omp_get_thread_num();                                                  \
+            int q0 = (int)((long)Q * t / nt), q1 = (int)((long)Q * (t + 1) / nt);                                      \
+            int rb1 = 4 * q1 < cm->rblocks ? 4 * q1 : cm->rblocks;                                                     \
+            if (4 * q0 < rb1) planes_rows_##T(cm, tab, 4 * q0, rb1, acc);                                              \
+        }                                                                                                              \
+    }
+PLANES_GEMV(float)
+PLANES_GEMV(int32_t)
+
 /* Threads split the groups, not the rows: each builds the tables of its
  * groups and adds them up for every row into its own partial sums, so the
  * threads never wait for each other until the join; the partial sums are
@@ -326,6 +441,10 @@ LUT_ROWS_AVX2(lut_rows16_i32_avx2, uint16_t, load_idx16, __m256i, _mm256_setzero
         else lut_rows16_##SUF##_avx2(cm, cm->idx16, lut, g0, g1, acc);                                                 \
     }                                                                                                                  \
     void sstc_coded_gemv_##SUF(const sstc_coded_matrix *cm, const T *x, T *lut, T *acc) {                              \
+        if (cm->planes && sstc_infer_avx512()) {                                                                       \
+            planes_gemv_##T(cm, x, lut, acc);                                                                          \
+            return;                                                                                                    \
+        }                                                                                                              \
         int G = cm->groups, R = cm->rows, avx = sstc_infer_avx2();                                                     \
         int parts = (size_t)R * G + (size_t)G * cm->entries > PAR_MIN ? omp_get_max_threads() : 1;                     \
         if (parts > G / 16) parts = G / 16;                                                                            \

@@ -19,6 +19,12 @@
  *    convolution, transposed to xt (cols x ld)): the same tables with every
  *    entry a vector of 8 lanes, built per block of groups that fits in L1,
  *    then one vector add per row and group;
+ *  - planes (one input vector, AVX-512): the matrix kept as two bit planes
+ *    (+1 and -1 positions) in chunks of 4 inputs; per chunk a 16-entry table
+ *    of the subset sums of its 4 inputs fills one vector register, and one
+ *    permute instruction looks up 16 rows at once (T-MAC's idea with the
+ *    table in a register instead of memory): per 4 weights of 16 rows, two
+ *    permutes and two adds, no gather, no multiply;
  *  - direct (many lanes, few rows): every non-zero of the entry adds or
  *    subtracts a whole row of lanes, the sign applied by flipping the sign
  *    bit (float) or two's complement negation (int32).
@@ -53,6 +59,13 @@ typedef struct {
     uint32_t *sflip;    /* (E x slots) 0x80000000 for -1 (float sign bit), else 0 */
     int32_t *sneg;      /* (E x slots) -1 for -1, else 0 (int32 negation mask) */
     int8_t *sval;       /* (E x slots) +1, -1, or 0 for an empty slot */
+    /* Sign planes of the one-vector AVX-512 kernel (NULL without AVX-512):
+     * blocks of 16 rows x 16 inputs, 64 bytes each, ordered [row block][input
+     * block]; byte 4*i + c of a block holds, for row i of the block and input
+     * chunk c (4 inputs), the +1 positions in bits 0-3 and the -1 positions
+     * in bits 4-7. 2 bits per weight, decoded from the code table once. */
+    uint8_t *planes;
+    int rblocks, iblocks;   /* ceil(rows / 16), ceil(cols / 16) */
 } sstc_coded_matrix;
 
 /* Builds the resident form of a coded FC or CONV layer (validated by the reader). */
@@ -65,7 +78,7 @@ static inline uint32_t sstc_coded_index(const sstc_coded_matrix *cm, size_t row,
     size_t i = row * (size_t)cm->groups + g;
     return cm->idx8 ? cm->idx8[i] : cm->idx16[i];
 }
-/* Bytes of the resident indices. */
+/* Bytes of the resident indices (and sign planes, where built). */
 size_t sstc_coded_index_bytes(const sstc_coded_matrix *cm);
 /* Look-up table elements the lut kernel needs (groups x entries); 0 if too large. */
 size_t sstc_coded_lut_size(const sstc_coded_matrix *cm);
@@ -87,6 +100,8 @@ void sstc_coded_gemm_direct_i32(const sstc_coded_matrix *cm, const int32_t *xt, 
 
 /* 1 if the AVX2 kernels run on this machine (and were not switched off). */
 int sstc_infer_avx2(void);
+/* 1 if the AVX-512 one-vector kernel runs (machine has AVX-512F, not switched off). */
+int sstc_infer_avx512(void);
 /* Tests: 1 forces the portable kernels, 0 restores the default. */
 void sstc_infer_force_portable(int on);
 
