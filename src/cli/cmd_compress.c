@@ -259,7 +259,15 @@ int cmd_compress(int argc, char **argv) {
     {
         double t0 = now();
         if (sstc_compress_finish(&c) || sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &test)) {
-            fprintf(stderr, "sstc compress: %s\n", sstc_errmsg());
+            if (sstc_errcode() == SSTC_EINTR) {
+                /* the checkpoint of the last epoch is on disk: --resume redoes only this final step */
+                fprintf(stderr, "\nsstc compress: interrupted during the final batch-norm re-estimation and evaluation; "
+                                "the last epoch's checkpoint is %s\ncontinue with: sstc compress %s --out %s --resume\n",
+                        ckpt, config, outdir);
+                status = 130;
+            } else {
+                fprintf(stderr, "sstc compress: %s\n", sstc_errmsg());
+            }
             goto done;
         }
         s.state.total_seconds += now() - t0;

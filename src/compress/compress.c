@@ -480,6 +480,10 @@ int sstc_compress_finish(sstc_compressor *c) {
         sstc_model_train(m, 1);
         int rc = 0;
         for (int k = 0; k < batches && !rc; k++) {
+            if (s->stop && *s->stop) {
+                rc = sstc_fail(SSTC_EINTR, "interrupted during the batch-norm re-estimation");
+                break;
+            }
             int n = sstc_batcher_next(&s->batcher, s->x, s->y);
             if (n <= 1) {
                 sstc_batcher_start_epoch(&s->batcher);

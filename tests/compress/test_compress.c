@@ -318,6 +318,23 @@ Test(compress, zero_retraining_epochs_still_code_the_network) {
     sstc_session_close(&s);
 }
 
+Test(compress, an_interrupt_during_the_final_batch_norm_pass_is_reported) {
+    sstc_session s;
+    sstc_compressor c;
+    open_trained(&s, "N = 4\nK = 1\nnormalize = none\nretrain_epochs = 0\nbn_batches = 3\n", NULL, 0);
+    cr_assert_eq(sstc_compress_init(&c, &s), 0);
+    volatile sig_atomic_t flag = 1;
+    s.stop = &flag;
+    cr_assert_eq(sstc_compress_finish(&c), SSTC_EINTR, "%s", sstc_errmsg());
+    cr_assert_eq(c.bn_reestimated, 0);
+    flag = 0;
+    cr_assert_eq(sstc_compress_finish(&c), 0, "%s", sstc_errmsg());
+    cr_assert_eq(c.bn_reestimated, 1);
+    s.stop = NULL;
+    sstc_compress_free(&c);
+    sstc_session_close(&s);
+}
+
 Test(compress, bad_plans_are_rejected_before_training) {
     sstc_session s;
     sstc_compressor c;
