@@ -60,6 +60,10 @@ typedef struct sstc_model {
     sstc_layer *layers;
     sstc_ctx *params;      /* owns every parameter and buffer */
     int training;
+    /* Optional input permutation (fan-in interleaving of a first FC layer):
+     * the network sees x'[i] = x[in_perm[i]] over the flattened input. NULL
+     * when none; set with sstc_model_set_input_permutation. */
+    int *in_perm;
 } sstc_model;
 
 /* An empty model for per-sample input shape (C,H,W) (ndim 3) or (F) (ndim 1). */
@@ -103,6 +107,12 @@ typedef struct {
     sstc_layer *layer;
     int trainable; /* 0 for running statistics */
 } sstc_named_tensor;
+
+/* Sets (copies) the input permutation: perm must hold a permutation of
+ * 0..F-1, F the input size; NULL removes it. SSTC_EINVAL otherwise. */
+int sstc_model_set_input_permutation(sstc_model *m, const int *perm);
+/* Number of input values per sample (the product of the input shape). */
+int sstc_model_input_size(const sstc_model *m);
 
 /* Number of named tensors; fills up to cap entries of out (out may be NULL). */
 int sstc_model_named_tensors(sstc_model *m, sstc_named_tensor *out, int cap);

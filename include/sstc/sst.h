@@ -146,6 +146,9 @@ typedef enum {
     SSTC_SST_AVGPOOL = 6,   /* kh = kw = k, stride, pad; divides by k*k */
     SSTC_SST_FLATTEN = 7,   /* (C,H,W) -> (C*H*W,1,1) */
     SSTC_SST_DROPOUT = 8,   /* p; identity at inference */
+    SSTC_SST_PERMUTE = 9,   /* out = in = C*H*W of the input; y[i] = x[perm[i]] over the
+                             * flattened input, output (out,1,1); only as the first layer
+                             * (fan-in interleaving of a first FC layer) */
 } sstc_sst_kind;
 
 /* One layer. FC and CONV are either coded (coded = 1: N, K, delta, scale,
@@ -170,6 +173,7 @@ typedef struct {
     uint8_t *codes;           /* coded: packed group indices, out x ceil(fan_in/N) */
     size_t codes_bytes;       /* sstc_packed_bytes(out*G, b) */
     float *weight;            /* float FC/CONV: (out x fan_in) */
+    uint32_t *perm;           /* PERMUTE (out): a permutation of 0..out-1 */
 } sstc_sst_layer;
 
 typedef struct {

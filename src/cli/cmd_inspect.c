@@ -36,6 +36,7 @@ static void print_layer(int i, const sstc_sst_layer *L) {
     case SSTC_SST_MAXPOOL:
     case SSTC_SST_AVGPOOL: snprintf(shape, sizeof shape, "k=%d s=%d p=%d", L->kh, L->stride, L->pad); break;
     case SSTC_SST_DROPOUT: snprintf(shape, sizeof shape, "p=%g", L->p); break;
+    case SSTC_SST_PERMUTE: snprintf(shape, sizeof shape, "n=%d (input interleaving)", L->out); break;
     default: break;
     }
     if (L->kind != SSTC_SST_FC && L->kind != SSTC_SST_CONV) {

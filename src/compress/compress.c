@@ -150,6 +150,91 @@ static int permute_rows(float *a, int n, size_t len, const int *old_of) {
  * a group lies within one or two channels and nothing is gained: the layer is
  * left as it is, as is a layer whose input is the image. Returns 1 if the
  * layer was reordered, 0 if not, -1 on error. */
+/* Ranks C channels by decreasing importance and deals them round-robin into
+ * groups of `per` consecutive positions: old_of[p] = the channel placed at p.
+ * Returns 1 if that is not the identity, -1 when out of memory. */
+static int deal_channels(const double *importance, int C, int per, int *old_of) {
+    int G = (C + per - 1) / per;
+    int *rank = malloc((size_t)C * sizeof(int)), *slot = malloc((size_t)C * sizeof(int));
+    if (!rank || !slot) {
+        free(rank), free(slot);
+        sstc_fail(SSTC_ENOMEM, "interleave: out of memory");
+        return -1;
+    }
+    /* by decreasing importance, ties by index (insertion sort: once, C in the thousands) */
+    for (int i = 0; i < C; i++) {
+        int j = i;
+        while (j > 0 && importance[rank[j - 1]] < importance[i]) {
+            rank[j] = rank[j - 1];
+            j--;
+        }
+        rank[j] = i;
+    }
+    /* positions slot-major: slot 0 of every group, then slot 1, ... */
+    int n = 0;
+    for (int sl = 0; sl < per; sl++)
+        for (int g = 0; g < G; g++)
+            if (g * per + sl < C) slot[n++] = g * per + sl;
+    int changed = 0;
+    for (int r = 0; r < C; r++) {
+        old_of[slot[r]] = rank[r];
+        changed |= slot[r] != rank[r];
+    }
+    free(rank), free(slot);
+    return changed;
+}
+
+/* A first FC layer (only flatten or dropout before it): its fan-in is the
+ * input itself, so the model gets an input permutation (applied to every
+ * sample before the first layer, and exported as the .sst's permute layer).
+ * An input's importance is the energy of the layer's weights on it times the
+ * variance of the (normalized) input over the training set: an input that
+ * never changes (MNIST's border pixels) only shifts the batch norm that
+ * follows and matters nothing, whatever its weights. */
+static int interleave_input(sstc_compressor *c, sstc_coded_layer *cl) {
+    sstc_session *s = c->s;
+    sstc_model *m = s->model;
+    sstc_layer *L = &m->layers[cl->layer];
+    if (L->kind != SSTC_LAYER_LINEAR) return 0;
+    for (int i = 0; i < cl->layer; i++)
+        if (m->layers[i].kind != SSTC_LAYER_FLATTEN && m->layers[i].kind != SSTC_LAYER_DROPOUT) return 0;
+    int F = cl->cols, hw = s->in_h * s->in_w;
+    if (F != sstc_model_input_size(m) || F <= c->N || c->N < 2) return 0;
+    double *imp = calloc((size_t)F, sizeof(double));
+    int *old_of = malloc((size_t)F * sizeof(int)), *perm = malloc((size_t)F * sizeof(int));
+    if (!imp || !old_of || !perm) {
+        free(imp), free(old_of), free(perm);
+        sstc_fail(SSTC_ENOMEM, "interleave: out of memory");
+        return -1;
+    }
+    /* input j of the layer is feature in_perm[j] of the sample (if already permuted) */
+    const sstc_dataset *ds = &s->train;
+    int n = ds->n < 10000 ? ds->n : 10000;
+    for (int j = 0; j < F; j++) {
+        int f = m->in_perm ? m->in_perm[j] : j;
+        double sum = 0, sq = 0;
+        for (int k = 0; k < n; k++) {
+            double v = ds->pixels[(size_t)k * F + f];
+            sum += v, sq += v * v;
+        }
+        double var = n ? sq / n - (sum / n) * (sum / n) : 1.0;
+        int ch = f / hw;
+        double sd = 255.0 * (ch < s->norm.c && ch < 4 ? s->norm.std[ch] : 1.0);
+        double e = 0;
+        for (int r = 0; r < cl->rows; r++) e += (double)L->weight->data[(size_t)r * F + j] * L->weight->data[(size_t)r * F + j];
+        imp[j] = e * (var > 0 ? var : 0) / (sd * sd);
+    }
+    int changed = deal_channels(imp, F, c->N, old_of);
+    int rc = changed < 0;
+    if (changed > 0) {
+        for (int j = 0; j < F; j++) perm[j] = m->in_perm ? m->in_perm[old_of[j]] : old_of[j];
+        rc |= sstc_model_set_input_permutation(m, perm) != 0;
+        for (int r = 0; r < cl->rows && !rc; r++) rc |= permute_rows(L->weight->data + (size_t)r * F, F, 1, old_of);
+    }
+    free(imp), free(old_of), free(perm);
+    return rc ? -1 : changed;
+}
+
 static int interleave_layer(sstc_compressor *c, sstc_coded_layer *cl) {
     sstc_model *m = c->s->model;
     sstc_layer *L = &m->layers[cl->layer];
@@ -162,42 +247,25 @@ static int interleave_layer(sstc_compressor *c, sstc_coded_layer *cl) {
             return 0;
         pi--;
     }
-    if (pi < 0) return 0; /* the input is the image */
+    if (pi < 0) return interleave_input(c, cl);
     sstc_layer *P = &m->layers[pi];
     int C = P->out_features;
     if (C <= 0 || cl->cols % C) return 0;
     int b = cl->cols / C, per = c->N / b; /* channels per group */
     if (per < 2 || C <= per) return 0;
-    int G = (C + per - 1) / per;
     double *energy = calloc((size_t)C, sizeof(double));
-    int *rank = malloc((size_t)C * sizeof(int)), *old_of = malloc((size_t)C * sizeof(int));
-    int *slot = malloc((size_t)C * sizeof(int));
-    if (!energy || !rank || !old_of || !slot) {
-        free(energy), free(rank), free(old_of), free(slot);
+    int *old_of = malloc((size_t)C * sizeof(int));
+    if (!energy || !old_of) {
+        free(energy), free(old_of);
         sstc_fail(SSTC_ENOMEM, "interleave: out of memory");
         return -1;
     }
     const float *W = L->weight->data;
     for (int r = 0; r < cl->rows; r++)
         for (int j = 0; j < cl->cols; j++) energy[j / b] += (double)W[(size_t)r * cl->cols + j] * W[(size_t)r * cl->cols + j];
-    /* channels by decreasing energy (insertion sort is fine: C is at most a few thousand, once) */
-    for (int i = 0; i < C; i++) {
-        int j = i;
-        while (j > 0 && energy[rank[j - 1]] < energy[i]) {
-            rank[j] = rank[j - 1];
-            j--;
-        }
-        rank[j] = i;
-    }
-    /* positions slot-major: slot 0 of every group, then slot 1, ... */
-    int n = 0;
-    for (int sl = 0; sl < per; sl++)
-        for (int g = 0; g < G; g++)
-            if (g * per + sl < C) slot[n++] = g * per + sl;
-    for (int r = 0; r < C; r++) old_of[slot[r]] = rank[r];
-    int rc = 0, changed = 0;
-    for (int p = 0; p < C; p++) changed |= old_of[p] != p;
-    if (changed) {
+    int changed = deal_channels(energy, C, per, old_of);
+    int rc = changed < 0;
+    if (changed > 0) {
         size_t prow = P->weight->size / (size_t)C;
         rc |= permute_rows(P->weight->data, C, prow, old_of);
         if (P->bias) rc |= permute_rows(P->bias->data, C, 1, old_of);
@@ -213,7 +281,7 @@ static int interleave_layer(sstc_compressor *c, sstc_coded_layer *cl) {
         /* L's columns: each row's C blocks of b */
         for (int r = 0; r < cl->rows && !rc; r++) rc |= permute_rows(L->weight->data + (size_t)r * cl->cols, C, (size_t)b, old_of);
     }
-    free(energy), free(rank), free(old_of), free(slot);
+    free(energy), free(old_of);
     return rc ? -1 : changed;
 }
 
@@ -517,9 +585,12 @@ int sstc_compress_state_present(const void *blob, size_t len) {
 }
 
 int sstc_compress_state_save(const sstc_compressor *c, void **blob, size_t *len) {
+    const sstc_model *m = c->s->model;
+    int F = m->in_perm ? sstc_model_input_size(m) : 0;
     size_t n = 8 + 4 * 6;
     for (int k = 0; k < c->ncoded; k++)
         n += 4 + 4 + 1 + (c->coded[k].mask ? (size_t)c->coded[k].rows * c->coded[k].cols : 0);
+    n += 4 + 4 * (size_t)F; /* the input permutation (count 0: none) */
     unsigned char *b = malloc(n), *p = b;
     if (!b) return sstc_fail(SSTC_ENOMEM, "compress: out of memory");
     memcpy(p, STATE_MAGIC, 8), p += 8;
@@ -536,6 +607,12 @@ int sstc_compress_state_save(const sstc_compressor *c, void **blob, size_t *len)
             memcpy(p, cl->mask, (size_t)cl->rows * cl->cols);
             p += (size_t)cl->rows * cl->cols;
         }
+    }
+    int32_t nf = F;
+    memcpy(p, &nf, 4), p += 4;
+    for (int j = 0; j < F; j++) {
+        int32_t v = m->in_perm[j];
+        memcpy(p, &v, 4), p += 4;
     }
     *blob = b;
     *len = n;
@@ -572,6 +649,26 @@ int sstc_compress_state_load(sstc_compressor *c, const void *blob, size_t len) {
             memcpy(cl->mask, p, n);
             p += n;
         }
+    }
+    /* the input permutation (absent in states written before interleaving existed) */
+    if (end - p >= 4) {
+        int32_t nf;
+        memcpy(&nf, p, 4), p += 4;
+        sstc_model *m = c->s->model;
+        if (nf != 0 && nf != sstc_model_input_size(m))
+            return sstc_fail(SSTC_EFORMAT, "compression state: input permutation of %d, the network's input has %d values",
+                             nf, sstc_model_input_size(m));
+        if ((size_t)(end - p) < 4 * (size_t)nf) return sstc_fail(SSTC_EFORMAT, "compression state: truncated input permutation");
+        int *perm = nf ? malloc((size_t)nf * sizeof(int)) : NULL;
+        if (nf && !perm) return sstc_fail(SSTC_ENOMEM, "out of memory");
+        for (int j = 0; j < nf; j++) {
+            int32_t v;
+            memcpy(&v, p, 4), p += 4;
+            perm[j] = v;
+        }
+        int rc = sstc_model_set_input_permutation(m, perm);
+        free(perm);
+        if (rc) return sstc_fail_prefix(rc, "compression state: ");
     }
     install_hooks(c);
     if (c->quantizing) return quantize_all(c);

@@ -26,7 +26,7 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
     const sstc_session *s = c->s;
     const sstc_model *m = s->model;
     /* count records: dropout is dropped, a batch norm after a weight layer is folded */
-    int n = 0;
+    int n = m->in_perm ? 1 : 0; /* a permute record first */
     for (int i = 0; i < m->nlayers; i++) {
         const sstc_layer *l = &m->layers[i];
         if (l->kind == SSTC_LAYER_DROPOUT) continue;
@@ -47,6 +47,13 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
     }
     int rc = 0, r = 0;
     int8_t *T = NULL;
+    if (m->in_perm) {
+        sstc_sst_layer *L = &sm->layers[r++];
+        L->kind = SSTC_SST_PERMUTE;
+        L->out = L->in = sstc_model_input_size(m);
+        if (!(rc = sstc_sst_layer_alloc(L)))
+            for (int j = 0; j < L->out; j++) L->perm[j] = (uint32_t)m->in_perm[j];
+    }
     for (int i = 0; i < m->nlayers && !rc; i++) {
         const sstc_layer *l = &m->layers[i];
         if (l->kind == SSTC_LAYER_DROPOUT) continue;

@@ -54,6 +54,7 @@ void sstc_engine_free(sstc_engine *e) {
     if (!e) return;
     for (int i = 0; i < e->n_ops; i++) op_release(&e->ops[i]);
     free(e->ops);
+    free(e->in_perm);
     for (int s = 0; s < SSTC_ENGINE_SCRATCH; s++) free(e->scratch[s]);
     free(e);
 }
@@ -173,6 +174,16 @@ int sstc_engine_create(const sstc_sst_model *m, sstc_engine **out) {
             op->ow = out_dim(w, L->kh, L->stride, L->pad);
             prev = op;
             break;
+        case SSTC_SST_PERMUTE:
+            /* the first layer (the reader checks): applied to the input by run_f32/run_i8 */
+            e->in_perm = malloc((size_t)L->out * sizeof *e->in_perm);
+            if (!e->in_perm) {
+                rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+                break;
+            }
+            memcpy(e->in_perm, L->perm, (size_t)L->out * sizeof *e->in_perm);
+            c = c * h * w, h = w = 1;
+            continue;
         case SSTC_SST_FLATTEN:
             /* a reshape: (C,H,W) -> (CHW,1,1); a ReLU still fuses into prev, a
              * batch norm folds only if the channels still line up (c == prev->oc) */
@@ -405,6 +416,12 @@ static int run_f32(sstc_engine *e, const float *x, int B, float *logits, int cal
     float *bufs[2] = {scratch(e, S_ACT0, bytes), scratch(e, S_ACT1, bytes)};
     if (!bufs[0] || !bufs[1]) return SSTC_ENOMEM;
     const float *in = x;
+    if (e->in_perm) {
+        size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
+        for (int s = 0; s < B; s++)
+            for (size_t i = 0; i < isz; i++) bufs[1][(size_t)s * isz + i] = x[(size_t)s * isz + e->in_perm[i]];
+        in = bufs[1];
+    }
     for (int i = 0; i < e->n_ops; i++) {
         sstc_infer_op *op = &e->ops[i];
         float *out = in == bufs[0] ? bufs[1] : bufs[0];
@@ -586,6 +603,12 @@ static int run_i8(sstc_engine *e, const int8_t *q, int B, float *logits) {
     int8_t *bufs[2] = {scratch(e, S_ACT0, bytes), scratch(e, S_ACT1, bytes)};
     if (!bufs[0] || !bufs[1]) return SSTC_ENOMEM;
     const int8_t *in = q;
+    if (e->in_perm) {
+        size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
+        for (int s = 0; s < B; s++)
+            for (size_t i = 0; i < isz; i++) bufs[1][(size_t)s * isz + i] = q[(size_t)s * isz + e->in_perm[i]];
+        in = bufs[1];
+    }
     for (int i = 0; i < e->n_ops; i++) {
         const sstc_infer_op *op = &e->ops[i];
         int8_t *out = in == bufs[0] ? bufs[1] : bufs[0];

@@ -154,6 +154,18 @@ static int write_header(const sstc_engine *e, FILE *f, sstc_export_c_info *info)
     }
     fprintf(f, "};\n#endif\n\n");
     size_t params_f = (size_t)nt * 256 * sizeof(float), params_q = (size_t)nt * 256, codes = 0;
+    /* input permutation (fan-in interleaving of a first FC layer): in[i] = x[perm[i]] */
+    fprintf(f, "#define SSTC_NET_HAS_PERM %d\n", e->in_perm ? 1 : 0);
+    if (e->in_perm) {
+        int wide = isz > 65536;
+        fprintf(f, "static const %s sstc_net_perm[%zu] = {", wide ? "uint32_t" : "uint16_t", isz);
+        for (size_t i = 0; i < isz; i++) fprintf(f, "%s%u,", i % 16 ? "" : "\n    ", (unsigned)e->in_perm[i]);
+        fprintf(f, "\n};\n#define SSTC_NET_PERM(i) ((int32_t)sstc_net_perm[i])\n\n");
+        params_f += isz * (wide ? 4 : 2);
+        params_q += isz * (wide ? 4 : 2);
+    } else {
+        fprintf(f, "#define SSTC_NET_PERM(i) (i)\n\n");
+    }
 
     /* code tables, once per kind */
     char names[64][48];
@@ -407,8 +419,8 @@ static const char runner[] =
     "    sstc_net_act *in = sstc_net_buf0, *out = sstc_net_buf1, *tmp;\n"
     "    int32_t i, k, hw = SSTC_NET_IN_H * SSTC_NET_IN_W, best = 0;\n"
     "    for (i = 0; i < SSTC_NET_IN_C * hw; i++) {\n"
-    "        int32_t c = i / hw;\n"
-    "        in[i] = sstc_net_in[c < 4 ? c : 4][pixels[i]];\n"
+    "        int32_t j = SSTC_NET_PERM(i), c = j / hw;\n"
+    "        in[i] = sstc_net_in[c < 4 ? c : 4][pixels[j]];\n"
     "    }\n"
     "    for (k = 0; k < SSTC_NET_OPS; k++) {\n"
     "        const sstc_net_op *op = &sstc_net_ops[k];\n"

@@ -155,6 +155,7 @@ struct sstc_engine {
     int8_t in_q[5][256];    /* pixel -> int8 code (calibrated engines) */
     float in_scale;         /* int8 scale of the input */
     float out_scale;        /* int8 scale of the last tensor */
+    uint32_t *in_perm;      /* a PERMUTE first layer: x'[i] = x[in_perm[i]], NULL if none */
     int n_ops;
     sstc_infer_op *ops;
     size_t max_act;         /* largest tensor of one sample, input included */

@@ -41,7 +41,44 @@ void sstc_model_free(sstc_model *m) {
     if (!m) return;
     sstc_ctx_free(m->params);
     free(m->layers);
+    free(m->in_perm);
     free(m);
+}
+
+int sstc_model_input_size(const sstc_model *m) {
+    int n = 1;
+    for (int i = 0; i < m->in_ndim; i++) n *= m->in_shape[i];
+    return n;
+}
+
+int sstc_model_set_input_permutation(sstc_model *m, const int *perm) {
+    if (!m) return sstc_fail(SSTC_EINVAL, "set_input_permutation: NULL model");
+    if (!perm) {
+        free(m->in_perm);
+        m->in_perm = NULL;
+        return 0;
+    }
+    int n = sstc_model_input_size(m);
+    int *p = malloc((size_t)n * sizeof *p);
+    char *seen = calloc((size_t)n, 1);
+    if (!p || !seen) {
+        free(p), free(seen);
+        return sstc_fail(SSTC_ENOMEM, "set_input_permutation: out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        if (perm[i] < 0 || perm[i] >= n || seen[perm[i]]) {
+            int v = perm[i];
+            free(p), free(seen);
+            return sstc_fail(SSTC_EINVAL, "set_input_permutation: entry %d is %d, expected a permutation of 0..%d", i, v,
+                             n - 1);
+        }
+        seen[perm[i]] = 1;
+        p[i] = perm[i];
+    }
+    free(seen);
+    free(m->in_perm);
+    m->in_perm = p;
+    return 0;
 }
 
 /* Output shape of the last layer (or the input). */
@@ -299,6 +336,14 @@ sstc_tensor *sstc_model_forward(sstc_model *m, sstc_ctx *ctx, sstc_tensor *x) {
     }
     sstc_ctx_set_training(ctx, m->training);
     sstc_tensor *h = x;
+    if (m->in_perm) {
+        /* the permuted input as a flat (B, F) leaf: nothing upstream needs a gradient */
+        int B = x->shape[0], F = sstc_model_input_size(m);
+        h = sstc_tensor_2d(ctx, B, F);
+        if (!h) return NULL;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < F; i++) h->data[(size_t)b * F + i] = x->data[(size_t)b * F + m->in_perm[i]];
+    }
     for (int i = 0; i < m->nlayers && h; i++) {
         sstc_layer *l = &m->layers[i];
         switch (l->kind) {

@@ -40,6 +40,7 @@ const char *sstc_sst_kind_name(int kind) {
     case SSTC_SST_AVGPOOL: return "avgpool";
     case SSTC_SST_FLATTEN: return "flatten";
     case SSTC_SST_DROPOUT: return "dropout";
+    case SSTC_SST_PERMUTE: return "permute";
     default: return "?";
     }
 }
@@ -96,6 +97,8 @@ static void layer_release(sstc_sst_layer *L) {
     free(L->bias);
     free(L->codes);
     free(L->weight);
+    free(L->perm);
+    L->perm = NULL;
     L->delta = L->scale = L->bias = L->weight = NULL;
     L->codes = NULL;
     L->codes_bytes = 0;
@@ -117,6 +120,13 @@ int sstc_sst_layer_alloc(sstc_sst_layer *L) {
             return sstc_fail(SSTC_EINVAL, "%s layer: out=%d, expected 1..%u", kn, L->out, MAX_CHANNELS);
     }
     size_t out = (size_t)(L->out > 0 ? L->out : 0);
+    if (L->kind == SSTC_SST_PERMUTE) {
+        if (L->out < 1 || (unsigned)L->out > MAX_ACTIVATION || L->in != L->out)
+            return sstc_fail(SSTC_EINVAL, "permute layer: out=%d in=%d, expected equal and >= 1", L->out, L->in);
+        L->perm = calloc(out, sizeof *L->perm);
+        if (!L->perm) goto nomem;
+        return SSTC_OK;
+    }
     if (L->kind == SSTC_SST_BATCHNORM) {
         L->scale = calloc(out, sizeof(float));
         L->bias = calloc(out, sizeof(float));
@@ -298,7 +308,7 @@ static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
     int rc;
     if ((rc = rd_u8(r, "layer kind", &kind))) return rc;
     r->kind = (int)kind;
-    if (kind < SSTC_SST_FC || kind > SSTC_SST_DROPOUT) return rfail(r, at, "unknown layer kind %u", kind);
+    if (kind < SSTC_SST_FC || kind > SSTC_SST_PERMUTE) return rfail(r, at, "unknown layer kind %u", kind);
     L->kind = (sstc_sst_kind)kind;
     if ((rc = rd_u8(r, "layer flags", &flags)) || (rc = rd_u16(r, "reserved field", &res))) return rc;
     if (flags & ~(unsigned)(FLAG_CODED | FLAG_PER_ROW)) return rfail(r, at + 1, "unknown flags 0x%02x", flags);
@@ -415,6 +425,37 @@ static int read_layer(reader *r, sstc_sst_layer *L, shape3 *s) {
         if ((rc = rd_u32(r, "p", &u))) return rc;
         memcpy(&L->p, &u, 4);
         if (!(L->p >= 0 && L->p < 1)) return rfail(r, po, "dropout p = %g, expected 0 <= p < 1", L->p);
+        break;
+    }
+    case SSTC_SST_PERMUTE: {
+        size_t no = r->off;
+        uint32_t n;
+        if (r->layer != 0) return rfail(r, at, "a permute layer may only be the first layer");
+        if ((rc = rd_u32(r, "permutation length", &n))) return rc;
+        if (n != act)
+            return rfail(r, no, "permutation of %u values but the input has %llu", n, (unsigned long long)act);
+        if (n > (r->n - r->off) / 4)
+            return rfail(r, r->off, "truncated: the permutation needs %u entries, only %zu bytes left", n, r->n - r->off);
+        L->out = L->in = (int)n;
+        L->perm = malloc((size_t)n * sizeof *L->perm);
+        uint8_t *seen = calloc(n, 1);
+        if (!L->perm || !seen) {
+            free(seen);
+            return sstc_fail(SSTC_ENOMEM, "layer %d: out of memory for a permutation of %u", r->layer, n);
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t v = le32(r->p + r->off + 4 * (size_t)i);
+            if (v >= n || seen[v]) {
+                free(seen);
+                return rfail(r, r->off + 4 * (size_t)i, "permutation entry %u is %u: %s", i, v,
+                             v >= n ? "out of range" : "repeated (not a permutation)");
+            }
+            seen[v] = 1;
+            L->perm[i] = v;
+        }
+        free(seen);
+        r->off += 4 * (size_t)n;
+        *s = (shape3){n, 1, 1};
         break;
     }
     case SSTC_SST_RELU:
@@ -562,6 +603,7 @@ static size_t layer_bytes(const sstc_sst_layer *L) {
     case SSTC_SST_MAXPOOL:
     case SSTC_SST_AVGPOOL: return 4 + 8;
     case SSTC_SST_DROPOUT: return 4 + 4;
+    case SSTC_SST_PERMUTE: return 4 + 4 + 4 * out;
     default: return 4;
     }
 }
@@ -590,6 +632,10 @@ static int check_fields(const sstc_sst_model *m) {
         }
         if (L->kind == SSTC_SST_BATCHNORM && !L->scale)
             return sstc_fail(SSTC_EINVAL, "layer %d (%s): scale is NULL", i, kn);
+        if (L->kind == SSTC_SST_PERMUTE &&
+            (i != 0 || !L->perm || L->out < 1 || L->in != L->out || (unsigned)L->out > MAX_ACTIVATION))
+            return sstc_fail(SSTC_EINVAL, "layer %d (%s): a permute layer must be the first, with in = out >= 1 and perm set",
+                             i, kn);
         if (is_pool(L->kind) || L->kind == SSTC_SST_CONV) {
             if (L->kh < 1 || L->kw < 1 || L->stride < 1 || L->pad < 0 || (unsigned)L->kh > MAX_SPATIAL ||
                 (unsigned)L->kw > MAX_SPATIAL || (unsigned)L->stride > MAX_SPATIAL || (unsigned)L->pad > MAX_SPATIAL)
@@ -719,6 +765,10 @@ static void serialize(const sstc_sst_model *m, uint8_t *buf, size_t size) {
             break;
         case SSTC_SST_DROPOUT:
             w_floats(&w, &L->p, 1);
+            break;
+        case SSTC_SST_PERMUTE:
+            w_u32(&w, (uint32_t)L->out);
+            for (size_t i = 0; i < out; i++) w_u32(&w, L->perm[i]);
             break;
         default:
             break;

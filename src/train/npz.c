@@ -1,5 +1,6 @@
 /* NumPy .npz export: a zip archive (libzip) of .npy members, one per named
- * tensor, float32 little-endian, C order. */
+ * tensor, float32 little-endian, C order; plus input.permutation (int32) when
+ * the model permutes its input. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,20 +10,20 @@
 #include "sstc/train.h"
 
 /* An .npy file (format version 1.0) in memory. */
-static unsigned char *npy_encode(const sstc_tensor *t, size_t *len) {
+static unsigned char *npy_encode(const char *descr, int ndim, const int *dims, const void *values, size_t data,
+                                 size_t *len) {
     char header[256];
     char shape[128] = "";
     size_t off = 0;
-    for (int d = 0; d < t->ndim; d++)
-        off += (size_t)snprintf(shape + off, sizeof shape - off, "%d,%s", t->shape[d], d + 1 < t->ndim ? " " : "");
-    if (t->ndim > 1) shape[strlen(shape) - 1] = 0; /* (a, b) rather than (a, b,) */
-    int hl = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }", shape);
+    for (int d = 0; d < ndim; d++)
+        off += (size_t)snprintf(shape + off, sizeof shape - off, "%d,%s", dims[d], d + 1 < ndim ? " " : "");
+    if (ndim > 1) shape[strlen(shape) - 1] = 0; /* (a, b) rather than (a, b,) */
+    int hl = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, shape);
     /* magic(6) + version(2) + len(2) + header, padded with spaces and a
      * newline to a multiple of 64 bytes */
     size_t total_h = 10 + (size_t)hl + 1;
     size_t pad = (64 - total_h % 64) % 64;
     size_t hlen = (size_t)hl + pad + 1;
-    size_t data = t->size * sizeof(float);
     *len = 10 + hlen + data;
     unsigned char *buf = malloc(*len);
     if (!buf) return NULL;
@@ -32,7 +33,7 @@ static unsigned char *npy_encode(const sstc_tensor *t, size_t *len) {
     memcpy(buf + 10, header, (size_t)hl);
     memset(buf + 10 + hl, ' ', pad);
     buf[10 + hlen - 1] = '\n';
-    memcpy(buf + 10 + hlen, t->data, data);
+    memcpy(buf + 10 + hlen, values, data);
     return buf;
 }
 
@@ -49,11 +50,20 @@ int sstc_export_npz(sstc_model *m, const char *path) {
         zip_error_fini(&e);
         return rc;
     }
-    sstc_named_tensor nt[5 * 64];
+    sstc_named_tensor nt[5 * 64 + 1]; /* + input.permutation */
     int n = sstc_model_named_tensors(m, nt, 5 * 64);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n + (m->in_perm ? 1 : 0); i++) {
         size_t len;
-        unsigned char *buf = npy_encode(nt[i].tensor, &len);
+        unsigned char *buf;
+        if (i < n) {
+            const sstc_tensor *t = nt[i].tensor;
+            buf = npy_encode("<f4", t->ndim, t->shape, t->data, t->size * sizeof(float), &len);
+        } else {
+            /* int is 32 bits on every platform this builds on; little-endian like the floats */
+            int F = sstc_model_input_size(m);
+            buf = npy_encode("<i4", 1, &F, m->in_perm, (size_t)F * sizeof(int), &len);
+            snprintf(nt[i].name, sizeof nt[i].name, "input.permutation");
+        }
         if (!buf) {
             zip_discard(z);
             return sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);

@@ -102,8 +102,10 @@ Test(compress, interleaving_keeps_the_outputs_and_balances_the_groups) {
         double diff;
         cr_assert_eq(sstc_compress_normalize(&c, 32, &diff), 0, "%s", sstc_errmsg());
         cr_assert_lt(diff, 1e-4, "%s: logits changed by %g", modes[mode], diff);
-        /* fc2 (fan-in 24 from fc1) and fc3 (16 from fc2) are reordered; fc1's input is the image */
-        cr_assert_eq(c.interleaved, 2, "%s: %d layers reordered", modes[mode], c.interleaved);
+        /* fc2 (fan-in 24 from fc1) and fc3 (16 from fc2) through their predecessors' outputs,
+         * fc1 (fan-in: the 8x8 image) through an input permutation */
+        cr_assert_eq(c.interleaved, 3, "%s: %d layers reordered", modes[mode], c.interleaved);
+        cr_assert_not_null(s.model->in_perm);
         if (mode == 0) {
             double after = group_energy_spread(fc2, 8);
             cr_assert_lt(after * 4, before, "group energy max/min %g before, %g after", before, after);
@@ -170,7 +172,7 @@ static int count_batches(void *u, sstc_session *s) {
     return 0;
 }
 
-static const char *resume_spec = "N = 4\nK = 1\nnormalize = row\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\n"
+static const char *resume_spec = "N = 4\nK = 1\nnormalize = row+interleave\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\n"
                                   "refit_every = 3\n";
 
 static double pipeline(int stop_batch, const char *ck, float *w_out) {
@@ -246,6 +248,11 @@ static void sst_forward(const sstc_sst_model *m, const float *x0, float *logits)
     memcpy(a, x0, (size_t)n * sizeof(float));
     for (int i = 0; i < m->n_layers; i++) {
         const sstc_sst_layer *L = &m->layers[i];
+        if (L->kind == SSTC_SST_PERMUTE) {
+            for (int j = 0; j < n; j++) b[j] = a[L->perm[j]];
+            memcpy(a, b, (size_t)n * sizeof(float));
+            continue;
+        }
         if (L->kind == SSTC_SST_RELU) {
             for (int j = 0; j < n; j++) a[j] = a[j] > 0 ? a[j] : 0;
             continue;
@@ -265,10 +272,12 @@ static void sst_forward(const sstc_sst_model *m, const float *x0, float *logits)
     memcpy(logits, a, (size_t)n * sizeof(float));
 }
 
-Test(compress, sst_export_reproduces_the_networks_logits) {
+static void sst_export_check(const char *normalize) {
     sstc_session s;
     sstc_compressor c;
-    open_trained(&s, "N = 8\nK = 2\nnormalize = row\nretrain_epochs = 1\n", NULL, 0);
+    char spec[128];
+    snprintf(spec, sizeof spec, "N = 8\nK = 2\nnormalize = %s\nretrain_epochs = 1\n", normalize);
+    open_trained(&s, spec, NULL, 0);
     cr_assert_eq(sstc_compress_init(&c, &s), 0);
     double diff, tl, te;
     float lr;
@@ -281,7 +290,9 @@ Test(compress, sst_export_reproduces_the_networks_logits) {
     cr_assert_eq(sstc_compress_write_sst(&c, path), 0, "%s", sstc_errmsg());
     sstc_sst_model *m = NULL;
     cr_assert_eq(sstc_sst_read(path, &m), 0, "%s", sstc_errmsg());
-    cr_assert_eq(m->n_layers, 5, "fc(+bn folded), relu, fc, relu, fc");
+    int perm = strstr(normalize, "interleave") != NULL;
+    cr_assert_eq(m->n_layers, 5 + perm, "[permute], fc(+bn folded), relu, fc, relu, fc");
+    cr_assert_eq(m->layers[0].kind == SSTC_SST_PERMUTE, perm);
     cr_assert_float_eq(m->in_mean[0], s.norm.mean[0], 0);
     float *logits = malloc((size_t)s.test.n * 2 * sizeof(float));
     cr_assert_eq(sstc_session_logits(&s, &s.test, s.test.n, logits), 0);
@@ -297,6 +308,11 @@ Test(compress, sst_export_reproduces_the_networks_logits) {
     sstc_sst_free(m);
     sstc_compress_free(&c);
     sstc_session_close(&s);
+}
+
+Test(compress, sst_export_reproduces_the_networks_logits) {
+    sst_export_check("row");
+    sst_export_check("row+interleave");
 }
 
 Test(compress, zero_retraining_epochs_still_code_the_network) {

@@ -36,6 +36,15 @@ static inline void ti_random_ternary(sstc_rng *r, int8_t *T, int rows, int cols,
 static inline void ti_fill_layer(sstc_rng *r, sstc_sst_layer *L) {
     cr_assert_eq(sstc_sst_layer_alloc(L), SSTC_OK, "%s", sstc_errmsg());
     size_t out = (size_t)(L->out > 0 ? L->out : 0), fan_in = sstc_sst_fan_in(L);
+    if (L->kind == SSTC_SST_PERMUTE) {
+        for (size_t i = 0; i < out; i++) L->perm[i] = (uint32_t)i;
+        for (size_t i = out; i > 1; i--) {
+            size_t j = sstc_rng_below(r, (uint32_t)i);
+            uint32_t t = L->perm[i - 1];
+            L->perm[i - 1] = L->perm[j], L->perm[j] = t;
+        }
+        return;
+    }
     if (L->kind == SSTC_SST_BATCHNORM) {
         for (size_t i = 0; i < out; i++) {
             L->scale[i] = 0.5f + sstc_rng_uniform(r);
@@ -84,6 +93,22 @@ static inline sstc_sst_model *ti_mlp(sstc_rng *r, int N, int K, int last_float) 
     L[5] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
     L[6] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 10, .in = 24};
     if (!last_float) L[6] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 10, .in = 24, TI_CODED(N, K, 0)};
+    return ti_finish(r, m);
+}
+
+/* ti_mlp's network after a permute layer (fan-in interleaving of fc 1). */
+static inline sstc_sst_model *ti_mlp_permuted(sstc_rng *r, int N, int K) {
+    sstc_sst_model *m = sstc_sst_model_new(8);
+    m->in_c = 1, m->in_h = 6, m->in_w = 6, m->num_classes = 10;
+    sstc_sst_layer *L = m->layers;
+    L[0] = (sstc_sst_layer){.kind = SSTC_SST_PERMUTE, .out = 36, .in = 36};
+    L[1] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 40, .in = 36, TI_CODED(N, K, 0)};
+    L[2] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 40};
+    L[3] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[4] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 24, .in = 40, TI_CODED(N, K, 1)};
+    L[5] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[6] = (sstc_sst_layer){.kind = SSTC_SST_DROPOUT, .p = 0.5f};
+    L[7] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 10, .in = 24, TI_CODED(N, K, 0)};
     return ti_finish(r, m);
 }
 
@@ -197,6 +222,10 @@ static inline void ti_reference(const sstc_sst_model *m, const float *x, double 
         } else if (L->kind == SSTC_SST_FLATTEN) {
             c = c * h * w, h = w = 1; /* NCHW order is already flat */
             continue;
+        } else if (L->kind == SSTC_SST_PERMUTE) {
+            oc = c * h * w, oh = ow = 1;
+            nxt = malloc((size_t)oc * sizeof(double));
+            for (int i = 0; i < oc; i++) nxt[i] = cur[L->perm[i]];
         } else {
             continue; /* dropout */
         }

@@ -56,6 +56,14 @@ Test(infer_engine, float_logits_match_the_reference_for_mlps_of_every_code) {
         }
 }
 
+Test(infer_engine, a_permute_layer_reorders_the_input_of_the_first_layer) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 76);
+    sstc_sst_model *m = ti_mlp_permuted(&r, 8, 2);
+    check_against_reference(m, 150, "permuted mlp (8,2)");
+    sstc_sst_free(m);
+}
+
 Test(infer_engine, float_logits_match_the_reference_for_cnns_of_every_code) {
     sstc_rng r;
     sstc_rng_seed(&r, 72);

@@ -152,6 +152,14 @@ Test(infer_export, generated_c_matches_the_engine_on_mlps_of_several_codes) {
     }
 }
 
+Test(infer_export, generated_c_applies_the_input_permutation) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 87);
+    sstc_sst_model *m = ti_mlp_permuted(&r, 8, 2);
+    check_export(m, 187, "permuted mlp (8,2)");
+    sstc_sst_free(m);
+}
+
 Test(infer_export, int8_without_calibration_is_a_compile_error_and_bad_folders_are_reported) {
     sstc_rng r;
     sstc_rng_seed(&r, 83);

@@ -389,6 +389,48 @@ Test(sst_file, the_writer_refuses_invalid_models) {
     sstc_sst_free(m);
 }
 
+Test(sst_file, a_permute_layer_round_trips_and_bad_permutations_are_rejected) {
+    sstc_sst_model *m = sstc_sst_model_new(2);
+    m->in_c = 1, m->in_h = 2, m->in_w = 3, m->num_classes = 2;
+    m->layers[0] = (sstc_sst_layer){.kind = SSTC_SST_PERMUTE, .out = 6, .in = 6};
+    m->layers[1] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 2, .in = 6};
+    cr_assert_eq(sstc_sst_layer_alloc(&m->layers[0]), SSTC_OK);
+    cr_assert_eq(sstc_sst_layer_alloc(&m->layers[1]), SSTC_OK);
+    const uint32_t perm[6] = {3, 0, 5, 1, 4, 2};
+    memcpy(m->layers[0].perm, perm, sizeof perm);
+    for (int i = 0; i < 12; i++) m->layers[1].weight[i] = 0.1f * (float)i;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    cr_assert_eq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(n, sstc_sst_size(m));
+    sstc_sst_model *back = NULL;
+    cr_assert_eq(sstc_sst_read_mem(buf, n, &back), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(back->layers[0].kind, SSTC_SST_PERMUTE);
+    cr_assert_eq(memcmp(back->layers[0].perm, perm, sizeof perm), 0);
+    sstc_sst_free(back);
+    /* the record: kind, flags, reserved, count, then the entries after the 68-byte header */
+    size_t at = 68 + 8;
+    uint8_t *bad = malloc(n);
+    memcpy(bad, buf, n);
+    bad[at + 4] = 3; /* entry 1 repeats entry 0's value 3 */
+    th_fix_crc(bad, n);
+    cr_assert_eq(sstc_sst_read_mem(bad, n, &back), SSTC_EFORMAT);
+    cr_assert_neq(strstr(sstc_errmsg(), "repeated"), NULL, "%s", sstc_errmsg());
+    memcpy(bad, buf, n);
+    bad[at] = 6; /* out of range */
+    th_fix_crc(bad, n);
+    cr_assert_eq(sstc_sst_read_mem(bad, n, &back), SSTC_EFORMAT);
+    cr_assert_neq(strstr(sstc_errmsg(), "out of range"), NULL, "%s", sstc_errmsg());
+    free(bad);
+    free(buf);
+    /* only as the first layer */
+    sstc_sst_layer t = m->layers[0];
+    m->layers[0] = m->layers[1], m->layers[1] = t;
+    cr_assert_neq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK);
+    m->layers[1] = m->layers[0], m->layers[0] = t;
+    sstc_sst_free(m);
+}
+
 Test(sst_file, inspect_prints_layers_and_bits_per_weight) {
     sstc_rng r;
     sstc_rng_seed(&r, 27);
