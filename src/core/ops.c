@@ -331,8 +331,12 @@ static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stri
                     }
                     const float *xr = x + ((size_t)c * H + iy) * W - pad + kx;
                     for (int ox = 0; ox < lo; ox++) r[ox] = 0.0f;
-                    if (stride == 1) memcpy(r + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
-                    else
+                    if (stride == 1) {
+                        /* rows are short (8 to 32 floats here): an inline copy, not a memcpy call */
+                        float *restrict rd = r;
+                        const float *restrict rs = xr;
+                        for (int ox = lo; ox < hi; ox++) rd[ox] = rs[ox];
+                    } else
                         for (int ox = lo; ox < hi; ox++) r[ox] = xr[ox * stride];
                     for (int ox = hi; ox < OW; ox++) r[ox] = 0.0f;
                 }
@@ -636,18 +640,26 @@ sstc_tensor *sstc_batchnorm(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, s
         } else {
 #pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
             for (int c = 0; c < C; c++) {
+                /* float sums over one plane (vectorized), double across planes */
                 double s1 = 0, s2 = 0;
                 for (int b = 0; b < B; b++) {
                     const float *p = x->data + ((size_t)b * C + c) * inner;
-                    for (size_t i = 0; i < inner; i++) s1 += p[i];
+                    float r = 0;
+#pragma omp simd reduction(+ : r)
+                    for (size_t i = 0; i < inner; i++) r += p[i];
+                    s1 += r;
                 }
                 double mu = s1 / (double)m;
+                float muf = (float)mu;
                 for (int b = 0; b < B; b++) {
                     const float *p = x->data + ((size_t)b * C + c) * inner;
+                    float r = 0;
+#pragma omp simd reduction(+ : r)
                     for (size_t i = 0; i < inner; i++) {
-                        double d = p[i] - mu;
-                        s2 += d * d;
+                        float d = p[i] - muf;
+                        r += d * d;
                     }
+                    s2 += r;
                 }
                 mean[c] = (float)mu;
                 invstd[c] = (float)(1.0 / sqrt(s2 / (double)m + eps));
@@ -695,17 +707,18 @@ static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
     } else {
 #pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
         for (int c = 0; c < C; c++) {
-            float s1 = 0, s2 = 0;
+            float s1 = 0, s2 = 0, mu = mean[c];
             for (int b = 0; b < B; b++) {
                 size_t off = ((size_t)b * C + c) * inner;
+                const float *g = y->grad + off, *xs = x->data + off;
+#pragma omp simd reduction(+ : s1, s2)
                 for (size_t i = 0; i < inner; i++) {
-                    float g = y->grad[off + i];
-                    s1 += g;
-                    s2 += g * (x->data[off + i] - mean[c]) * invstd[c];
+                    s1 += g[i];
+                    s2 += g[i] * (xs[i] - mu);
                 }
             }
             sdy[c] = s1;
-            sdyx[c] = s2;
+            sdyx[c] = s2 * invstd[c];
         }
     }
     if (gamma->requires_grad) {
