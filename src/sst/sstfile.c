@@ -518,7 +518,10 @@ int sstc_sst_read_mem(const void *buf, size_t n, sstc_sst_model **out) {
             size_t at = 36 + 4 * (size_t)(k * IN_CHANNELS_STORED + c);
             float v = pre[k][c];
             const char *what = k ? "input std" : "input mean";
-            if ((uint32_t)c >= ic && v != (k ? 1.0f : 0.0f))
+            uint32_t bits;
+            memcpy(&bits, &v, 4);
+            /* bit-exact (-0.0 is not 0.0 here), so that what is read writes back identically */
+            if ((uint32_t)c >= ic && bits != (k ? 0x3f800000u : 0u))
                 return rfail(&r, at, "%s[%d] = %g for an unused channel (the input has %u), expected %d", what, c, v,
                              ic, k);
             if (!isfinite(v) || (k && !(v > 0)))

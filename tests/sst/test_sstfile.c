@@ -298,6 +298,8 @@ Test(sst_file, input_preprocessing_is_stored_and_bad_values_are_rejected) {
     patch_and_expect(buf, n, 56, &neg, 4, "positive", "negative std");
     patch_and_expect(buf, n, 64, &two, 4, "unused channel", "std of a fourth channel the 3-channel input lacks");
     patch_and_expect(buf, n, 48, &two, 4, "unused channel", "mean of an unused channel");
+    float negzero = -0.0f; /* equal to 0 as a float, but it would not write back to the same bytes */
+    patch_and_expect(buf, n, 48, &negzero, 4, "unused channel", "mean -0 of an unused channel");
     /* the writer refuses a zero std and ignores entries of absent channels */
     m->in_std[1] = 0;
     cr_assert_eq(sstc_sst_validate(m), SSTC_EINVAL, "std 0 is refused");
