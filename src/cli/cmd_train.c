@@ -336,18 +336,26 @@ int cmd_eval(int argc, char **argv) {
     return cli_eval_file(ckpt, data);
 }
 
+/* Opens a training or compression checkpoint; a compression checkpoint also
+ * restores its coding state (quantized weights, input permutation), so the
+ * network computes as the end of `sstc compress` did. *coded says which. */
+static int open_checkpoint(sstc_session *s, sstc_compressor *c, const char *ckpt, int *coded) {
+    memset(c, 0, sizeof *c);
+    void *extra = NULL;
+    size_t elen = 0;
+    int rc = sstc_checkpoint_open(s, ckpt, 0, &extra, &elen);
+    *coded = !rc && sstc_compress_state_present(extra, elen);
+    if (*coded) rc = sstc_compress_init(c, s) || sstc_compress_state_load(c, extra, elen);
+    free(extra);
+    return rc;
+}
+
 int cli_eval_checkpoint(const char *ckpt, const char *data) {
     sstc_session s;
     sstc_eval_result r;
     sstc_compressor c;
-    memset(&c, 0, sizeof c);
-    void *extra = NULL;
-    size_t elen = 0;
-    int rc = sstc_checkpoint_open(&s, ckpt, 0, &extra, &elen);
-    /* a coded checkpoint evaluates with its quantized weights */
-    if (!rc && sstc_compress_state_present(extra, elen))
-        rc = sstc_compress_init(&c, &s) || sstc_compress_state_load(&c, extra, elen);
-    free(extra);
+    int coded;
+    int rc = open_checkpoint(&s, &c, ckpt, &coded);
     if (rc || sstc_session_load_data(&s, data) || sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r)) {
         fprintf(stderr, "sstc eval: %s\n", sstc_errmsg());
         sstc_compress_free(&c);
@@ -373,7 +381,9 @@ static const char export_usage[] =
     "statistics as a NumPy .npz archive with one float32 array per name:\n"
     "  fc1.weight (out,in)  conv1.weight (OC,C,KH,KW)  <layer>.bias (out)\n"
     "  bn1.weight, bn1.bias, bn1.running_mean, bn1.running_var (C)\n"
-    "(the names and layout of PyTorch's state_dict; see docs/export.md).\n";
+    "(the names and layout of PyTorch's state_dict; see docs/export.md). A\n"
+    "compression checkpoint gives its decoded weights (delta*t) and, if the\n"
+    "inputs were interleaved, input.permutation (int32).\n";
 
 int cmd_export(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -400,12 +410,18 @@ int cmd_export(int argc, char **argv) {
         return 2;
     }
     sstc_session s;
-    if (sstc_checkpoint_open(&s, ckpt, 0, NULL, NULL) || sstc_export_npz(s.model, npz)) {
+    sstc_compressor c;
+    int coded;
+    /* a compression checkpoint exports its decoded weights (delta*t), like model.npz */
+    if (open_checkpoint(&s, &c, ckpt, &coded) ||
+        (coded ? sstc_compress_write_npz(&c, npz) : sstc_export_npz(s.model, npz))) {
         fprintf(stderr, "sstc export: %s\n", sstc_errmsg());
+        sstc_compress_free(&c);
         sstc_session_close(&s);
         return 1;
     }
     printf("wrote %s\n", npz);
+    sstc_compress_free(&c);
     sstc_session_close(&s);
     return 0;
 }
