@@ -43,6 +43,7 @@ VARIANTS = {  # column -> (normalize, gradual)
     "+interleave": ("interleave", False),
     "+both+interleave": ("row+interleave", True),
 }
+BASE_VARIANTS = ("direct", "+norm", "+gradual", "+both")
 STAGE_EPOCHS = 1
 RETRAIN_EPOCHS = 3
 
@@ -69,7 +70,7 @@ def run_spec(method, N, K, variant, seed, layers="all", stage_epochs=STAGE_EPOCH
 
 def table_mnist():
     # In order of importance, so that an interrupted sweep has the main cells.
-    runs = [run_spec("sst", 8, 2, v, 1) for v in VARIANTS]
+    runs = [run_spec("sst", 8, 2, v, 1) for v in BASE_VARIANTS]
     runs += [run_spec("ternary", 1, 1, v, 1) for v in ("direct", "+norm")]
     runs += [run_spec("sst", N, K, "+both", 1) for N, K in CODES if (N, K) != (8, 2)]
     runs += [run_spec("nm", 8, 2, "+gradual", 1)]
@@ -83,7 +84,7 @@ def table_mnist():
 
 
 def table_fashion():
-    runs = [run_spec("sst", 8, 2, v, 1) for v in VARIANTS]
+    runs = [run_spec("sst", 8, 2, v, 1) for v in BASE_VARIANTS]
     runs += [run_spec("ternary", 1, 1, "+norm", 1)]
     runs += [run_spec("sst", N, K, "+both", 1) for N, K in ((4, 1), (16, 2), (16, 4))]
     return {"config": "configs/fashion_fc.ini", "float_run": "runs/fashion_fc", "runs": runs,
@@ -148,7 +149,8 @@ def write_results(table, spec, rows, float_summary):
     for r in rows:
         s = r["summary"]
         by.setdefault((s["method"], s["N"], s["K"], r["layers"]), {}).setdefault(r["variant"], []).append(s)
-    cols = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    cols = list(BASE_VARIANTS) + [v for v in VARIANTS if v not in BASE_VARIANTS and
+                                  any(r["variant"] == v for r in rows)]
     md.append("| code | bits/weight | compression | " + " | ".join(cols) + " |")
     md.append("|---|---|---|" + "---|" * len(cols))
     order = [("ternary", 1, 1)] + [("sst", N, K) for N, K in CODES] + [("nm", N, K) for N, K in CODES]
@@ -181,10 +183,10 @@ def write_results(table, spec, rows, float_summary):
               "weight normalization first; `+gradual` = staged pruning (schedules below) before "
               "ternarization; `+both` = both. Direct runs retrain for as many epochs as the gradual "
               "runs spend in pruning stages plus final retraining. For `nm` (float N:M sparsity, "
-              "no ternarization) the column is gradual pruning without normalization. "
-              "`+interleave` (beyond the paper) renumbers the channels feeding each coded layer so that "
-              "every group mixes strong and weak inputs (docs/config.md, `normalize`); "
-              "`+both+interleave` adds it to `+both`.")
+              "no ternarization) the column is gradual pruning without normalization." +
+              (" `+interleave` (beyond the paper) renumbers the inputs of each coded layer so that "
+               "every group mixes strong and weak inputs (docs/config.md, `normalize`); "
+               "`+both+interleave` adds it to `+both`." if "+interleave" in cols else ""))
     md.append("")
     md.append("Every run starts from the same float network (seed 1); the seed of a coded run "
               "changes its retraining (shuffling, augmentation, dropout). Runs are listed with their "
