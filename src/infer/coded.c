@@ -373,36 +373,57 @@ PLANES_TABLES(float, __m512, _mm512_setzero_ps(), _mm512_set1_ps, _mm512_mask_ad
 PLANES_TABLES(int32_t, __m512i, _mm512_setzero_si512(), _mm512_set1_epi32, _mm512_mask_add_epi32,
               _mm512_storeu_si512)
 
-/* acc of row blocks [rb0, rb1): four row blocks (64 rows) at a time; per input
- * block, the four chunk tables are loaded once and each row block's 64 bytes
- * are read at offsets 0..3, which brings chunk c's byte into the low bits of
- * every 32-bit lane (the permute reads only the low 4 bits: the +1 plane
- * directly, the -1 plane after a shift by 4). */
+/* acc (all rows) = the look-ups of input blocks [qa, qb): four row blocks (64
+ * rows) at a time; per input block, the four chunk tables are loaded once and
+ * each row block's 64 bytes are read at offsets 0..3, which brings chunk c's
+ * byte into the low bits of every 32-bit lane (the permute reads only the low
+ * 4 bits: the +1 plane directly, the -1 plane after a shift by 4). */
+#define PLANES_STEP(b, P, M, PERM, ADD)                                                                                \
+    do {                                                                                                               \
+        __m512i v0 = _mm512_loadu_si512(b), v1 = _mm512_loadu_si512((b) + 1);                                          \
+        __m512i v2 = _mm512_loadu_si512((b) + 2), v3 = _mm512_loadu_si512((b) + 3);                                    \
+        P = ADD(P, ADD(PERM(v0, t0), PERM(v1, t1)));                                                                   \
+        M = ADD(M, ADD(PERM(_mm512_srli_epi32(v0, 4), t0), PERM(_mm512_srli_epi32(v1, 4), t1)));                       \
+        P = ADD(P, ADD(PERM(v2, t2), PERM(v3, t3)));                                                                   \
+        M = ADD(M, ADD(PERM(_mm512_srli_epi32(v2, 4), t2), PERM(_mm512_srli_epi32(v3, 4), t3)));                       \
+    } while (0)
+/* Four row blocks in named registers (an array indexed in a loop would live
+ * on the stack), then the remaining one to three blocks one at a time. */
 #define PLANES_ROWS(T, VT, ZERO, LOADT, PERM, ADD, SUB, MSTORE)                                                        \
-    AVX512 static void planes_rows_##T(const sstc_coded_matrix *cm, const T *tab, int rb0, int rb1, T *acc) {          \
-        int IB = cm->iblocks;                                                                                          \
-        for (int rb = rb0; rb < rb1; rb += 4) {                                                                        \
-            int nb = rb1 - rb < 4 ? rb1 - rb : 4;                                                                      \
-            VT P[4] = {ZERO, ZERO, ZERO, ZERO}, M[4] = {ZERO, ZERO, ZERO, ZERO};                                       \
-            const uint8_t *base = cm->planes + (size_t)rb * IB * 64;                                                   \
-            for (int q = 0; q < IB; q++) {                                                                             \
+    AVX512 static void planes_store_##T(const sstc_coded_matrix *cm, int rb, VT v, T *acc) {                          \
+        int r0 = rb * 16, left = cm->rows - r0;                                                                        \
+        __mmask16 keep = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);                               \
+        MSTORE(acc + r0, keep, v);                                                                                     \
+    }                                                                                                                  \
+    AVX512 static void planes_rows_##T(const sstc_coded_matrix *cm, const T *tab, int qa, int qb, T *acc) {            \
+        int IB = cm->iblocks, RB = cm->rblocks, rb = 0;                                                                \
+        size_t blk = (size_t)IB * 64;                                                                                  \
+        for (; rb + 4 <= RB; rb += 4) {                                                                                \
+            VT P0 = ZERO, P1 = ZERO, P2 = ZERO, P3 = ZERO, M0 = ZERO, M1 = ZERO, M2 = ZERO, M3 = ZERO;                 \
+            const uint8_t *base = cm->planes + (size_t)rb * blk;                                                       \
+            for (int q = qa; q < qb; q++) {                                                                            \
                 const T *tq = tab + (size_t)q * 64;                                                                    \
                 VT t0 = LOADT(tq), t1 = LOADT(tq + 16), t2 = LOADT(tq + 32), t3 = LOADT(tq + 48);                      \
-                for (int k = 0; k < nb; k++) {                                                                         \
-                    const uint8_t *b = base + ((size_t)k * IB + q) * 64;                                               \
-                    __m512i v0 = _mm512_loadu_si512(b), v1 = _mm512_loadu_si512(b + 1);                                \
-                    __m512i v2 = _mm512_loadu_si512(b + 2), v3 = _mm512_loadu_si512(b + 3);                            \
-                    P[k] = ADD(P[k], ADD(PERM(v0, t0), PERM(v1, t1)));                                                 \
-                    M[k] = ADD(M[k], ADD(PERM(_mm512_srli_epi32(v0, 4), t0), PERM(_mm512_srli_epi32(v1, 4), t1)));     \
-                    P[k] = ADD(P[k], ADD(PERM(v2, t2), PERM(v3, t3)));                                                 \
-                    M[k] = ADD(M[k], ADD(PERM(_mm512_srli_epi32(v2, 4), t2), PERM(_mm512_srli_epi32(v3, 4), t3)));     \
-                }                                                                                                      \
+                const uint8_t *b = base + (size_t)q * 64;                                                              \
+                PLANES_STEP(b, P0, M0, PERM, ADD);                                                                     \
+                PLANES_STEP(b + blk, P1, M1, PERM, ADD);                                                               \
+                PLANES_STEP(b + 2 * blk, P2, M2, PERM, ADD);                                                           \
+                PLANES_STEP(b + 3 * blk, P3, M3, PERM, ADD);                                                           \
             }                                                                                                          \
-            for (int k = 0; k < nb; k++) {                                                                             \
-                int r0 = (rb + k) * 16, left = cm->rows - r0;                                                          \
-                __mmask16 keep = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);                       \
-                MSTORE(acc + r0, keep, SUB(P[k], M[k]));                                                               \
+            planes_store_##T(cm, rb, SUB(P0, M0), acc);                                                                \
+            planes_store_##T(cm, rb + 1, SUB(P1, M1), acc);                                                            \
+            planes_store_##T(cm, rb + 2, SUB(P2, M2), acc);                                                            \
+            planes_store_##T(cm, rb + 3, SUB(P3, M3), acc);                                                            \
+        }                                                                                                              \
+        for (; rb < RB; rb++) {                                                                                        \
+            VT P0 = ZERO, M0 = ZERO;                                                                                   \
+            const uint8_t *base = cm->planes + (size_t)rb * blk;                                                       \
+            for (int q = qa; q < qb; q++) {                                                                            \
+                const T *tq = tab + (size_t)q * 64;                                                                    \
+                VT t0 = LOADT(tq), t1 = LOADT(tq + 16), t2 = LOADT(tq + 32), t3 = LOADT(tq + 48);                      \
+                PLANES_STEP(base + (size_t)q * 64, P0, M0, PERM, ADD);                                                 \
             }                                                                                                          \
+            planes_store_##T(cm, rb, SUB(P0, M0), acc);                                                                \
         }                                                                                                              \
     }
 #define PERM_PS(i, t) _mm512_permutexvar_ps((i), (t))
@@ -411,20 +432,36 @@ PLANES_ROWS(float, __m512, _mm512_setzero_ps(), _mm512_loadu_ps, PERM_PS, _mm512
 PLANES_ROWS(int32_t, __m512i, _mm512_setzero_si512(), _mm512_loadu_si512, _mm512_permutexvar_epi32, _mm512_add_epi32,
             _mm512_sub_epi32, _mm512_mask_storeu_epi32)
 
-/* Threads first build the chunk tables (split by chunks), then split the
- * rows: no partial sums to add up. */
+/* Layers below this many weights run on one thread: the whole product then
+ * takes about 10 us, less than waking a second thread costs. */
+#define PLANES_PAR_MIN ((size_t)1 << 22)
+
+/* Threads split the input blocks: each builds the tables of its blocks and
+ * adds their look-ups for every row into its own partial sums, so the threads
+ * never wait for each other before the join (a barrier costs a wake-up when
+ * waiting threads sleep); the partial sums are added at the end. */
 #define PLANES_GEMV(T)                                                                                                 \
     static void planes_gemv_##T(const sstc_coded_matrix *cm, const T *x, T *tab, T *acc) {                             \
-        int C = cm->iblocks * 4, Q = (cm->rblocks + 3) / 4;                                                            \
-        int par = (size_t)cm->rows * (size_t)cm->cols >= (size_t)8 * PAR_MIN;                                          \
-        _Pragma("omp parallel if (par)") {                                                                             \
-            _Pragma("omp for schedule(static)") for (int c = 0; c < C; c += 16)                                        \
-                planes_tables_##T(x, cm->cols, c, c + 16 < C ? c + 16 : C, tab);                                       \
-            int nt = omp_get_num_threads(), t = omp_get_thread_num();                                                  \
-            int q0 = (int)((long)Q * t / nt), q1 = (int)((long)Q * (t + 1) / nt);                                      \
-            int rb1 = 4 * q1 < cm->rblocks ? 4 * q1 : cm->rblocks;                                                     \
-            if (4 * q0 < rb1) planes_rows_##T(cm, tab, 4 * q0, rb1, acc);                                              \
+        int IB = cm->iblocks, R = cm->rows;                                                                            \
+        int parts = (size_t)R * (size_t)cm->cols >= PLANES_PAR_MIN ? omp_get_max_threads() : 1;                        \
+        if (parts > IB) parts = IB;                                                                                    \
+        T *part = parts > 1 ? malloc((size_t)parts * ((size_t)R + 16) * sizeof(T)) : NULL;                             \
+        if (!part) {                                                                                                   \
+            planes_tables_##T(x, cm->cols, 0, 4 * IB, tab);                                                            \
+            planes_rows_##T(cm, tab, 0, IB, acc);                                                                      \
+            return;                                                                                                    \
         }                                                                                                              \
+        _Pragma("omp parallel for schedule(static)") for (int t = 0; t < parts; t++) {                                 \
+            int qa = (int)((long)IB * t / parts), qb = (int)((long)IB * (t + 1) / parts);                              \
+            planes_tables_##T(x, cm->cols, 4 * qa, 4 * qb, tab);                                                       \
+            planes_rows_##T(cm, tab, qa, qb, part + (size_t)t * ((size_t)R + 16));                                     \
+        }                                                                                                              \
+        for (int o = 0; o < R; o++) {                                                                                  \
+            T sum = part[o];                                                                                           \
+            for (int t = 1; t < parts; t++) sum += part[(size_t)t * ((size_t)R + 16) + o];                             \
+            acc[o] = sum;                                                                                              \
+        }                                                                                                              \
+        free(part);                                                                                                    \
     }
 PLANES_GEMV(float)
 PLANES_GEMV(int32_t)

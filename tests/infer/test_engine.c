@@ -304,7 +304,8 @@ Test(infer_engine, a_corrupt_or_missing_file_is_rejected_by_the_reader) {
 Test(infer_engine, threads_split_the_work_without_changing_integer_results) {
     sstc_rng r;
     sstc_rng_seed(&r, 79);
-    int rows = 300, cols = 4003, N = 8, K = 2;
+    /* 4.4M weights: above the size where the one-vector kernels use several threads */
+    int rows = 1100, cols = 4003, N = 8, K = 2;
     int8_t *T = malloc((size_t)rows * cols);
     ti_random_ternary(&r, T, rows, cols, N, K);
     sstc_coded_matrix cm;
