@@ -101,8 +101,10 @@ def table_cifar10():
             spec("ternary", 1, 1, "+norm", 1), spec("ternary", 1, 1, "direct", 1),
             spec("sst", 8, 2, "+norm", 1, layers="fc"), spec("sst", 8, 2, "+gradual", 1, layers="fc"),
             spec("sst", 8, 2, "+norm", 1), spec("sst", 8, 2, "+gradual", 1)]
+    targets = [("(8,2) on the FC layers, both techniques", runs[0]["name"], 0.005),
+               ("(8,2) on all layers, both techniques", runs[1]["name"], 0.02)]
     return {"config": "configs/cifar10_cnn.ini", "float_run": "runs/cifar10_cnn", "runs": runs,
-            "stage_epochs": st, "retrain_epochs": rt, "hist_layer": "fc1"}
+            "stage_epochs": st, "retrain_epochs": rt, "hist_layer": "fc1", "targets": targets}
 
 
 TABLES = {"mnist": table_mnist, "fashion": table_fashion, "cifar10": table_cifar10}
@@ -162,7 +164,7 @@ def write_results(table, spec, rows, float_summary):
         cells = by[key]
         any_s = next(iter(cells.values()))[0]
         label = {"ternary": "plain ternary", "sst": "(%d,%d)" % (N, K), "nm": "float %d:%d sparse" % (K, N)}[method]
-        if len(layer_sets) > 1:
+        if len(layer_sets) > 1 or layers != "all":
             label += {"all": ", all layers", "fc": ", FC layers only", "conv": ", conv layers only"}.get(
                 layers, ", layers " + layers)
         vals = []
@@ -198,6 +200,18 @@ def write_results(table, spec, rows, float_summary):
     md.append("Schedules: " + ", ".join("(%d,%d): %s" % (N, K, SCHEDULES[(N, K)]) for N, K in used) +
               "; %d epoch per stage, %d epochs of final retraining." % (spec["stage_epochs"], spec["retrain_epochs"]))
     md.append("")
+    if spec.get("targets"):
+        done = {r["name"]: r["summary"] for r in rows}
+        md.append("Targets (test error at most the float network's plus a margin):")
+        md.append("")
+        for what, name, margin in spec["targets"]:
+            if name in done:
+                e, f = done[name]["test_error"], done[name]["float_test_error"]
+                md.append("- %s: %.2f %% against float %.2f %% + %.1f = %.2f %%: %s" % (
+                    what, 100 * e, 100 * f, 100 * margin, 100 * (f + margin), "met" if e <= f + margin else "not met"))
+            else:
+                md.append("- %s: not run yet" % what)
+        md.append("")
     md.append("| run | seed | epochs | seconds | test error % |")
     md.append("|---|---|---|---|---|")
     for r in rows:
