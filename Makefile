@@ -15,7 +15,7 @@ BLAS_CFLAGS = -I/usr/include/$(MULTIARCH)/openblas-openmp
 BLAS_LIBS   = -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -lopenblas
 
 WARN    := -Wall -Wextra -Wno-unused-parameter
-OPT     ?= -O2 -march=x86-64-v2 -g
+OPT     ?= -O3 -march=x86-64-v2 -g
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -Iinclude -Isrc \
               -I/usr/include/libpng16 -I/usr/include/stb $(BLAS_CFLAGS)
 CFLAGS  = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)

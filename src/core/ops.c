@@ -5,6 +5,7 @@
  * results do not depend on the thread count's scheduling. */
 #include <float.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -199,10 +200,16 @@ static void relu_backward(sstc_ctx *ctx, sstc_tensor *y) {
     size_t n = y->size;
     if (fresh) {
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) g[i] = xd[i] > 0.0f ? gy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            float v = gy[i]; /* loaded unconditionally: a branch-free, vectorized select */
+            g[i] = xd[i] > 0.0f ? v : 0.0f;
+        }
     } else {
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) g[i] += xd[i] > 0.0f ? gy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            float v = gy[i];
+            g[i] += xd[i] > 0.0f ? v : 0.0f;
+        }
     }
 }
 
@@ -313,9 +320,95 @@ static void valid_cols(int W, int OW, int stride, int pad, int kx, int *lo, int 
     *hi = h;
 }
 
+/* "Same" convolutions (stride 1, OW == W, OH == H: 2*pad == K-1) shift whole
+ * planes: for a kernel tap at offset (dy, dx) the column row is the input plane
+ * read at flat offset dy*W + dx, one contiguous run, except for the columns that
+ * wrap around a row edge (ox + dx outside [0, W)), which are padding. */
+static int conv_same(int H, int W, int OH, int OW, int stride) {
+    return stride == 1 && OH == H && OW == W;
+}
+
+/* Of the flat positions [f0, f1), those whose source f + off lies in the plane
+ * [0, hw): [*a, *b), a sub-range (possibly empty, then *a == *b). */
+static void plane_run(size_t f0, size_t f1, ptrdiff_t off, size_t hw, size_t *a, size_t *b) {
+    ptrdiff_t lo = (ptrdiff_t)f0, hi = (ptrdiff_t)f1;
+    if (lo + off < 0) lo = -off;
+    if (hi + off > (ptrdiff_t)hw) hi = (ptrdiff_t)hw - off;
+    if (lo > (ptrdiff_t)f1) lo = (ptrdiff_t)f1;
+    if (hi < lo) hi = lo;
+    *a = (size_t)lo;
+    *b = (size_t)hi;
+}
+
+/* Rows oy of a same convolution whose input row oy + dy exists: [*lo, *hi). */
+static void same_rows(int H, int dy, int *lo, int *hi) {
+    *lo = dy < 0 ? (-dy < H ? -dy : H) : 0;
+    *hi = dy > 0 ? H - dy : H;
+    if (*hi < *lo) *hi = *lo;
+}
+
+static void im2col_same(const float *x, int C, int H, int W, int KH, int KW, int pad, float *col,
+                        size_t ld) {
+    size_t hw = (size_t)H * W;
+    for (int c = 0; c < C; c++)
+        for (int ky = 0; ky < KH; ky++)
+            for (int kx = 0; kx < KW; kx++) {
+                float *restrict row = col + ((size_t)(c * KH + ky) * KW + kx) * ld;
+                const float *plane = x + (size_t)c * hw;
+                int dy = ky - pad, dx = kx - pad, lo, hi;
+                same_rows(H, dy, &lo, &hi);
+                size_t f0 = (size_t)lo * W, f1 = (size_t)hi * W;
+                ptrdiff_t off = (ptrdiff_t)dy * W + dx;
+                /* the run stays inside the plane; its ends wrap only at dx != 0 */
+                size_t a, b;
+                plane_run(f0, f1, off, hw, &a, &b);
+                memset(row, 0, f0 * sizeof(float));
+                for (size_t f = f0; f < a; f++) row[f] = 0.0f;
+                if (a < b) memcpy(row + a, plane + (ptrdiff_t)a + off, (b - a) * sizeof(float));
+                for (size_t f = b; f < f1; f++) row[f] = 0.0f;
+                memset(row + f1, 0, (hw - f1) * sizeof(float));
+                if (dx < 0)
+                    for (int oy = lo; oy < hi; oy++)
+                        for (int ox = 0; ox < -dx && ox < W; ox++) row[(size_t)oy * W + ox] = 0.0f;
+                else if (dx > 0)
+                    for (int oy = lo; oy < hi; oy++)
+                        for (int ox = W - dx < 0 ? 0 : W - dx; ox < W; ox++) row[(size_t)oy * W + ox] = 0.0f;
+            }
+}
+
+/* The adjoint of im2col_same. The column block is scratch: its wrapped
+ * entries are zeroed first, so that one contiguous add per tap is exact. */
+static void col2im_same(float *col, size_t ld, int C, int H, int W, int KH, int KW, int pad,
+                        float *dx_) {
+    size_t hw = (size_t)H * W;
+    for (int c = 0; c < C; c++)
+        for (int ky = 0; ky < KH; ky++)
+            for (int kx = 0; kx < KW; kx++) {
+                float *row = col + ((size_t)(c * KH + ky) * KW + kx) * ld;
+                int dy = ky - pad, dx = kx - pad, lo, hi;
+                same_rows(H, dy, &lo, &hi);
+                if (dx < 0)
+                    for (int oy = lo; oy < hi; oy++)
+                        for (int ox = 0; ox < -dx && ox < W; ox++) row[(size_t)oy * W + ox] = 0.0f;
+                else if (dx > 0)
+                    for (int oy = lo; oy < hi; oy++)
+                        for (int ox = W - dx < 0 ? 0 : W - dx; ox < W; ox++) row[(size_t)oy * W + ox] = 0.0f;
+                ptrdiff_t off = (ptrdiff_t)dy * W + dx;
+                size_t a, b;
+                plane_run((size_t)lo * W, (size_t)hi * W, off, hw, &a, &b);
+                float *restrict xr = dx_ + (size_t)c * hw + off;
+                const float *restrict r = row;
+                for (size_t f = a; f < b; f++) xr[f] += r[f];
+            }
+}
+
 /* Column block of one image: col[(c*KH+ky)*KW+kx][p] at leading dimension ld. */
 static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stride, int pad, int OH,
                    int OW, float *col, size_t ld) {
+    if (conv_same(H, W, OH, OW, stride)) {
+        im2col_same(x, C, H, W, KH, KW, pad, col, ld);
+        return;
+    }
     for (int c = 0; c < C; c++)
         for (int ky = 0; ky < KH; ky++)
             for (int kx = 0; kx < KW; kx++) {
@@ -343,8 +436,12 @@ static void im2col(const float *x, int C, int H, int W, int KH, int KW, int stri
             }
 }
 
-static void col2im(const float *col, size_t ld, int C, int H, int W, int KH, int KW, int stride,
+static void col2im(float *col, size_t ld, int C, int H, int W, int KH, int KW, int stride,
                    int pad, int OH, int OW, float *dx) {
+    if (conv_same(H, W, OH, OW, stride)) {
+        col2im_same(col, ld, C, H, W, KH, KW, pad, dx);
+        return;
+    }
     for (int c = 0; c < C; c++)
         for (int ky = 0; ky < KH; ky++)
             for (int kx = 0; kx < KW; kx++) {

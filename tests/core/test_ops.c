@@ -76,6 +76,95 @@ Test(ops, conv2d_gradient_matches_finite_differences_with_stride_and_padding) {
     }
 }
 
+/* "Same" convolutions (stride 1, 2*pad = K-1) take a separate path that shifts
+ * whole planes; planes narrower and shorter than the kernel included. */
+Test(ops, conv2d_same_padding_gradients_match_finite_differences) {
+    struct { int H, W, K; } cases[] = {{5, 4, 3}, {1, 1, 3}, {2, 3, 5}, {4, 1, 5}, {3, 3, 1}};
+    for (int k = 0; k < 5; k++) {
+        struct conv_args a = {1, (cases[k].K - 1) / 2};
+        sstc_tensor *in[] = {randp(4, (int[]){2, 3, cases[k].H, cases[k].W}, 1),
+                             randp(4, (int[]){2, 3, cases[k].K, cases[k].K}, 0.5f), randp(1, (int[]){2}, 1)};
+        char what[80];
+        snprintf(what, sizeof what, "conv2d %dx%d input, %dx%d kernel, pad %d", cases[k].H, cases[k].W,
+                 cases[k].K, cases[k].K, a.pad);
+        gradcheck(f_conv, in, 3, &a, what);
+    }
+}
+
+/* Direct (seven-loop) convolution in double: y, and for the upstream gradient
+ * gy the gradients dx, dw, db. */
+static void conv_direct(const float *x, const float *w, const float *b, const float *gy, int B, int C,
+                        int H, int W, int OC, int K, int stride, int pad, double *y, double *dx, double *dw,
+                        double *db) {
+    int OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+    for (int n = 0; n < B; n++)
+        for (int o = 0; o < OC; o++)
+            for (int oy = 0; oy < OH; oy++)
+                for (int ox = 0; ox < OW; ox++) {
+                    size_t yi = (((size_t)n * OC + o) * OH + oy) * OW + ox;
+                    double acc = b[o];
+                    db[o] += gy[yi];
+                    for (int c = 0; c < C; c++)
+                        for (int ky = 0; ky < K; ky++)
+                            for (int kx = 0; kx < K; kx++) {
+                                int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                size_t xi = (((size_t)n * C + c) * H + iy) * W + ix;
+                                size_t wi = (((size_t)o * C + c) * K + ky) * K + kx;
+                                acc += (double)w[wi] * x[xi];
+                                dx[xi] += (double)w[wi] * gy[yi];
+                                dw[wi] += (double)x[xi] * gy[yi];
+                            }
+                    y[yi] = acc;
+                }
+}
+
+static void expect_near_d(const float *got, const double *want, size_t n, double tol, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        cr_expect(fabs(got[i] - want[i]) <= tol * (1.0 + fabs(want[i])), "%s[%zu]: %g, expected %g", what, i,
+                  (double)got[i], want[i]);
+}
+
+Test(ops, conv2d_matches_direct_convolution_same_and_general) {
+    struct { int B, C, H, W, OC, K, stride, pad; } cases[] = {
+        {3, 4, 7, 6, 5, 3, 1, 1}, {2, 3, 8, 8, 4, 5, 1, 2}, {2, 2, 1, 2, 3, 3, 1, 1},
+        {2, 3, 5, 7, 2, 3, 2, 1}, {1, 2, 6, 6, 3, 3, 1, 0}, {2, 3, 4, 4, 2, 1, 1, 0}};
+    for (int k = 0; k < 6; k++) {
+        int B = cases[k].B, C = cases[k].C, H = cases[k].H, W = cases[k].W, OC = cases[k].OC, K = cases[k].K;
+        sstc_ctx *ctx = sstc_ctx_create(0);
+        sstc_tensor *x = randp(4, (int[]){B, C, H, W}, 1), *w = randp(4, (int[]){OC, C, K, K}, 0.5f),
+                    *b = randp(1, (int[]){OC}, 1);
+        sstc_zero_grad(x);
+        sstc_zero_grad(w);
+        sstc_zero_grad(b);
+        sstc_tensor *y = sstc_conv2d(ctx, x, w, b, cases[k].stride, cases[k].pad);
+        cr_assert_not_null(y, "%s", sstc_errmsg());
+        float *gy = malloc(y->size * sizeof(float));
+        for (size_t i = 0; i < y->size; i++) gy[i] = sstc_rng_normal(&rng);
+        sstc_tensor *loss = sstc_sum(ctx, sstc_mul(ctx, y, sstc_tensor_wrap(ctx, gy, y->ndim, y->shape)));
+        cr_assert_eq(sstc_backward(ctx, loss), 0, "%s", sstc_errmsg());
+        double *ry = calloc(y->size, sizeof(double)), *rdx = calloc(x->size, sizeof(double)),
+               *rdw = calloc(w->size, sizeof(double)), *rdb = calloc((size_t)OC, sizeof(double));
+        conv_direct(x->data, w->data, b->data, gy, B, C, H, W, OC, K, cases[k].stride, cases[k].pad, ry, rdx,
+                    rdw, rdb);
+        char what[64];
+        snprintf(what, sizeof what, "case %d y", k);
+        expect_near_d(y->data, ry, y->size, 1e-5, what);
+        snprintf(what, sizeof what, "case %d dx", k);
+        expect_near_d(x->grad, rdx, x->size, 1e-5, what);
+        snprintf(what, sizeof what, "case %d dw", k);
+        expect_near_d(w->grad, rdw, w->size, 1e-5, what);
+        snprintf(what, sizeof what, "case %d db", k);
+        expect_near_d(b->grad, rdb, (size_t)OC, 1e-5, what);
+        free(gy);
+        free(ry);
+        free(rdx);
+        free(rdw);
+        free(rdb);
+        sstc_ctx_free(ctx);
+    }
+}
+
 struct pool_args { int k, stride, pad; };
 static sstc_tensor *f_maxpool(sstc_ctx *c, sstc_tensor **in, void *u) {
     struct pool_args *a = u;
