@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -43,12 +44,39 @@ static arena_chunk *chunk_new(sstc_ctx *ctx, size_t cap) {
     return c;
 }
 
+/* The arena's main region: address space the size of the machine's memory,
+ * reserved up front and backed by pages only where touched. Bump allocation
+ * in it never moves, so a reset costs nothing and the pages a step touched
+ * stay mapped for the next one (fresh pages are expensive: zeroed by the
+ * kernel on first touch, and on virtual machines faulted in by the host).
+ * Where the reservation fails (address-space limits) the arena falls back
+ * to malloc'd chunks. */
+static void reserve(sstc_ctx *ctx) {
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psz <= 0) return;
+    size_t cap = (size_t)pages * (size_t)psz;
+    if (cap > ((size_t)1 << 40)) cap = (size_t)1 << 40;
+    cap = cap / HUGE_PAGE * HUGE_PAGE;
+    if (cap < HUGE_PAGE) return;
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, cap, MADV_HUGEPAGE); /* advice only */
+#endif
+    ctx->vbase = p;
+    ctx->vcap = cap;
+    ctx->vused = 0;
+    ctx->mallocs++;
+}
+
 sstc_ctx *sstc_ctx_create(size_t initial_bytes) {
     sstc_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) {
         sstc_fail(SSTC_ENOMEM, "ctx_create: out of memory");
         return NULL;
     }
+    reserve(ctx);
+    if (ctx->vbase) return ctx;
     if (initial_bytes < 4096) initial_bytes = 4096;
     ctx->chunks = chunk_new(ctx, initial_bytes);
     if (!ctx->chunks) {
@@ -61,6 +89,7 @@ sstc_ctx *sstc_ctx_create(size_t initial_bytes) {
 
 void sstc_ctx_free(sstc_ctx *ctx) {
     if (!ctx) return;
+    if (ctx->vbase) munmap(ctx->vbase, ctx->vcap);
     arena_chunk *c = ctx->chunks;
     while (c) {
         arena_chunk *n = c->next;
@@ -75,6 +104,7 @@ void sstc_ctx_free(sstc_ctx *ctx) {
 void sstc_ctx_reset(sstc_ctx *ctx) {
     if (!ctx) return;
     ctx->tape_len = 0;
+    ctx->vused = 0;
     if (ctx->chunks && ctx->chunks->next) {
         /* Coalesce: one chunk big enough for everything the last cycle used. */
         size_t total = ctx->total_cap;
@@ -95,6 +125,11 @@ void sstc_ctx_reset(sstc_ctx *ctx) {
 void *sstc_ctx_alloc(sstc_ctx *ctx, size_t bytes) {
     bytes = (bytes + ALIGN - 1) / ALIGN * ALIGN;
     if (bytes == 0) bytes = ALIGN;
+    if (ctx->vbase && ctx->vcap - ctx->vused >= bytes) {
+        void *p = ctx->vbase + ctx->vused;
+        ctx->vused += bytes;
+        return p;
+    }
     arena_chunk *c = ctx->chunks;
     if (!c || c->cap - c->used < bytes) {
         size_t cap = ctx->total_cap > bytes ? ctx->total_cap : bytes;
@@ -125,7 +160,7 @@ void sstc_ctx_set_rng(sstc_ctx *ctx, sstc_rng *rng) { ctx->rng = rng; }
 size_t sstc_ctx_mallocs(const sstc_ctx *ctx) { return ctx->mallocs; }
 
 size_t sstc_ctx_bytes_used(const sstc_ctx *ctx) {
-    size_t u = 0;
+    size_t u = ctx->vused;
     for (arena_chunk *c = ctx->chunks; c; c = c->next) u += c->used;
     return u;
 }

@@ -5,8 +5,11 @@
 #include "sstc/tensor.h"
 
 struct sstc_ctx {
-    /* arena: a list of chunks; after a reset with more than one chunk they are
-     * replaced by one chunk of the total size, so steady state is one chunk. */
+    /* arena: a reserved region (ctx.c, reserve()) used first, then a list of
+     * chunks; after a reset with more than one chunk they are replaced by one
+     * chunk of the total size, so steady state is one chunk. */
+    unsigned char *vbase;
+    size_t vcap, vused;
     struct arena_chunk *chunks;
     size_t total_cap;
     size_t mallocs;
