@@ -90,6 +90,7 @@ sstc_ctx *sstc_ctx_create(size_t initial_bytes) {
 void sstc_ctx_free(sstc_ctx *ctx) {
     if (!ctx) return;
     if (ctx->vbase) munmap(ctx->vbase, ctx->vcap);
+    free(ctx->scratch);
     arena_chunk *c = ctx->chunks;
     while (c) {
         arena_chunk *n = c->next;
@@ -146,6 +147,26 @@ void *sstc_ctx_alloc(sstc_ctx *ctx, size_t bytes) {
     void *p = c->base + c->used;
     c->used += bytes;
     return p;
+}
+
+void *ctx_scratch(sstc_ctx *ctx, size_t bytes) {
+    if (bytes == 0) bytes = ALIGN;
+    if (ctx->scratch_cap < bytes) {
+        free(ctx->scratch);
+        size_t align = bytes >= 4 * HUGE_PAGE ? HUGE_PAGE : ALIGN;
+        size_t cap = (bytes + align - 1) / align * align;
+        ctx->scratch = aligned_alloc(align, cap);
+        ctx->scratch_cap = ctx->scratch ? cap : 0;
+        if (!ctx->scratch) {
+            sstc_fail(SSTC_ENOMEM, "scratch: cannot allocate %zu bytes", cap);
+            return NULL;
+        }
+#ifdef MADV_HUGEPAGE
+        if (align == HUGE_PAGE) (void)madvise(ctx->scratch, cap, MADV_HUGEPAGE);
+#endif
+        ctx->mallocs++;
+    }
+    return ctx->scratch;
 }
 
 void *ctx_calloc(sstc_ctx *ctx, size_t bytes) {

@@ -12,6 +12,9 @@ struct sstc_ctx {
     size_t vcap, vused;
     struct arena_chunk *chunks;
     size_t total_cap;
+    /* one scratch buffer shared by the ops (ctx_scratch) */
+    void *scratch;
+    size_t scratch_cap;
     size_t mallocs;
     /* tape of recorded ops (outputs), in creation order */
     sstc_tensor **tape;
@@ -22,6 +25,10 @@ struct sstc_ctx {
 
 /* Appends t to the tape (grows the tape array; counted as a malloc). */
 int ctx_record(sstc_ctx *ctx, sstc_tensor *t);
+/* Scratch memory for the duration of one op's forward or backward: one
+ * buffer per context, grown on demand and reused by every op, so temporary
+ * columns do not add up over a network. Valid until the next call. */
+void *ctx_scratch(sstc_ctx *ctx, size_t bytes);
 /* Zeroed arena memory. */
 void *ctx_calloc(sstc_ctx *ctx, size_t bytes);
 /* An output tensor for an op: data allocated (not zeroed), op and sources set,

@@ -498,9 +498,9 @@ sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
     y->ip[1] = pad;
     size_t ckk = (size_t)C * KH * KW, ohw = (size_t)OH * OW;
     int S = conv_chunk(B, ckk, ohw, OC);
-    float *col = sstc_ctx_alloc(ctx, ckk * S * ohw * sizeof(float));
-    float *tmp = sstc_ctx_alloc(ctx, (size_t)OC * S * ohw * sizeof(float));
-    if (!col || !tmp) return NULL;
+    float *col = ctx_scratch(ctx, (ckk + OC) * S * ohw * sizeof(float));
+    if (!col) return NULL;
+    float *tmp = col + ckk * S * ohw;
     for (int b0 = 0; b0 < B; b0 += S) {
         int n = B - b0 < S ? B - b0 : S;
         size_t ld = (size_t)n * ohw;
@@ -542,9 +542,9 @@ static void conv2d_backward(sstc_ctx *ctx, sstc_tensor *y) {
     }
     if (!x->requires_grad && !w->requires_grad) return;
     int S = conv_chunk(B, ckk, ohw, OC);
-    float *col = sstc_ctx_alloc(ctx, ckk * S * ohw * sizeof(float));
-    float *dtmp = sstc_ctx_alloc(ctx, (size_t)OC * S * ohw * sizeof(float));
-    if (!col || !dtmp) return;
+    float *col = ctx_scratch(ctx, (ckk + OC) * S * ohw * sizeof(float));
+    if (!col) return;
+    float *dtmp = col + ckk * S * ohw;
     float *dx = x->requires_grad ? ctx_grad(ctx, x) : NULL;
     float *dw = w->requires_grad ? ctx_grad(ctx, w) : NULL;
     for (int b0 = 0; b0 < B; b0 += S) {
