@@ -17,10 +17,9 @@ typedef struct arena_chunk {
 
 #define ALIGN 64
 
-/* Chunks from this size on are backed by transparent huge pages where the
- * kernel offers them on request: a training step streams hundreds of MB of
- * activations, and 2 MB pages cut the page faults of the first steps and the
- * TLB misses of every step. */
+/* Large chunks start on a 2 MB boundary. (Transparent huge pages were tried:
+ * with the kernel's synchronous compaction their first touch varied from 0.2
+ * to 3.5 s per GB here, so the arena leaves the choice to the system.) */
 #define HUGE_PAGE ((size_t)2 << 20)
 
 static arena_chunk *chunk_new(sstc_ctx *ctx, size_t cap) {
@@ -33,9 +32,6 @@ static arena_chunk *chunk_new(sstc_ctx *ctx, size_t cap) {
         free(c);
         return NULL;
     }
-#ifdef MADV_HUGEPAGE
-    if (align == HUGE_PAGE) (void)madvise(c->base, bytes, MADV_HUGEPAGE); /* advice only */
-#endif
     c->cap = cap;
     c->used = 0;
     c->next = NULL;
@@ -60,9 +56,6 @@ static void reserve(sstc_ctx *ctx) {
     if (cap < HUGE_PAGE) return;
     void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return;
-#ifdef MADV_HUGEPAGE
-    (void)madvise(p, cap, MADV_HUGEPAGE); /* advice only */
-#endif
     ctx->vbase = p;
     ctx->vcap = cap;
     ctx->vused = 0;
@@ -161,9 +154,6 @@ void *ctx_scratch(sstc_ctx *ctx, size_t bytes) {
             sstc_fail(SSTC_ENOMEM, "scratch: cannot allocate %zu bytes", cap);
             return NULL;
         }
-#ifdef MADV_HUGEPAGE
-        if (align == HUGE_PAGE) (void)madvise(ctx->scratch, cap, MADV_HUGEPAGE);
-#endif
         ctx->mallocs++;
     }
     return ctx->scratch;
