@@ -545,7 +545,9 @@ static void conv2d_backward(sstc_ctx *ctx, sstc_tensor *y) {
     float *col = ctx_scratch(ctx, (ckk + OC) * S * ohw * sizeof(float));
     if (!col) return;
     float *dtmp = col + ckk * S * ohw;
-    float *dx = x->requires_grad ? ctx_grad(ctx, x) : NULL;
+    /* a new dx is zeroed image by image in the parallel col2im loop, not serially here */
+    int fresh = 0;
+    float *dx = x->requires_grad ? ctx_grad_fresh(ctx, x, &fresh) : NULL;
     float *dw = w->requires_grad ? ctx_grad(ctx, w) : NULL;
     for (int b0 = 0; b0 < B; b0 += S) {
         int n = B - b0 < S ? B - b0 : S;
@@ -567,9 +569,11 @@ static void conv2d_backward(sstc_ctx *ctx, sstc_tensor *y) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ld, OC, 1.0f, w->data,
                         (int)ckk, dtmp, (int)ld, 0.0f, col, (int)ld);
 #pragma omp parallel for if (n > 1) schedule(static)
-            for (int s = 0; s < n; s++)
-                col2im(col + (size_t)s * ohw, ld, C, H, W, KH, KW, stride, pad, OH, OW,
-                       dx + (size_t)(b0 + s) * C * H * W);
+            for (int s = 0; s < n; s++) {
+                float *dxs = dx + (size_t)(b0 + s) * C * H * W;
+                if (fresh) memset(dxs, 0, (size_t)C * H * W * sizeof(float));
+                col2im(col + (size_t)s * ohw, ld, C, H, W, KH, KW, stride, pad, OH, OW, dxs);
+            }
         }
     }
 }
@@ -649,7 +653,8 @@ sstc_tensor *sstc_avgpool2d(sstc_ctx *ctx, sstc_tensor *x, int k, int stride, in
 static void pool_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0];
     if (!x->requires_grad) return;
-    float *dx = ctx_grad(ctx, x);
+    int fresh;
+    float *dx = ctx_grad_fresh(ctx, x, &fresh); /* a new one is zeroed plane by plane below */
     int k = y->ip[0], stride = y->ip[1], pad = y->ip[2];
     int B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     int OH = y->shape[2], OW = y->shape[3];
@@ -658,6 +663,7 @@ static void pool_backward(sstc_ctx *ctx, sstc_tensor *y) {
 #pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
     for (int pl = 0; pl < planes; pl++) {
         float *dp = dx + (size_t)pl * H * W;
+        if (fresh) memset(dp, 0, (size_t)H * W * sizeof(float));
         const float *gp = y->grad + (size_t)pl * OH * OW;
         for (int oy = 0; oy < OH; oy++)
             for (int ox = 0; ox < OW; ox++) {
