@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <omp.h>
 
 #include "internal.h"
 
@@ -461,6 +462,19 @@ static void col2im(float *col, size_t ld, int C, int H, int W, int KH, int KW, i
             }
 }
 
+/* Threads of the image-parallel conv path (one image per thread at a time,
+ * single-threaded sgemms), or 0 for the batched path (one threaded sgemm per
+ * chunk of images), which serves batches smaller than the thread count. */
+static int conv_threads(int B) {
+    int T = sstc_get_threads();
+    return T > 1 && B >= T ? T : 0;
+}
+
+/* A 1x1 convolution without stride or padding: the image is its own column block. */
+static int conv_pointwise(int KH, int KW, int stride, int pad) {
+    return KH == 1 && KW == 1 && stride == 1 && pad == 0;
+}
+
 /* Images per sgemm: enough columns to keep sgemm efficient, bounded scratch. */
 static int conv_chunk(int B, size_t ckk, size_t ohw, size_t oc) {
     size_t per = (ckk + oc) * ohw;
@@ -497,6 +511,34 @@ sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
     y->ip[0] = stride;
     y->ip[1] = pad;
     size_t ckk = (size_t)C * KH * KW, ohw = (size_t)OH * OW;
+    int T = conv_threads(B);
+    if (T) {
+        /* image-parallel: each thread lowers its images one at a time into its
+         * own column block (which stays in its cache) and multiplies it with
+         * a single-threaded sgemm straight into the output */
+        int direct = conv_pointwise(KH, KW, stride, pad);
+        float *cols = direct ? NULL : ctx_scratch(ctx, (size_t)T * ckk * ohw * sizeof(float));
+        if (!direct && !cols) return NULL;
+#pragma omp parallel for num_threads(T) schedule(static)
+        for (int b = 0; b < B; b++) {
+            const float *xb = x->data + (size_t)b * C * H * W;
+            float *yb = y->data + (size_t)b * OC * ohw;
+            const float *col = xb;
+            if (!direct) {
+                float *c = cols + (size_t)omp_get_thread_num() * ckk * ohw;
+                im2col(xb, C, H, W, KH, KW, stride, pad, OH, OW, c, ohw);
+                col = c;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)ohw, (int)ckk, 1.0f, w->data,
+                        (int)ckk, col, (int)ohw, 0.0f, yb, (int)ohw);
+            if (bias)
+                for (int oc = 0; oc < OC; oc++) {
+                    float bv = bias->data[oc], *r = yb + (size_t)oc * ohw;
+                    for (size_t p = 0; p < ohw; p++) r[p] += bv;
+                }
+        }
+        return y;
+    }
     int S = conv_chunk(B, ckk, ohw, OC);
     float *col = ctx_scratch(ctx, (ckk + OC) * S * ohw * sizeof(float));
     if (!col) return NULL;
@@ -522,6 +564,66 @@ sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
     return y;
 }
 
+/* The backward pass of the image-parallel path: per image, dW += dY·colᵀ into
+ * the thread's own dW (summed in thread order afterwards, so a given thread
+ * count gives the same result every time) and dX = col2im(Wᵀ·dY). */
+static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
+    sstc_tensor *x = y->src[0], *w = y->src[1];
+    int stride = y->ip[0], pad = y->ip[1];
+    int B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int OC = w->shape[0], KH = w->shape[2], KW = w->shape[3];
+    int OH = y->shape[2], OW = y->shape[3];
+    size_t ckk = (size_t)C * KH * KW, ohw = (size_t)OH * OW, wn = (size_t)OC * ckk;
+    int direct = conv_pointwise(KH, KW, stride, pad);
+    int want_dw = w->requires_grad, want_dx = x->requires_grad;
+    size_t per = (want_dw ? wn : 0) + (direct ? 0 : ckk * ohw);
+    float *scr = ctx_scratch(ctx, (size_t)T * per * sizeof(float));
+    if (!scr) return;
+    int fresh = 0;
+    float *dx = want_dx ? ctx_grad_fresh(ctx, x, &fresh) : NULL;
+    float *dw = want_dw ? ctx_grad(ctx, w) : NULL;
+#pragma omp parallel num_threads(T)
+    {
+        int t = omp_get_thread_num();
+        float *mydw = scr + (size_t)t * per, *col = mydw + (want_dw ? wn : 0);
+        if (want_dw) memset(mydw, 0, wn * sizeof(float));
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            const float *xb = x->data + (size_t)b * C * H * W, *gy = y->grad + (size_t)b * OC * ohw;
+            if (want_dw) {
+                const float *cb = xb;
+                if (!direct) {
+                    im2col(xb, C, H, W, KH, KW, stride, pad, OH, OW, col, ohw);
+                    cb = col;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, (int)ckk, (int)ohw, 1.0f, gy,
+                            (int)ohw, cb, (int)ohw, 1.0f, mydw, (int)ckk);
+            }
+            if (want_dx) {
+                float *dxb = dx + (size_t)b * C * H * W;
+                if (direct) {
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ohw, OC, 1.0f, w->data,
+                                (int)ckk, gy, (int)ohw, fresh ? 0.0f : 1.0f, dxb, (int)ohw);
+                } else {
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ohw, OC, 1.0f, w->data,
+                                (int)ckk, gy, (int)ohw, 0.0f, col, (int)ohw);
+                    if (fresh) memset(dxb, 0, (size_t)C * H * W * sizeof(float));
+                    col2im(col, ohw, C, H, W, KH, KW, stride, pad, OH, OW, dxb);
+                }
+            }
+        }
+        if (want_dw) {
+            /* implicit barrier above: every thread's dW is complete */
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < wn; i++) {
+                float acc = dw[i];
+                for (int k = 0; k < T; k++) acc += scr[(size_t)k * per + i];
+                dw[i] = acc;
+            }
+        }
+    }
+}
+
 static void conv2d_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0], *w = y->src[1], *bias = y->src[2];
     int stride = y->ip[0], pad = y->ip[1];
@@ -541,6 +643,11 @@ static void conv2d_backward(sstc_ctx *ctx, sstc_tensor *y) {
         }
     }
     if (!x->requires_grad && !w->requires_grad) return;
+    int T = conv_threads(B);
+    if (T) {
+        conv2d_backward_images(ctx, y, T);
+        return;
+    }
     int S = conv_chunk(B, ckk, ohw, OC);
     float *col = ctx_scratch(ctx, (ckk + OC) * S * ohw * sizeof(float));
     if (!col) return;

@@ -129,8 +129,15 @@ Test(ops, conv2d_matches_direct_convolution_same_and_general) {
     struct { int B, C, H, W, OC, K, stride, pad; } cases[] = {
         {3, 4, 7, 6, 5, 3, 1, 1}, {2, 3, 8, 8, 4, 5, 1, 2}, {2, 2, 1, 2, 3, 3, 1, 1},
         {2, 3, 5, 7, 2, 3, 2, 1}, {1, 2, 6, 6, 3, 3, 1, 0}, {2, 3, 4, 4, 2, 1, 1, 0}};
-    for (int k = 0; k < 6; k++) {
-        int B = cases[k].B, C = cases[k].C, H = cases[k].H, W = cases[k].W, OC = cases[k].OC, K = cases[k].K;
+    /* 1 thread: batched sgemms; 2 and 3 threads: the image-parallel path
+     * (per-thread weight gradients summed afterwards), 3 with a batch that
+     * does not divide evenly, and a batch smaller than the threads */
+    for (int run = 0; run < 18; run++) {
+        int k = run % 6, threads = 1 + run / 6;
+        sstc_set_threads(threads);
+        int B = cases[k].B + (threads == 3 ? 2 : 0), C = cases[k].C, H = cases[k].H, W = cases[k].W,
+            OC = cases[k].OC, K = cases[k].K;
+        if (threads == 3 && k == 4) B = 2;
         sstc_ctx *ctx = sstc_ctx_create(0);
         sstc_tensor *x = randp(4, (int[]){B, C, H, W}, 1), *w = randp(4, (int[]){OC, C, K, K}, 0.5f),
                     *b = randp(1, (int[]){OC}, 1);
@@ -148,13 +155,13 @@ Test(ops, conv2d_matches_direct_convolution_same_and_general) {
         conv_direct(x->data, w->data, b->data, gy, B, C, H, W, OC, K, cases[k].stride, cases[k].pad, ry, rdx,
                     rdw, rdb);
         char what[64];
-        snprintf(what, sizeof what, "case %d y", k);
+        snprintf(what, sizeof what, "case %d, %d threads: y", k, threads);
         expect_near_d(y->data, ry, y->size, 1e-5, what);
-        snprintf(what, sizeof what, "case %d dx", k);
+        snprintf(what, sizeof what, "case %d, %d threads: dx", k, threads);
         expect_near_d(x->grad, rdx, x->size, 1e-5, what);
-        snprintf(what, sizeof what, "case %d dw", k);
+        snprintf(what, sizeof what, "case %d, %d threads: dw", k, threads);
         expect_near_d(w->grad, rdw, w->size, 1e-5, what);
-        snprintf(what, sizeof what, "case %d db", k);
+        snprintf(what, sizeof what, "case %d, %d threads: db", k, threads);
         expect_near_d(b->grad, rdb, (size_t)OC, 1e-5, what);
         free(gy);
         free(ry);
@@ -163,6 +170,7 @@ Test(ops, conv2d_matches_direct_convolution_same_and_general) {
         free(rdb);
         sstc_ctx_free(ctx);
     }
+    sstc_set_threads(1);
 }
 
 struct pool_args { int k, stride, pad; };
