@@ -363,11 +363,10 @@ static void im2col_same(const float *x, int C, int H, int W, int KH, int KW, int
                 /* the run stays inside the plane; its ends wrap only at dx != 0 */
                 size_t a, b;
                 plane_run(f0, f1, off, hw, &a, &b);
-                memset(row, 0, f0 * sizeof(float));
-                for (size_t f = f0; f < a; f++) row[f] = 0.0f;
+                /* the zero runs are short (a row or two): loops, not calls */
+                for (size_t f = 0; f < a; f++) row[f] = 0.0f;
                 if (a < b) memcpy(row + a, plane + (ptrdiff_t)a + off, (b - a) * sizeof(float));
-                for (size_t f = b; f < f1; f++) row[f] = 0.0f;
-                memset(row + f1, 0, (hw - f1) * sizeof(float));
+                for (size_t f = b; f < hw; f++) row[f] = 0.0f;
                 if (dx < 0)
                     for (int oy = lo; oy < hi; oy++)
                         for (int ox = 0; ox < -dx && ox < W; ox++) row[(size_t)oy * W + ox] = 0.0f;
@@ -718,6 +717,34 @@ static sstc_tensor *pool(sstc_ctx *ctx, sstc_op op, sstc_tensor *x, int k, int s
         y->saved = arg;
     }
     int planes = B * C;
+    if (op == SSTC_OP_MAXPOOL2D && k == 2 && stride == 2 && pad == 0) {
+        /* the common 2x2 window: the generic loop below, unrolled (same
+         * scan order, first maximum wins) */
+#pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
+        for (int pl = 0; pl < planes; pl++) {
+            const float *xp = x->data + (size_t)pl * H * W;
+            float *yp = y->data + (size_t)pl * OH * OW;
+            int32_t *ap = arg + (size_t)pl * OH * OW;
+            for (int oy = 0; oy < OH; oy++)
+                for (int ox = 0; ox < OW; ox++) {
+                    int i0 = 2 * oy * W + 2 * ox, i1 = i0 + 1, i2 = i0 + W, i3 = i2 + 1;
+                    float m = -FLT_MAX;
+                    int best = i0;
+                    float v0 = xp[i0], v1 = xp[i1], v2 = xp[i2], v3 = xp[i3];
+                    best = v0 > m ? i0 : best;
+                    m = v0 > m ? v0 : m;
+                    best = v1 > m ? i1 : best;
+                    m = v1 > m ? v1 : m;
+                    best = v2 > m ? i2 : best;
+                    m = v2 > m ? v2 : m;
+                    best = v3 > m ? i3 : best;
+                    m = v3 > m ? v3 : m;
+                    yp[(size_t)oy * OW + ox] = m;
+                    ap[(size_t)oy * OW + ox] = best;
+                }
+        }
+        return y;
+    }
 #pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
     for (int pl = 0; pl < planes; pl++) {
         const float *xp = x->data + (size_t)pl * H * W;

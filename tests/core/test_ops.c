@@ -1,5 +1,7 @@
 /* Ops: finite-difference gradient checks for every op, PyTorch reference
  * comparisons, and error reporting. */
+#include <float.h>
+
 #include "../test_util.h"
 
 static sstc_ctx *P; /* parameters (inputs of the checked functions) */
@@ -196,6 +198,26 @@ Test(ops, pooling_gradients_match_finite_differences) {
         gradcheck(f_maxpool, in, 1, &cases[k], "maxpool2d");
         gradcheck(f_avgpool, in, 1, &cases[k], "avgpool2d");
     }
+}
+
+/* The 2x2 window has its own loop: ties go to the first element in scan order
+ * (as in the generic loop), -inf and NaN never win over -FLT_MAX. */
+Test(ops, maxpool2d_2x2_ties_and_non_finite_values) {
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *x = sstc_param_new(P, 4, (int[]){1, 1, 2, 6});
+    float v[] = {1, 1, -INFINITY, -INFINITY, 0, 5, /* row 0 */
+                 1, 1, -INFINITY, NAN, 5, 0};       /* row 1 */
+    memcpy(x->data, v, sizeof v);
+    sstc_zero_grad(x);
+    sstc_tensor *y = sstc_maxpool2d(ctx, x, 2, 2, 0);
+    cr_assert_not_null(y);
+    cr_expect_eq(y->data[0], 1.0f);
+    cr_expect_eq(y->data[1], -FLT_MAX);
+    cr_expect_eq(y->data[2], 5.0f);
+    cr_assert_eq(sstc_backward(ctx, sstc_sum(ctx, y)), 0, "%s", sstc_errmsg());
+    float want[] = {1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 12; i++) cr_expect_eq(x->grad[i], want[i], "dx[%d] = %g, expected %g", i, x->grad[i], want[i]);
+    sstc_ctx_free(ctx);
 }
 
 struct bn_args { sstc_tensor *rm, *rv; int training; };
