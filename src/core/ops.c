@@ -575,9 +575,24 @@ static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
     size_t ckk = (size_t)C * KH * KW, ohw = (size_t)OH * OW, wn = (size_t)OC * ckk;
     int direct = conv_pointwise(KH, KW, stride, pad);
     int want_dw = w->requires_grad, want_dx = x->requires_grad;
-    size_t per = (want_dw ? wn : 0) + (direct ? 0 : ckk * ohw);
-    float *scr = ctx_scratch(ctx, (size_t)T * per * sizeof(float));
+    /* For a same convolution dX is itself a same convolution of dY with the
+     * kernel transposed and flipped, Wf[c][oc][ky][kx] = W[oc][c][K-1-ky][K-1-kx]:
+     * lowering dY (OC·K·K rows) and one sgemm straight into dX replace the
+     * col2im scatter and the larger column block of the adjoint form. */
+    int flip = want_dx && !direct && conv_same(H, W, OH, OW, stride);
+    size_t okk = (size_t)OC * KH * KW, rows = flip && okk > ckk ? okk : ckk;
+    size_t per = (want_dw ? wn : 0) + (direct ? 0 : rows * ohw), shared = flip ? wn : 0;
+    float *scr = ctx_scratch(ctx, (shared + (size_t)T * per) * sizeof(float));
     if (!scr) return;
+    float *wf = scr;
+    if (flip)
+        for (int oc = 0; oc < OC; oc++)
+            for (int c = 0; c < C; c++)
+                for (int ky = 0; ky < KH; ky++)
+                    for (int kx = 0; kx < KW; kx++)
+                        wf[(size_t)c * okk + ((size_t)oc * KH + ky) * KW + kx] =
+                            w->data[(((size_t)oc * C + c) * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)];
+    scr += shared;
     int fresh = 0;
     float *dx = want_dx ? ctx_grad_fresh(ctx, x, &fresh) : NULL;
     float *dw = want_dw ? ctx_grad(ctx, w) : NULL;
@@ -603,6 +618,10 @@ static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
                 if (direct) {
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ohw, OC, 1.0f, w->data,
                                 (int)ckk, gy, (int)ohw, fresh ? 0.0f : 1.0f, dxb, (int)ohw);
+                } else if (flip) {
+                    im2col_same(gy, OC, OH, OW, KH, KW, pad, col, ohw);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)ohw, (int)okk, 1.0f, wf,
+                                (int)okk, col, (int)ohw, fresh ? 0.0f : 1.0f, dxb, (int)ohw);
                 } else {
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ohw, OC, 1.0f, w->data,
                                 (int)ckk, gy, (int)ohw, 0.0f, col, (int)ohw);
