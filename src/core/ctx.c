@@ -51,7 +51,7 @@ static void reserve(sstc_ctx *ctx) {
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     if (pages <= 0 || psz <= 0) return;
     size_t cap = (size_t)pages * (size_t)psz;
-    if (cap > ((size_t)1 << 40)) cap = (size_t)1 << 40;
+    if (cap > ((size_t)1 << 36)) cap = (size_t)1 << 36; /* 64 GB: room for many contexts */
     cap = cap / HUGE_PAGE * HUGE_PAGE;
     if (cap < HUGE_PAGE) return;
     void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
