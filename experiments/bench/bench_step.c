@@ -91,10 +91,11 @@ int main(int argc, char **argv) {
     for (int i = 0; i < B * 784; i++) x[i] = sstc_rng_uniform(&rng);
     for (int i = 0; i < B; i++) y[i] = i % 10;
     sstc_ctx *ctx = sstc_ctx_create(0);
-    double t0 = 0;
+    double t0 = 0, tf = 0, tb = 0, to = 0; /* forward, backward (with zeroing), optimizer */
     int warm = 5;
     for (int s = 0; s < steps + warm; s++) {
-        if (s == warm) t0 = now();
+        if (s == warm) t0 = now(), tf = tb = to = 0;
+        double a = now();
         sstc_ctx_reset(ctx);
         sstc_tensor *xt = sstc_tensor_wrap(ctx, x, 2, (int[]){B, 784});
         sstc_tensor *loss = sstc_softmax_ce(ctx, sstc_model_forward(m, ctx, xt), y);
@@ -102,9 +103,15 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_step: %s\n", sstc_errmsg());
             return 1;
         }
+        double b = now();
         sstc_optim_zero_grad(opt);
         sstc_backward(ctx, loss);
+        double c = now();
         sstc_optim_step(opt, 1e-3f);
+        double d = now();
+        tf += b - a;
+        tb += c - b;
+        to += d - c;
     }
     double t = now() - t0;
     double ips = steps * B / t, gf = step_flops() * steps / t / 1e9;
@@ -113,6 +120,9 @@ int main(int argc, char **argv) {
     printf("bench train_step net=784-1024-1024-1024-10 batch=%d threads=%d steps=%d ms_per_step=%.3f "
            "images_per_s=%.0f step_gflops=%.1f sgemm_gflops=%.1f ratio=%.2f\n",
            B, threads, steps, 1e3 * t / steps, ips, gf, raw, gf / raw);
+    printf("bench train_step split ms_forward=%.3f ms_backward=%.3f ms_optimizer=%.3f "
+           "sgemm_ms_at_raw_rate=%.3f\n",
+           1e3 * tf / steps, 1e3 * tb / steps, 1e3 * to / steps, 1e3 * step_flops() / (raw * 1e9));
     sstc_ctx_free(ctx);
     sstc_optim_free(opt);
     sstc_model_free(m);
