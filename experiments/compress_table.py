@@ -106,7 +106,10 @@ def table_cifar10():
                    "6 epochs of final retraining instead of 2", [])
     skip = lever(spec("sst", 8, 2, "+both", 1), "_skipfirst",
                  "first layer (conv1, 864 weights) kept in float", ["compress.skip_first=true"])
-    runs = runs[:2] + [longer, skip] + runs[2:]
+    # the matching control: direct coding with the same 9 epochs, all quantized
+    longer_direct = lever(spec("sst", 8, 2, "direct", 1, retrain_epochs=6), "_r6",
+                          "9 epochs of retraining instead of 5 (as long as the run above)", [])
+    runs = runs[:2] + [longer, skip] + runs[2:] + [longer_direct]
     targets = [("(8,2) on the FC layers, both techniques", runs[0]["name"], 0.005),
                ("(8,2) on all layers, both techniques", runs[1]["name"], 0.02),
                ("(8,2) on all layers, both techniques, " + longer["lever"], longer["name"], 0.02),
