@@ -98,9 +98,10 @@ def table_cifar10():
     spec = lambda *a, **k: run_spec(*a, **dict(dict(stage_epochs=st, retrain_epochs=rt), **k))
     runs = [spec("sst", 8, 2, "+both", 1, layers="fc"), spec("sst", 8, 2, "+both", 1),
             spec("sst", 8, 2, "direct", 1, layers="fc"), spec("sst", 8, 2, "direct", 1),
-            spec("ternary", 1, 1, "+norm", 1), spec("ternary", 1, 1, "direct", 1),
+            spec("ternary", 1, 1, "+norm", 1),
+            spec("sst", 8, 2, "+norm", 1), spec("sst", 8, 2, "+gradual", 1),
             spec("sst", 8, 2, "+norm", 1, layers="fc"), spec("sst", 8, 2, "+gradual", 1, layers="fc"),
-            spec("sst", 8, 2, "+norm", 1), spec("sst", 8, 2, "+gradual", 1)]
+            spec("ternary", 1, 1, "direct", 1)]
     # Levers beyond the paper (method.md section 7) for the all-layer target, each its own row.
     longer = lever(spec("sst", 8, 2, "+both", 1, retrain_epochs=6), "_r6",
                    "6 epochs of final retraining instead of 2", [])
