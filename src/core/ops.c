@@ -348,6 +348,15 @@ static void same_rows(int H, int dy, int *lo, int *hi) {
     if (*hi < *lo) *hi = *lo;
 }
 
+/* Zeroes the entries of rows [lo, hi) of a shifted plane whose column ox + dx
+ * falls outside [0, W): where the flat run wrapped around a row edge. */
+static void zero_wrapped(float *row, int W, int lo, int hi, int dx) {
+    int a = dx < 0 ? 0 : (W - dx < 0 ? 0 : W - dx), b = dx < 0 ? (-dx < W ? -dx : W) : W;
+    if (dx == 0) return;
+    for (int oy = lo; oy < hi; oy++)
+        for (int ox = a; ox < b; ox++) row[(size_t)oy * W + ox] = 0.0f;
+}
+
 static void im2col_same(const float *x, int C, int H, int W, int KH, int KW, int pad, float *col,
                         size_t ld) {
     size_t hw = (size_t)H * W;
@@ -367,12 +376,7 @@ static void im2col_same(const float *x, int C, int H, int W, int KH, int KW, int
                 for (size_t f = 0; f < a; f++) row[f] = 0.0f;
                 if (a < b) memcpy(row + a, plane + (ptrdiff_t)a + off, (b - a) * sizeof(float));
                 for (size_t f = b; f < hw; f++) row[f] = 0.0f;
-                if (dx < 0)
-                    for (int oy = lo; oy < hi; oy++)
-                        for (int ox = 0; ox < -dx && ox < W; ox++) row[(size_t)oy * W + ox] = 0.0f;
-                else if (dx > 0)
-                    for (int oy = lo; oy < hi; oy++)
-                        for (int ox = W - dx < 0 ? 0 : W - dx; ox < W; ox++) row[(size_t)oy * W + ox] = 0.0f;
+                zero_wrapped(row, W, lo, hi, dx);
             }
 }
 
@@ -387,12 +391,7 @@ static void col2im_same(float *col, size_t ld, int C, int H, int W, int KH, int 
                 float *row = col + ((size_t)(c * KH + ky) * KW + kx) * ld;
                 int dy = ky - pad, dx = kx - pad, lo, hi;
                 same_rows(H, dy, &lo, &hi);
-                if (dx < 0)
-                    for (int oy = lo; oy < hi; oy++)
-                        for (int ox = 0; ox < -dx && ox < W; ox++) row[(size_t)oy * W + ox] = 0.0f;
-                else if (dx > 0)
-                    for (int oy = lo; oy < hi; oy++)
-                        for (int ox = W - dx < 0 ? 0 : W - dx; ox < W; ox++) row[(size_t)oy * W + ox] = 0.0f;
+                zero_wrapped(row, W, lo, hi, dx);
                 ptrdiff_t off = (ptrdiff_t)dy * W + dx;
                 size_t a, b;
                 plane_run((size_t)lo * W, (size_t)hi * W, off, hw, &a, &b);
