@@ -72,7 +72,9 @@ typedef struct sstc_ctx sstc_ctx;
 
 /* ---- context ---------------------------------------------------------- */
 
-/* initial_bytes: arena size to reserve up front (it grows as needed). */
+/* The arena first reserves address space the size of the machine's memory
+ * (at most 64 GB), backed by pages only where touched; where that fails it
+ * allocates chunks, initial_bytes first (they grow as needed). */
 sstc_ctx *sstc_ctx_create(size_t initial_bytes);
 void sstc_ctx_free(sstc_ctx *ctx);
 /* Forgets every tensor and the tape; keeps the memory for reuse. */
@@ -82,8 +84,9 @@ void sstc_ctx_set_training(sstc_ctx *ctx, int training);
 int sstc_ctx_training(const sstc_ctx *ctx);
 /* The generator dropout draws from (not owned by the context). */
 void sstc_ctx_set_rng(sstc_ctx *ctx, sstc_rng *rng);
-/* Number of malloc() calls the context has made since creation: a training
- * step that allocates nothing after warm-up leaves this unchanged. */
+/* Number of allocations (malloc, the reservation, scratch growth) the context
+ * has made since creation: a training step that allocates nothing after
+ * warm-up leaves this unchanged. */
 size_t sstc_ctx_mallocs(const sstc_ctx *ctx);
 size_t sstc_ctx_bytes_used(const sstc_ctx *ctx);
 /* Raw 64-byte-aligned scratch memory from the arena (not zeroed). */
