@@ -45,9 +45,11 @@ static arena_chunk *chunk_new(sstc_ctx *ctx, size_t cap) {
  * in it never moves, so a reset costs nothing and the pages a step touched
  * stay mapped for the next one (fresh pages are expensive: zeroed by the
  * kernel on first touch, and on virtual machines faulted in by the host).
- * Where the reservation fails (address-space limits) the arena falls back
- * to malloc'd chunks. */
+ * Where the reservation fails (address-space limits), or with
+ * SSTC_ARENA_RESERVE=0 in the environment, the arena uses malloc'd chunks. */
 static void reserve(sstc_ctx *ctx) {
+    const char *env = getenv("SSTC_ARENA_RESERVE"); /* "0": chunks only */
+    if (env && !strcmp(env, "0")) return;
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     if (pages <= 0 || psz <= 0) return;
     size_t cap = (size_t)pages * (size_t)psz;

@@ -423,11 +423,23 @@ Test(ops, unknown_op_on_tape_is_an_error) {
     sstc_ctx_free(ctx);
 }
 
-Test(ops, reset_context_reuses_memory_without_new_allocations) {
+static void reuse_without_new_allocations(int chunks);
+Test(ops, reset_context_reuses_memory_without_new_allocations) { reuse_without_new_allocations(0); }
+/* the same with the arena's fallback: malloc'd chunks, coalesced on reset */
+Test(ops, reset_context_reuses_memory_without_new_allocations_in_chunks) {
+    setenv("SSTC_ARENA_RESERVE", "0", 1);
+    reuse_without_new_allocations(1);
+    unsetenv("SSTC_ARENA_RESERVE");
+}
+static void reuse_without_new_allocations(int chunks) {
     sstc_ctx *ctx = sstc_ctx_create(4096);
     sstc_tensor *w = randp(2, (int[]){64, 64}, 1);
     for (int it = 0; it < 5; it++) {
         if (it == 2) {
+            /* chunks: the 4 KB first chunk, more chunks, then one coalesced chunk
+             * (2 allocations each) besides the tape (whether the reservation
+             * succeeds otherwise depends on the machine's limits: not checked) */
+            if (chunks) cr_assert_geq(sstc_ctx_mallocs(ctx), 6, "expected the chunked arena");
             /* after two warm-up iterations the arena is one chunk of the right size */
             size_t before = sstc_ctx_mallocs(ctx);
             for (int j = 0; j < 3; j++) {
