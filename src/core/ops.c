@@ -597,7 +597,9 @@ static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
     float *dw = want_dw ? ctx_grad(ctx, w) : NULL;
 #pragma omp parallel num_threads(T)
     {
-        int t = omp_get_thread_num();
+        /* the team may be smaller than T (OMP_DYNAMIC, thread limits): only
+         * the slots of threads that exist are summed */
+        int t = omp_get_thread_num(), team = omp_get_num_threads();
         float *mydw = scr + (size_t)t * per, *col = mydw + (want_dw ? wn : 0);
         if (want_dw) memset(mydw, 0, wn * sizeof(float));
 #pragma omp for schedule(static)
@@ -634,7 +636,7 @@ static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
 #pragma omp for schedule(static)
             for (size_t i = 0; i < wn; i++) {
                 float acc = dw[i];
-                for (int k = 0; k < T; k++) acc += scr[(size_t)k * per + i];
+                for (int k = 0; k < team; k++) acc += scr[(size_t)k * per + i];
                 dw[i] = acc;
             }
         }
