@@ -190,7 +190,9 @@ def write_results(table, spec, rows, float_summary):
         for c in cols:
             ss = cells.get(c)
             if not ss:
-                vals.append("not run")
+                planned = any(r["variant"] == c and not r.get("lever") and
+                              (r["method"], r["N"], r["K"], r["layers"]) == key for r in spec["runs"])
+                vals.append("not run" if planned else "-")
             elif len(ss) == 1:
                 vals.append("%.2f" % (100 * ss[0]["test_error"]))
             else:
@@ -204,7 +206,8 @@ def write_results(table, spec, rows, float_summary):
               "weight normalization first; `+gradual` = staged pruning (schedules below) before "
               "ternarization; `+both` = both. Direct runs retrain for as many epochs as the gradual "
               "runs spend in pruning stages plus final retraining. For `nm` (float N:M sparsity, "
-              "no ternarization) the column is gradual pruning without normalization." +
+              "no ternarization) the column is gradual pruning without normalization; '-' marks cells "
+              "that are not part of the sweep (plain ternary has no groups to prune gradually)." +
               (" `+interleave` (beyond the paper) renumbers the inputs of each coded layer so that "
                "every group mixes strong and weak inputs (docs/config.md, `normalize`); "
                "`+both+interleave` adds it to `+both`." if "+interleave" in cols else ""))
