@@ -87,6 +87,7 @@ def table_fashion():
     runs = [run_spec("sst", 8, 2, v, 1) for v in BASE_VARIANTS]
     runs += [run_spec("ternary", 1, 1, "+norm", 1)]
     runs += [run_spec("sst", N, K, "+both", 1) for N, K in ((4, 1), (16, 2), (16, 4))]
+    runs += [run_spec("ternary", 1, 1, "direct", 1), run_spec("nm", 8, 2, "+gradual", 1)]
     return {"config": "configs/fashion_fc.ini", "float_run": "runs/fashion_fc", "runs": runs,
             "stage_epochs": STAGE_EPOCHS, "retrain_epochs": RETRAIN_EPOCHS}
 
