@@ -115,7 +115,8 @@ def table_cifar10():
     targets = [("(8,2) on the FC layers, both techniques", runs[0]["name"], 0.005),
                ("(8,2) on all layers, both techniques", runs[1]["name"], 0.02),
                ("(8,2) on all layers, both techniques, " + longer["lever"], longer["name"], 0.02),
-               ("(8,2) on all layers but the first, both techniques", skip["name"], 0.02)]
+               ("(8,2) on all layers but the first, both techniques", skip["name"], 0.02),
+               ("(8,2) on all layers, normalization only (short budget)", "sst_8_2_row_direct_s1", 0.02)]
     return {"config": "configs/cifar10_cnn.ini", "float_run": "runs/cifar10_cnn", "runs": runs,
             "stage_epochs": st, "retrain_epochs": rt, "hist_layer": "fc1", "targets": targets}
 
