@@ -134,6 +134,8 @@ static float train_two_class(int threads, float *first_w, int *acc_out) {
     sstc_model_add_relu(m, NULL);
     sstc_model_add_linear(m, NULL, 2, 1);
     sstc_model_init(m, SSTC_INIT_HE, &r);
+    float *w0 = malloc(nw * sizeof(float));
+    memcpy(w0, m->layers[4].weight->data, nw * sizeof(float));
     sstc_named_tensor nt[32];
     int n = sstc_model_named_tensors(m, nt, 32);
     sstc_tensor *params[32];
@@ -183,6 +185,65 @@ Test(layers, same_seed_and_threads_give_bit_identical_runs) {
     float l2 = train_two_class(2, w2, &a2);
     cr_assert_eq(memcmp(w1, w2, sizeof w1), 0);
     cr_assert_eq(l1, l2);
+}
+
+/* A small CNN trained for a few SGD steps on random images with 2 threads
+ * (convolutions take the image-parallel path, weight gradients summed per
+ * thread): the weights after training, into w_out. */
+static void train_cnn(float *w_out, size_t nw) {
+    sstc_set_threads(2);
+    sstc_rng r;
+    sstc_rng_seed(&r, 5);
+    sstc_model *m = sstc_model_create(3, (int[]){3, 8, 8});
+    sstc_model_add_conv2d(m, NULL, 6, 3, 1, 1, 0);
+    sstc_model_add_batchnorm(m, NULL, 1e-5f, 0.1f);
+    sstc_model_add_relu(m, NULL);
+    sstc_model_add_maxpool(m, NULL, 2, 2, 0);
+    sstc_model_add_conv2d(m, NULL, 8, 3, 1, 1, 0);
+    sstc_model_add_relu(m, NULL);
+    sstc_model_add_flatten(m, NULL);
+    sstc_model_add_linear(m, NULL, 3, 1);
+    sstc_model_init(m, SSTC_INIT_HE, &r);
+    float *w0 = malloc(nw * sizeof(float));
+    memcpy(w0, m->layers[4].weight->data, nw * sizeof(float));
+    sstc_named_tensor nt[32];
+    sstc_tensor *params[32];
+    int n = sstc_model_named_tensors(m, nt, 32), np = 0;
+    for (int i = 0; i < n; i++)
+        if (nt[i].trainable) params[np++] = nt[i].tensor;
+    sstc_optim_config cfg = sstc_optim_defaults(SSTC_OPT_SGD);
+    sstc_optimizer *o = sstc_optim_create(&cfg, params, np);
+    enum { B = 7 };
+    float *x = malloc(sizeof(float) * B * 3 * 8 * 8);
+    int y[B];
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_model_train(m, 1);
+    for (int step = 0; step < 5; step++) {
+        for (int i = 0; i < B * 3 * 8 * 8; i++) x[i] = sstc_rng_normal(&r);
+        for (int i = 0; i < B; i++) y[i] = (int)(sstc_rng_uniform(&r) * 3) % 3;
+        sstc_ctx_reset(ctx);
+        sstc_tensor *l = sstc_softmax_ce(ctx, sstc_model_forward(m, ctx, sstc_tensor_wrap(ctx, x, 4, (int[]){B, 3, 8, 8})), y);
+        cr_assert_not_null(l, "%s", sstc_errmsg());
+        sstc_optim_zero_grad(o);
+        cr_assert_eq(sstc_backward(ctx, l), 0, "%s", sstc_errmsg());
+        sstc_optim_step(o, 0.05f);
+    }
+    cr_assert_eq(m->layers[4].weight->size, nw);
+    memcpy(w_out, m->layers[4].weight->data, nw * sizeof(float));
+    cr_assert_neq(memcmp(w0, w_out, nw * sizeof(float)), 0, "training must move the conv weights");
+    free(w0);
+    sstc_ctx_free(ctx);
+    sstc_optim_free(o);
+    sstc_model_free(m);
+    free(x);
+    sstc_set_threads(1);
+}
+
+Test(layers, cnn_on_two_threads_gives_bit_identical_runs) {
+    float a[8 * 6 * 9], b[8 * 6 * 9];
+    train_cnn(a, 8 * 6 * 9);
+    train_cnn(b, 8 * 6 * 9);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0, "same seed and threads must give identical conv weights");
 }
 
 Test(layers, straight_through_override_computes_with_override_and_updates_weight) {
