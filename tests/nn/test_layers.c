@@ -134,8 +134,6 @@ static float train_two_class(int threads, float *first_w, int *acc_out) {
     sstc_model_add_relu(m, NULL);
     sstc_model_add_linear(m, NULL, 2, 1);
     sstc_model_init(m, SSTC_INIT_HE, &r);
-    float *w0 = malloc(nw * sizeof(float));
-    memcpy(w0, m->layers[4].weight->data, nw * sizeof(float));
     sstc_named_tensor nt[32];
     int n = sstc_model_named_tensors(m, nt, 32);
     sstc_tensor *params[32];
