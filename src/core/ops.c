@@ -564,7 +564,8 @@ sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
 
 /* The backward pass of the image-parallel path: per image, dW += dY·colᵀ into
  * the thread's own dW (summed in thread order afterwards, so a given thread
- * count gives the same result every time) and dX = col2im(Wᵀ·dY). */
+ * count gives the same result every time) and dX (below: a convolution with
+ * the flipped kernel for same convolutions, col2im(Wᵀ·dY) otherwise). */
 static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
     sstc_tensor *x = y->src[0], *w = y->src[1];
     int stride = y->ip[0], pad = y->ip[1];
