@@ -468,6 +468,10 @@ static int conv_threads(int B) {
     return T > 1 && B >= T ? T : 0;
 }
 
+#ifndef CONV_GROUP_COLS
+#define CONV_GROUP_COLS 256
+#endif
+
 /* A 1x1 convolution without stride or padding: the image is its own column block. */
 static int conv_pointwise(int KH, int KW, int stride, int pad) {
     return KH == 1 && KW == 1 && stride == 1 && pad == 0;
@@ -515,25 +519,46 @@ sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
          * own column block (which stays in its cache) and multiplies it with
          * a single-threaded sgemm straight into the output */
         int direct = conv_pointwise(KH, KW, stride, pad);
-        float *cols = direct ? NULL : ctx_scratch(ctx, (size_t)T * ckk * ohw * sizeof(float));
-        if (!direct && !cols) return NULL;
+        /* small planes: G images per sgemm (at least CONV_GROUP_COLS columns),
+         * so the weights are packed once per group, not once per image */
+        int G = ohw >= CONV_GROUP_COLS ? 1 : (int)((CONV_GROUP_COLS + ohw - 1) / ohw);
+        if (G > B) G = B;
+        int groups = (B + G - 1) / G;
+        size_t per = (direct && G == 1 ? 0 : ckk * G * ohw) + (G > 1 ? (size_t)OC * G * ohw : 0);
+        float *cols = per ? ctx_scratch(ctx, (size_t)T * per * sizeof(float)) : NULL;
+        if (per && !cols) return NULL;
 #pragma omp parallel for num_threads(T) schedule(static)
-        for (int b = 0; b < B; b++) {
-            const float *xb = x->data + (size_t)b * C * H * W;
-            float *yb = y->data + (size_t)b * OC * ohw;
-            const float *col = xb;
-            if (!direct) {
-                float *c = cols + (size_t)omp_get_thread_num() * ckk * ohw;
-                im2col(xb, C, H, W, KH, KW, stride, pad, OH, OW, c, ohw);
-                col = c;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)ohw, (int)ckk, 1.0f, w->data,
-                        (int)ckk, col, (int)ohw, 0.0f, yb, (int)ohw);
-            if (bias)
-                for (int oc = 0; oc < OC; oc++) {
-                    float bv = bias->data[oc], *r = yb + (size_t)oc * ohw;
-                    for (size_t p = 0; p < ohw; p++) r[p] += bv;
+        for (int gi = 0; gi < groups; gi++) {
+            int b0 = gi * G, n = B - b0 < G ? B - b0 : G;
+            size_t ld = (size_t)n * ohw;
+            float *mine = cols ? cols + (size_t)omp_get_thread_num() * per : NULL;
+            const float *col = x->data + (size_t)b0 * C * H * W;
+            if (!direct || G > 1) {
+                for (int s = 0; s < n; s++) {
+                    const float *xb = x->data + (size_t)(b0 + s) * C * H * W;
+                    if (direct)
+                        for (size_t c = 0; c < ckk; c++)
+                            memcpy(mine + c * ld + (size_t)s * ohw, xb + c * ohw, ohw * sizeof(float));
+                    else
+                        im2col(xb, C, H, W, KH, KW, stride, pad, OH, OW, mine + (size_t)s * ohw, ld);
                 }
+                col = mine;
+            }
+            float *out = G > 1 ? mine + ckk * G * ohw : y->data + (size_t)b0 * OC * ohw;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)ld, (int)ckk, 1.0f, w->data,
+                        (int)ckk, col, (int)ld, 0.0f, out, (int)ld);
+            for (int s = 0; s < n; s++) {
+                float *yb = y->data + (size_t)(b0 + s) * OC * ohw;
+                for (int oc = 0; oc < OC; oc++) {
+                    float bv = bias ? bias->data[oc] : 0.0f, *r = yb + (size_t)oc * ohw;
+                    if (G > 1) {
+                        const float *src = out + (size_t)oc * ld + (size_t)s * ohw;
+                        for (size_t p = 0; p < ohw; p++) r[p] = src[p] + bv;
+                    } else if (bias) {
+                        for (size_t p = 0; p < ohw; p++) r[p] += bv;
+                    }
+                }
+            }
         }
         return y;
     }
