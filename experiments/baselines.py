@@ -3,6 +3,7 @@
 experiments/results/baselines.csv and baselines.md from their summary.json.
 
     experiments/baselines.py [--collect] [NAME ...]     NAME: mnist_fc fashion_fc cifar10_cnn
+                                                        cifar10_cnn_small
 
 Every figure comes from a run's summary.json (seed, epochs and wall time included).
 """
@@ -21,6 +22,7 @@ BASELINES = {  # name -> (config, dataset to prepare, target test error or None)
     "mnist_fc": ("configs/mnist_fc.ini", "mnist", 0.012),
     "fashion_fc": ("configs/fashion_fc.ini", "fashion-mnist", None),
     "cifar10_cnn": ("configs/cifar10_cnn.ini", "cifar10", 0.12),
+    "cifar10_cnn_small": ("configs/cifar10_cnn_small.ini", "cifar10", None),
 }
 
 

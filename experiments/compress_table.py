@@ -117,7 +117,7 @@ def table_cifar10():
                ("(8,2) on all layers, both techniques, " + longer["lever"], longer["name"], 0.02),
                ("(8,2) on all layers but the first, both techniques", skip["name"], 0.02),
                ("(8,2) on all layers, normalization only (short budget)", "sst_8_2_row_direct_s1", 0.02)]
-    return {"config": "configs/cifar10_cnn.ini", "float_run": "runs/cifar10_cnn", "runs": runs,
+    return {"config": "configs/cifar10_cnn_small.ini", "float_run": "runs/cifar10_cnn_small", "runs": runs,
             "stage_epochs": st, "retrain_epochs": rt, "hist_layer": "fc1", "targets": targets}
 
 
@@ -163,8 +163,9 @@ def write_results(table, spec, rows, float_summary):
     md = [f"# {table}: structured sparse ternary coding", "",
           "Written by `experiments/compress_table.py %s` from the runs' summary.json files." % table,
           "Test error in %; every coded network codes all weight layers unless stated.", ""]
-    md.append("Float network: test error %.2f %% (seed %d, %d epochs, %.0f s)." % (
-        100 * float_summary["test_error"], float_summary["seed"], float_summary["epochs"], float_summary["seconds"]))
+    md.append("Float network (`%s`): test error %.2f %% (seed %d, %d epochs, %.0f s)." % (
+        spec["config"], 100 * float_summary["test_error"], float_summary["seed"], float_summary["epochs"],
+        float_summary["seconds"]))
     md.append("")
     by = {}
     for r in rows:

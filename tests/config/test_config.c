@@ -117,7 +117,8 @@ Test(config, overrides_apply_to_sections_and_layers_by_name) {
 }
 
 Test(config, shipped_configs_parse) {
-    const char *files[] = {"configs/mnist_fc.ini", "configs/fashion_fc.ini", "configs/cifar10_cnn.ini"};
+    const char *files[] = {"configs/mnist_fc.ini", "configs/fashion_fc.ini", "configs/cifar10_cnn.ini",
+                           "configs/cifar10_cnn_small.ini"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         sstc_config c;
         cr_assert_eq(sstc_config_load(files[i], NULL, 0, &c), 0, "%s", sstc_errmsg());
