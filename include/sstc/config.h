@@ -61,6 +61,7 @@ typedef struct {
     int validation;             /* images held out of the training set */
     /* [train] */
     int epochs, batch_size, eval_batch_size;
+    float label_smoothing;      /* of the training loss; evaluation uses plain cross-entropy */
     sstc_optim_config optim;
     sstc_lr_schedule lr;
     sstc_init init;

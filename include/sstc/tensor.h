@@ -153,6 +153,10 @@ sstc_tensor *sstc_mean(sstc_ctx *ctx, sstc_tensor *x);
 /* Fused, numerically stable softmax + cross-entropy: logits (B,C), labels[B]
  * in [0,C) -> scalar mean loss. */
 sstc_tensor *sstc_softmax_ce(sstc_ctx *ctx, sstc_tensor *logits, const int *labels);
+/* The same with label smoothing (PyTorch's label_smoothing): the target of each
+ * sample is (1 - smoothing) on its label plus smoothing / C on every class;
+ * 0 <= smoothing < 1, and 0 gives exactly sstc_softmax_ce. */
+sstc_tensor *sstc_softmax_ce_smooth(sstc_ctx *ctx, sstc_tensor *logits, const int *labels, float smoothing);
 
 /* ---- autodiff --------------------------------------------------------- */
 

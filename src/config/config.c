@@ -51,6 +51,7 @@ static const key_def train_keys[] = {
     {"epochs", K_INT, CF(epochs), 0, 1e6, NULL, 0},
     {"batch_size", K_INT, CF(batch_size), 1, 1e6, NULL, 0},
     {"eval_batch_size", K_INT, CF(eval_batch_size), 1, 1e6, NULL, 0},
+    {"label_smoothing", K_FLOAT, CF(label_smoothing), 0, 0.999, NULL, 0},
     {"optimizer", K_ENUM, CF(optim.kind), 0, 0, "sgd|adam", 0},
     {"lr", K_FLOAT, CF(optim.lr), 0, 100, NULL, 0},
     {"momentum", K_FLOAT, CF(optim.momentum), 0, 1, NULL, 0},

@@ -1146,7 +1146,15 @@ static void reduce_backward(sstc_ctx *ctx, sstc_tensor *y) {
 /* ---- softmax + cross-entropy ------------------------------------------ */
 
 sstc_tensor *sstc_softmax_ce(sstc_ctx *ctx, sstc_tensor *logits, const int *labels) {
+    return sstc_softmax_ce_smooth(ctx, logits, labels, 0.0f);
+}
+
+sstc_tensor *sstc_softmax_ce_smooth(sstc_ctx *ctx, sstc_tensor *logits, const int *labels, float smoothing) {
     if (null_args("softmax_ce", ctx, logits, logits)) return NULL;
+    if (!(smoothing >= 0.0f && smoothing < 1.0f)) {
+        sstc_fail(SSTC_EINVAL, "softmax_ce: label smoothing %g, expected 0 <= smoothing < 1", (double)smoothing);
+        return NULL;
+    }
     if (!labels) {
         sstc_fail(SSTC_EINVAL, "softmax_ce: NULL labels");
         return NULL;
@@ -1165,10 +1173,12 @@ sstc_tensor *sstc_softmax_ce(sstc_ctx *ctx, sstc_tensor *logits, const int *labe
         }
     sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_SOFTMAX_CE, 1, (int[]){1}, logits, NULL, NULL);
     if (!y) return NULL;
-    float *prob = sstc_ctx_alloc(ctx, logits->size * sizeof(float));
+    /* the probabilities, then the smoothing */
+    float *prob = sstc_ctx_alloc(ctx, (logits->size + 1) * sizeof(float));
     int *lab = sstc_ctx_alloc(ctx, (size_t)B * sizeof(int));
     if (!prob || !lab) return NULL;
     memcpy(lab, labels, (size_t)B * sizeof(int));
+    prob[logits->size] = smoothing;
     y->saved = prob;
     y->saved2 = lab;
     double loss = 0;
@@ -1184,7 +1194,14 @@ sstc_tensor *sstc_softmax_ce(sstc_ctx *ctx, sstc_tensor *logits, const int *labe
         }
         float inv = (float)(1.0 / s);
         for (int c = 0; c < C; c++) p[c] *= inv;
-        loss += log(s) + mx - z[lab[b]];
+        double nll = log(s) + mx - z[lab[b]];
+        if (smoothing > 0.0f) {
+            /* target (1-e)*onehot + e/C: -sum_c t_c log p_c, log p_c = z_c - mx - log s */
+            double zsum = 0;
+            for (int c = 0; c < C; c++) zsum += z[c];
+            nll = (1.0 - smoothing) * nll + smoothing * (log(s) + mx - zsum / C);
+        }
+        loss += nll;
     }
     y->data[0] = (float)(loss / B);
     return y;
@@ -1197,9 +1214,10 @@ static void softmax_ce_backward(sstc_ctx *ctx, sstc_tensor *y) {
     const float *prob = y->saved;
     const int *lab = y->saved2;
     float *g = ctx_grad(ctx, z), d = y->grad[0] / (float)B;
+    float e = prob[z->size], hit = 1.0f - e + e / (float)C, miss = e / (float)C;
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++)
-            g[(size_t)b * C + c] += d * (prob[(size_t)b * C + c] - (c == lab[b] ? 1.0f : 0.0f));
+            g[(size_t)b * C + c] += d * (prob[(size_t)b * C + c] - (c == lab[b] ? hit : miss));
 }
 
 /* ---- dispatch --------------------------------------------------------- */

@@ -235,7 +235,7 @@ int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int to
         if (s->hooks.before_forward && s->hooks.before_forward(s->hooks.user, s)) return sstc_errcode();
         sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
         sstc_tensor *logits = sstc_model_forward(s->model, s->ctx, xt);
-        sstc_tensor *loss = sstc_softmax_ce(s->ctx, logits, s->y);
+        sstc_tensor *loss = sstc_softmax_ce_smooth(s->ctx, logits, s->y, c->label_smoothing);
         if (!loss) return sstc_errcode();
         float lv = loss->data[0];
         if (!isfinite(lv))

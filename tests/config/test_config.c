@@ -60,6 +60,7 @@ Test(config, errors_name_file_line_and_expectation) {
     expect_error("[data]\ndataset = mnist\n[train]\nepochz = 3\n[fc]\noutputs=10\n", "x.ini:4", "unknown key 'epochz'");
     expect_error("[data]\ndataset = mnist\n[train]\nepochs = three\n", "x.ini:4", "expected an integer");
     expect_error("[data]\ndataset = mnist\n[train]\nlr = -1\n", "x.ini:4", "out of range");
+    expect_error("[data]\ndataset = mnist\n[train]\nlabel_smoothing = 1\n", "x.ini:4", "out of range");
     expect_error("[data]\ndataset = mnist\n\n[bogus]\n", "x.ini:4", "unknown section [bogus]");
     expect_error("[data]\ndataset = mnist\n[train]\noptimizer = rmsprop\n", "x.ini:4", "sgd|adam");
     expect_error("[data]\ndataset = mnist\n[data]\n", "x.ini:3", "appears twice");

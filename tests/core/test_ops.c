@@ -275,9 +275,13 @@ Test(ops, reshape_sum_mean_gradients_match_finite_differences) {
 
 static const int ce_labels[] = {2, 0, 4, 4};
 static sstc_tensor *f_ce(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_softmax_ce(c, in[0], ce_labels); }
+static sstc_tensor *f_ce_smooth(sstc_ctx *c, sstc_tensor **in, void *u) {
+    return sstc_softmax_ce_smooth(c, in[0], ce_labels, 0.2f);
+}
 Test(ops, softmax_ce_gradient_matches_finite_differences) {
     sstc_tensor *in[] = {randp(2, (int[]){4, 5}, 2)};
     gradcheck(f_ce, in, 1, NULL, "softmax_ce");
+    gradcheck(f_ce_smooth, in, 1, NULL, "softmax_ce with label smoothing 0.2");
 }
 
 /* ---- PyTorch references ---- */
@@ -367,6 +371,21 @@ Test(ops, softmax_ce_matches_pytorch_on_large_logits) {
     cr_assert_eq(sstc_backward(ctx, loss), 0);
     fx_array *g = fx_get(&f, "dlogits");
     expect_close(z->grad, g->v, g->n, 1e-6f, 1e-4f, "dlogits");
+    /* label smoothing 0.1, the same logits */
+    sstc_ctx_reset(ctx);
+    sstc_tensor *z2 = fx_tensor(P, fx_get(&f, "logits"), 1);
+    sstc_tensor *loss2 = sstc_softmax_ce_smooth(ctx, z2, labels, 0.1f);
+    cr_assert_not_null(loss2);
+    expect_close(loss2->data, fx_get(&f, "loss_smooth")->v, 1, 1e-4f, 1e-5f, "loss, smoothing 0.1");
+    cr_assert_eq(sstc_backward(ctx, loss2), 0);
+    fx_array *g2 = fx_get(&f, "dlogits_smooth");
+    expect_close(z2->grad, g2->v, g2->n, 1e-6f, 1e-4f, "dlogits, smoothing 0.1");
+    /* smoothing 0 is plain cross-entropy, bit for bit */
+    sstc_ctx_reset(ctx);
+    sstc_tensor *a = sstc_softmax_ce(ctx, z, labels), *b = sstc_softmax_ce_smooth(ctx, z, labels, 0.0f);
+    cr_assert_eq(memcmp(a->data, b->data, sizeof(float)), 0);
+    cr_assert_null(sstc_softmax_ce_smooth(ctx, z, labels, 1.0f));
+    cr_assert_null(sstc_softmax_ce_smooth(ctx, z, labels, -0.1f));
     sstc_ctx_free(ctx);
     fx_free(&f);
 }
