@@ -58,6 +58,7 @@ typedef struct {
     int norm_std_channels;
     float mean[4], std[4];
     int augment_crop, augment_flip;
+    int test_flip;              /* evaluation averages each image and its mirror image */
     int validation;             /* images held out of the training set */
     /* [train] */
     int epochs, batch_size, eval_batch_size;

@@ -26,6 +26,8 @@ struct sstc_session;
 int cli_train_session(struct sstc_session *s, const char *outdir, const char *config_path, int resume, int quiet);
 /* Evaluates a checkpoint (or, where supported, a .sst file) on a test set. */
 int cli_eval_checkpoint(const char *ckpt, const char *data);
+/* flip: average each test image with its mirror image ([data] test_flip) */
+int cli_eval_checkpoint_flip(const char *ckpt, const char *data, int flip);
 int cli_eval_file(const char *path, const char *data);
 /* The .sst side (cmd_infer.c, cmd_export_c.c). */
 int cli_is_sst_file(const char *path);

@@ -305,12 +305,14 @@ int cli_train_session(sstc_session *s, const char *outdir, const char *config_pa
 }
 
 static const char eval_usage[] =
-    "usage: sstc eval CHECKPOINT [--data NAME]\n"
+    "usage: sstc eval CHECKPOINT [--data NAME] [--flip]\n"
     "\n"
     "Prints the loss and error of a checkpoint's network on a test set: the one\n"
     "its config names, or NAME (a known dataset or an image-folder path with the\n"
-    "same image shape and classes). A .sst file (MODEL.sst) runs in the\n"
-    "multiplication-free inference engine and needs --data NAME.\n";
+    "same image shape and classes). --flip averages the class probabilities of\n"
+    "each image and its mirror image (as [data] test_flip = true does; the\n"
+    "checkpoint's own setting is used otherwise). A .sst file (MODEL.sst) runs in\n"
+    "the multiplication-free inference engine and needs --data NAME.\n";
 
 int cmd_eval(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -318,8 +320,10 @@ int cmd_eval(int argc, char **argv) {
         return 0;
     }
     const char *ckpt = NULL, *data = NULL;
+    int flip = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
+        else if (!strcmp(argv[i], "--flip")) flip = 1;
         else if (argv[i][0] == '-') {
             fprintf(stderr, "sstc eval: unknown or incomplete option '%s'\n\n%s", argv[i], eval_usage);
             return 2;
@@ -333,7 +337,11 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "sstc eval: missing CHECKPOINT\n\n%s", eval_usage);
         return 2;
     }
-    return cli_eval_file(ckpt, data);
+    if (flip && cli_is_sst_file(ckpt)) {
+        fprintf(stderr, "sstc eval: --flip works on checkpoints, not on .sst files (%s)\n", ckpt);
+        return 2;
+    }
+    return flip ? cli_eval_checkpoint_flip(ckpt, data, 1) : cli_eval_file(ckpt, data);
 }
 
 /* Opens a training or compression checkpoint; a compression checkpoint also
@@ -350,12 +358,15 @@ static int open_checkpoint(sstc_session *s, sstc_compressor *c, const char *ckpt
     return rc;
 }
 
-int cli_eval_checkpoint(const char *ckpt, const char *data) {
+int cli_eval_checkpoint(const char *ckpt, const char *data) { return cli_eval_checkpoint_flip(ckpt, data, 0); }
+
+int cli_eval_checkpoint_flip(const char *ckpt, const char *data, int flip) {
     sstc_session s;
     sstc_eval_result r;
     sstc_compressor c;
     int coded;
     int rc = open_checkpoint(&s, &c, ckpt, &coded);
+    if (!rc && flip) s.cfg.test_flip = 1;
     if (rc || sstc_session_load_data(&s, data) || sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r)) {
         fprintf(stderr, "sstc eval: %s\n", sstc_errmsg());
         sstc_compress_free(&c);

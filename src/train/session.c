@@ -283,33 +283,77 @@ static void eval_batch(const sstc_session *s, const sstc_dataset *ds, const int 
     }
 }
 
+/* Mirrors n images of c planes h x w left to right, in place. */
+static void mirror_images(float *x, int n, int c, int h, int w) {
+    for (size_t r = 0; r < (size_t)n * c * h; r++) {
+        float *row = x + r * w;
+        for (int a = 0, b = w - 1; a < b; a++, b--) {
+            float t = row[a];
+            row[a] = row[b];
+            row[b] = t;
+        }
+    }
+}
+
 int sstc_session_evaluate(sstc_session *s, const sstc_dataset *ds, const int *idx, int count, sstc_eval_result *out) {
     if (!s->model || !ds) return sstc_fail(SSTC_EINVAL, "evaluate: no model or dataset");
     if (ds->c != s->in_c || ds->h != s->in_h || ds->w != s->in_w)
         return sstc_fail(SSTC_ESHAPE, "evaluate: images are %dx%dx%d, the network expects %dx%dx%d", ds->c, ds->h, ds->w,
                          s->in_c, s->in_h, s->in_w);
     if (count < 0) count = ds->n;
-    int B = s->cfg.eval_batch_size;
+    int B = s->cfg.eval_batch_size, C = s->classes, flip = s->cfg.test_flip;
+    float *p1 = NULL;
+    if (flip && !(p1 = malloc((size_t)B * C * sizeof(float))))
+        return sstc_fail(SSTC_ENOMEM, "evaluate: out of memory");
     sstc_model_train(s->model, 0);
     double loss = 0;
     long err = 0;
-    for (int from = 0; from < count; from += B) {
-        if (s->stop && *s->stop) return sstc_fail(SSTC_EINTR, "interrupted during evaluation");
+    int rc = 0;
+    for (int from = 0; from < count && !rc; from += B) {
+        if (s->stop && *s->stop) {
+            rc = sstc_fail(SSTC_EINTR, "interrupted during evaluation");
+            break;
+        }
         int n = count - from < B ? count - from : B;
         eval_batch(s, ds, idx, from, n, s->x, s->y);
-        for (int i = 0; i < n; i++)
-            if (s->y[i] < 0 || s->y[i] >= s->classes)
-                return sstc_fail(SSTC_EFORMAT, "evaluate: label %d of sample %d out of range 0..%d", s->y[i], from + i, s->classes - 1);
-        sstc_ctx_reset(s->ctx);
-        if (s->hooks.before_forward && s->hooks.before_forward(s->hooks.user, s)) return sstc_errcode();
-        sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
-        sstc_tensor *logits = sstc_model_forward(s->model, s->ctx, xt);
-        sstc_tensor *l = sstc_softmax_ce(s->ctx, logits, s->y);
-        if (!l) return sstc_errcode();
-        loss += (double)l->data[0] * n;
-        err += argmax_errors(logits->data, s->y, n, s->classes);
+        for (int i = 0; i < n && !rc; i++)
+            if (s->y[i] < 0 || s->y[i] >= C)
+                rc = sstc_fail(SSTC_EFORMAT, "evaluate: label %d of sample %d out of range 0..%d", s->y[i], from + i, C - 1);
+        /* with test_flip, a second pass on the mirror images; the class
+         * probabilities of the two passes are averaged */
+        for (int pass = 0; pass <= flip && !rc; pass++) {
+            if (pass) mirror_images(s->x, n, s->in_c, s->in_h, s->in_w);
+            sstc_ctx_reset(s->ctx);
+            if (s->hooks.before_forward && s->hooks.before_forward(s->hooks.user, s)) {
+                rc = sstc_errcode();
+                break;
+            }
+            sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
+            sstc_tensor *logits = sstc_model_forward(s->model, s->ctx, xt);
+            sstc_tensor *l = sstc_softmax_ce(s->ctx, logits, s->y);
+            if (!l) {
+                rc = sstc_errcode();
+                break;
+            }
+            if (!flip) {
+                loss += (double)l->data[0] * n;
+                err += argmax_errors(logits->data, s->y, n, C);
+            } else if (!pass) {
+                memcpy(p1, l->saved, (size_t)n * C * sizeof(float));
+            } else {
+                const float *p2 = l->saved;
+                for (size_t i = 0; i < (size_t)n * C; i++) p1[i] = 0.5f * (p1[i] + p2[i]);
+                for (int i = 0; i < n; i++) {
+                    float py = p1[(size_t)i * C + s->y[i]];
+                    loss -= log(py > 1e-30f ? py : 1e-30f);
+                }
+                err += argmax_errors(p1, s->y, n, C);
+            }
+        }
     }
     sstc_ctx_reset(s->ctx);
+    free(p1);
+    if (rc) return rc;
     out->loss = count ? loss / count : 0;
     out->error = count ? (double)err / count : 0;
     out->count = count;

@@ -217,3 +217,54 @@ Test(train, npz_export_holds_every_tensor_as_npy) {
     zip_close(z);
     sstc_session_close(&s);
 }
+
+/* test_flip: the class probabilities of each image and its mirror image are
+ * averaged; checked against logits computed separately on a mirrored copy. */
+Test(train, test_flip_averages_each_image_with_its_mirror) {
+    sstc_session s;
+    cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
+    s.quiet = 1;
+    double tl, te;
+    cr_assert_eq(sstc_session_train_epoch(&s, &s.cfg.lr, s.cfg.epochs, "t", &tl, &te), 0, "%s", sstc_errmsg());
+    const sstc_dataset *ds = &s.test;
+    int n = ds->n, C = s.classes;
+    size_t per = (size_t)ds->c * ds->h * ds->w;
+    sstc_dataset m = *ds;
+    m.pixels = malloc((size_t)n * per);
+    cr_assert_not_null(m.pixels);
+    for (size_t r = 0; r < (size_t)n * ds->c * ds->h; r++)
+        for (int x = 0; x < ds->w; x++) m.pixels[r * ds->w + x] = ds->pixels[r * ds->w + (ds->w - 1 - x)];
+    float *z1 = malloc((size_t)n * C * sizeof(float)), *z2 = malloc((size_t)n * C * sizeof(float));
+    cr_assert_eq(sstc_session_logits(&s, ds, n, z1), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_session_logits(&s, &m, n, z2), 0, "%s", sstc_errmsg());
+    double loss = 0;
+    long err = 0, differ = 0;
+    for (int i = 0; i < n; i++) {
+        double p[16], s1 = 0, s2 = 0;
+        for (int c = 0; c < C; c++) {
+            s1 += exp(z1[i * C + c]);
+            s2 += exp(z2[i * C + c]);
+        }
+        int best = 0;
+        for (int c = 0; c < C; c++) {
+            p[c] = 0.5 * (exp(z1[i * C + c]) / s1 + exp(z2[i * C + c]) / s2);
+            if (p[c] > p[best]) best = c;
+            differ += fabsf(z1[i * C + c] - z2[i * C + c]) > 1e-3f;
+        }
+        loss -= log(p[ds->labels[i]]);
+        err += best != ds->labels[i];
+    }
+    cr_assert_gt(differ, 0, "mirroring changes the logits of this network");
+    sstc_eval_result plain, flip;
+    cr_assert_eq(sstc_session_evaluate(&s, ds, NULL, n, &plain), 0);
+    s.cfg.test_flip = 1;
+    s.cfg.eval_batch_size = 7; /* batches of uneven size */
+    cr_assert_eq(sstc_session_evaluate(&s, ds, NULL, n, &flip), 0, "%s", sstc_errmsg());
+    cr_assert_float_eq(flip.loss, loss / n, 1e-4, "flip loss %g, expected %g", flip.loss, loss / n);
+    cr_assert_float_eq(flip.error, (double)err / n, 1e-12);
+    cr_assert(fabs(flip.loss - plain.loss) > 1e-6, "flip averaging changes the loss");
+    free(z1);
+    free(z2);
+    free(m.pixels);
+    sstc_session_close(&s);
+}
