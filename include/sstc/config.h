@@ -58,6 +58,7 @@ typedef struct {
     int norm_std_channels;
     float mean[4], std[4];
     int augment_crop, augment_flip;
+    int augment_cutout;         /* side of the cutout square, 0 = off */
     int test_flip;              /* evaluation averages each image and its mirror image */
     int validation;             /* images held out of the training set */
     /* [train] */

@@ -77,7 +77,11 @@ typedef struct { int c; float mean[4], std[4]; } sstc_normalizer;  /* x = (p/255
  * (NULL = all of ds). Exact (integer sums), so independent of thread count. */
 int sstc_dataset_channel_stats(const sstc_dataset *ds, const int *idx, int count, sstc_normalizer *out);
 
-typedef struct { int pad_crop; int hflip; } sstc_augment;    /* pad_crop=4 for CIFAR: random crop with zero padding of 4; hflip: random horizontal flip */
+/* pad_crop=4 for CIFAR: random crop with zero padding of 4; hflip: random
+ * horizontal flip; cutout: side of a square, centred at a uniformly random
+ * pixel and clipped at the borders, set to 0 after normalization (the
+ * normalizer's mean) in every channel; 0 turns it off. */
+typedef struct { int pad_crop; int hflip; int cutout; } sstc_augment;
 
 /* Split indices 0..n-1 with a seeded shuffle into train (n-val) and val (val)
  * index arrays (malloc'd; caller frees), each in ascending order. With

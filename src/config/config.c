@@ -44,6 +44,7 @@ static const key_def data_keys[] = {
     {"std", K_FLOATLIST, CF(std), 1e-12, 4, NULL, 0},
     {"augment_crop", K_INT, CF(augment_crop), 0, 64, NULL, 0},
     {"augment_flip", K_BOOL, CF(augment_flip), 0, 1, NULL, 0},
+    {"augment_cutout", K_INT, CF(augment_cutout), 0, 64, NULL, 0},
     {"test_flip", K_BOOL, CF(test_flip), 0, 1, NULL, 0},
     {"validation", K_INT, CF(validation), 0, 1e9, NULL, 0},
     {0}};

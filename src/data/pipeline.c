@@ -93,9 +93,12 @@ int sstc_batcher_init(sstc_batcher *b, const sstc_dataset *ds, const int *indice
     if (count <= 0) return sstc_fail(SSTC_EINVAL, "sstc_batcher_init: %d samples, expected > 0", count);
     if (norm && norm->c != ds->c)
         return sstc_fail(SSTC_EINVAL, "sstc_batcher_init: normalizer has %d channels, dataset has %d", norm->c, ds->c);
-    int augmenting = aug && (aug->pad_crop > 0 || aug->hflip);
+    int augmenting = aug && (aug->pad_crop > 0 || aug->hflip || aug->cutout > 0);
     if (aug && (aug->pad_crop < 0 || aug->pad_crop > ds->h || aug->pad_crop > ds->w))
         return sstc_fail(SSTC_EINVAL, "sstc_batcher_init: crop padding %d, expected 0..%d", aug->pad_crop,
+                         ds->h < ds->w ? ds->h : ds->w);
+    if (aug && (aug->cutout < 0 || aug->cutout > ds->h || aug->cutout > ds->w))
+        return sstc_fail(SSTC_EINVAL, "sstc_batcher_init: cutout size %d, expected 0..%d", aug->cutout,
                          ds->h < ds->w ? ds->h : ds->w);
     if ((shuffle || augmenting) && !rng)
         return sstc_fail(SSTC_EINVAL, "sstc_batcher_init: shuffling or augmentation needs an rng");
@@ -195,6 +198,18 @@ int sstc_batcher_next(sstc_batcher *b, float *x, int *y) {
         } else {
             for (int ch = 0; ch < c; ch++)
                 plane_augmented(src + (size_t)ch * hw, dst + (size_t)ch * hw, h, w, dy, dx, flip, b->lut[ch]);
+        }
+        if (b->aug.cutout > 0) {
+            int side = b->aug.cutout;
+            int cy = (int)sstc_rng_below(b->rng, (uint64_t)h), cx = (int)sstc_rng_below(b->rng, (uint64_t)w);
+            int y0 = cy - side / 2, x0 = cx - side / 2, y1 = y0 + side, x1 = x0 + side;
+            if (y0 < 0) y0 = 0;
+            if (x0 < 0) x0 = 0;
+            if (y1 > h) y1 = h;
+            if (x1 > w) x1 = w;
+            for (int ch = 0; ch < c; ch++)
+                for (int yy = y0; yy < y1; yy++)
+                    memset(dst + (size_t)ch * hw + (size_t)yy * w + x0, 0, sizeof(float) * (size_t)(x1 - x0));
         }
     }
     b->pos += m;

@@ -81,6 +81,7 @@ int sstc_session_load_data(sstc_session *s, const char *dataset) {
     }
     s->aug.pad_crop = c->augment_crop;
     s->aug.hflip = c->augment_flip;
+    s->aug.cutout = c->augment_cutout;
     if (sstc_batcher_init(&s->batcher, &s->train, s->train_idx, s->ntrain, c->batch_size, 1, 0, &s->norm,
                           &s->aug, &s->batch_rng))
         return sstc_errcode();

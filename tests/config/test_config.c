@@ -7,7 +7,7 @@
 static const char *good =
     "# comment\n"
     "[experiment]\nname = t\nseed = 7\nthreads = 1\n"
-    "[data]\ndataset = mnist\naugment_flip = true\n"
+    "[data]\ndataset = mnist\naugment_flip = true\naugment_cutout = 3\n"
     "[train]\nepochs = 3\nlr = 0.01 ; inline comment\noptimizer = sgd\nschedule = step\nstep_epochs = 2\n"
     "[conv]\nfilters = 4\nsize = 3\npad = 1\n"
     "[relu]\n[relu]\n"
@@ -22,13 +22,14 @@ Test(config, parses_sections_keys_and_layers_in_order) {
     cr_assert_eq(c.threads, 1);
     cr_assert_str_eq(c.dataset, "mnist");
     cr_assert_eq(c.augment_flip, 1);
+    cr_assert_eq(c.augment_cutout, 3);
     cr_assert_eq(c.epochs, 3);
     cr_assert_float_eq(c.optim.lr, 0.01f, 1e-9);
     cr_assert_eq(c.optim.kind, SSTC_OPT_SGD);
     cr_assert_eq(c.lr.kind, SSTC_LR_STEP);
     cr_assert_eq(c.nlayers, 5, "keyless sections like [relu] must count");
     cr_assert_eq(c.layers[0].kind, SSTC_LAYER_CONV2D);
-    cr_assert_eq(c.layers[0].line, 15, "line %d", c.layers[0].line);
+    cr_assert_eq(c.layers[0].line, 16, "line %d", c.layers[0].line);
     cr_assert_eq(c.layers[1].kind, SSTC_LAYER_RELU);
     cr_assert_eq(c.layers[2].kind, SSTC_LAYER_RELU);
     cr_assert_eq(c.layers[3].kind, SSTC_LAYER_MAXPOOL);

@@ -190,7 +190,7 @@ Test(data_pipeline, crop_and_flip_produce_shifted_mirrored_copies_of_the_source)
     sstc_dataset ds = make(40, 3, 6, 7, 40);
     sstc_rng rng;
     sstc_rng_seed(&rng, 7);
-    sstc_augment aug = {2, 1};
+    sstc_augment aug = {2, 1, 0};
     sstc_batcher b;
     cr_assert_eq(sstc_batcher_init(&b, &ds, NULL, 0, 40, 0, 0, NULL, &aug, &rng), 0, "%s", sstc_errmsg());
     float *x = malloc(sizeof(float) * 40 * 3 * 6 * 7);
@@ -207,7 +207,7 @@ Test(data_pipeline, crop_and_flip_produce_shifted_mirrored_copies_of_the_source)
     cr_assert(flips > 5 && flips < 35, "about half flipped: %d", flips);
     cr_assert_lt(unchanged, 20, "most samples moved");
     /* Flip only: every sample is the source or its mirror image. */
-    sstc_augment fo = {0, 1};
+    sstc_augment fo = {0, 1, 0};
     sstc_batcher b2;
     cr_assert_eq(sstc_batcher_init(&b2, &ds, NULL, 0, 40, 0, 0, NULL, &fo, &rng), 0);
     cr_assert_eq(sstc_batcher_next(&b2, x, y), 40);
@@ -218,6 +218,61 @@ Test(data_pipeline, crop_and_flip_produce_shifted_mirrored_copies_of_the_source)
     free(x);
     sstc_batcher_free(&b);
     sstc_batcher_free(&b2);
+    sstc_dataset_free(&ds);
+}
+
+/* Cutout on a 3 x 9 x 10 dataset: each sample equals its source except for one
+ * axis-aligned rectangle that is 0 in every channel, at most side x side,
+ * exactly side x side when it lies inside the image, clipped otherwise. */
+Test(data_pipeline, cutout_zeroes_one_clipped_square_in_every_channel) {
+    const int n = 200, c = 3, h = 9, w = 10, side = 4;
+    sstc_dataset ds = make(n, c, h, w, n);
+    for (size_t i = 0; i < (size_t)n * c * h * w; i++) ds.pixels[i] = (uint8_t)(1 + ds.pixels[i] % 255); /* no 0 */
+    sstc_rng rng;
+    sstc_rng_seed(&rng, 11);
+    sstc_augment aug = {0, 0, side};
+    sstc_batcher b;
+    cr_assert_eq(sstc_batcher_init(&b, &ds, NULL, 0, n, 0, 0, NULL, &aug, &rng), 0, "%s", sstc_errmsg());
+    float *x = malloc(sizeof(float) * n * c * h * w);
+    int y[200];
+    cr_assert_eq(sstc_batcher_next(&b, x, y), n);
+    int full = 0, clipped = 0, corner_seen[2][2] = {{0}};
+    for (int i = 0; i < n; i++) {
+        const float *s = x + (size_t)i * c * h * w;
+        int ymin = h, ymax = -1, xmin = w, xmax = -1, zeros = 0;
+        for (int ch = 0; ch < c; ch++)
+            for (int yy = 0; yy < h; yy++)
+                for (int xx = 0; xx < w; xx++) {
+                    float v = s[((size_t)ch * h + yy) * w + xx];
+                    if (v == 0.0f) {
+                        zeros++;
+                        if (yy < ymin) ymin = yy;
+                        if (yy > ymax) ymax = yy;
+                        if (xx < xmin) xmin = xx;
+                        if (xx > xmax) xmax = xx;
+                    } else {
+                        cr_assert_float_eq(v, px(&ds, y[i], ch, yy, xx) / 255.0f, 1e-6f, "sample %d (%d,%d,%d)", i,
+                                           ch, yy, xx);
+                    }
+                }
+        cr_assert_gt(zeros, 0, "sample %d has a cut square", i);
+        int rh = ymax - ymin + 1, rw = xmax - xmin + 1;
+        cr_assert_eq(zeros, c * rh * rw, "sample %d: the zeros form one rectangle in all %d channels", i, c);
+        cr_assert(rh <= side && rw <= side, "sample %d: %d x %d within %d x %d", i, rh, rw, side, side);
+        int inside = ymin > 0 && xmin > 0 && ymax < h - 1 && xmax < w - 1;
+        if (inside) cr_assert(rh == side && rw == side, "sample %d: an unclipped square is %d x %d", i, rh, rw);
+        if (rh == side && rw == side) full++;
+        else clipped++;
+        if (ymin == 0 && xmin == 0) corner_seen[0][0] = 1;
+        if (ymax == h - 1 && xmax == w - 1) corner_seen[1][1] = 1;
+    }
+    cr_assert(full > 20 && clipped > 20, "both whole and clipped squares occur: %d, %d", full, clipped);
+    cr_assert(corner_seen[0][0] && corner_seen[1][1], "squares reach both corners");
+    free(x);
+    sstc_batcher_free(&b);
+    sstc_augment too_big = {0, 0, 10};
+    cr_assert_eq(sstc_batcher_init(&b, &ds, NULL, 0, n, 0, 0, NULL, &too_big, &rng), SSTC_EINVAL);
+    cr_assert(th_has(sstc_errmsg(), "cutout size 10, expected 0..9"), "%s", sstc_errmsg());
     sstc_dataset_free(&ds);
 }
 

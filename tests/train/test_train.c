@@ -24,7 +24,7 @@ static char cfg_text[2048];
 static const char *config(void) {
     snprintf(cfg_text, sizeof cfg_text,
              "[experiment]\nseed = 3\nthreads = 1\n"
-             "[data]\ndataset = %s\naugment_crop = 1\naugment_flip = true\n"
+             "[data]\ndataset = %s\naugment_crop = 1\naugment_flip = true\naugment_cutout = 2\n"
              "[train]\nepochs = 3\nbatch_size = 16\nlr = 0.01\nschedule = cosine\n"
              "[fc]\noutputs = 16\n[batchnorm]\n[relu]\n[dropout]\np = 0.3\n[fc]\noutputs = 2\n",
              dir);
