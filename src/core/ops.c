@@ -606,7 +606,18 @@ static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
      * col2im scatter and the larger column block of the adjoint form. */
     int flip = want_dx && !direct && conv_same(H, W, OH, OW, stride);
     size_t okk = (size_t)OC * KH * KW, rows = flip && okk > ckk ? okk : ckk;
-    size_t per = (want_dw ? wn : 0) + (direct ? 0 : rows * ohw), shared = flip ? wn : 0;
+    /* small planes: G images at a time, as in the forward pass, so that each
+     * sgemm has at least CONV_GROUP_COLS columns (an 8x8 plane alone gives
+     * sgemms of inner size 64, which run far below the kernel's speed); dY
+     * and the dX of the group are gathered into / scattered from blocks of
+     * leading dimension G*OH*OW */
+    int G = ohw >= CONV_GROUP_COLS ? 1 : (int)((CONV_GROUP_COLS + ohw - 1) / ohw);
+    if (G > B) G = B;
+    int groups = (B + G - 1) / G;
+    size_t L = (size_t)G * ohw;
+    size_t colsz = direct && G == 1 ? 0 : rows * L, gysz = G > 1 ? (size_t)OC * L : 0;
+    size_t dxsz = G > 1 && want_dx && (direct || flip) ? (size_t)C * L : 0;
+    size_t per = (want_dw ? wn : 0) + colsz + gysz + dxsz, shared = flip ? wn : 0;
     float *scr = ctx_scratch(ctx, (shared + (size_t)T * per) * sizeof(float));
     if (!scr) return;
     float *wf = scr;
@@ -621,39 +632,77 @@ static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
     int fresh = 0;
     float *dx = want_dx ? ctx_grad_fresh(ctx, x, &fresh) : NULL;
     float *dw = want_dw ? ctx_grad(ctx, w) : NULL;
+    size_t chw = (size_t)C * H * W;
 #pragma omp parallel num_threads(T)
     {
         /* the team may be smaller than T (OMP_DYNAMIC, thread limits): only
          * the slots of threads that exist are summed */
         int t = omp_get_thread_num(), team = omp_get_num_threads();
         float *mydw = scr + (size_t)t * per, *col = mydw + (want_dw ? wn : 0);
+        float *mygy = col + colsz, *mydx = mygy + gysz;
         if (want_dw) memset(mydw, 0, wn * sizeof(float));
 #pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-            const float *xb = x->data + (size_t)b * C * H * W, *gy = y->grad + (size_t)b * OC * ohw;
+        for (int gi = 0; gi < groups; gi++) {
+            int b0 = gi * G, n = B - b0 < G ? B - b0 : G;
+            size_t ld = (size_t)n * ohw;
+            const float *gyg = y->grad + (size_t)b0 * OC * ohw;
+            if (n > 1) {
+                for (int s = 0; s < n; s++)
+                    for (int oc = 0; oc < OC; oc++)
+                        memcpy(mygy + (size_t)oc * ld + (size_t)s * ohw,
+                               y->grad + ((size_t)(b0 + s) * OC + oc) * ohw, ohw * sizeof(float));
+                gyg = mygy;
+            }
             if (want_dw) {
-                const float *cb = xb;
-                if (!direct) {
-                    im2col(xb, C, H, W, KH, KW, stride, pad, OH, OW, col, ohw);
+                const float *cb = x->data + (size_t)b0 * chw;
+                if (!direct || n > 1) {
+                    for (int s = 0; s < n; s++) {
+                        const float *xb = x->data + (size_t)(b0 + s) * chw;
+                        if (direct)
+                            for (size_t c = 0; c < ckk; c++)
+                                memcpy(col + c * ld + (size_t)s * ohw, xb + c * ohw, ohw * sizeof(float));
+                        else
+                            im2col(xb, C, H, W, KH, KW, stride, pad, OH, OW, col + (size_t)s * ohw, ld);
+                    }
                     cb = col;
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, (int)ckk, (int)ohw, 1.0f, gy,
-                            (int)ohw, cb, (int)ohw, 1.0f, mydw, (int)ckk);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, (int)ckk, (int)ld, 1.0f, gyg,
+                            (int)ld, cb, (int)ld, 1.0f, mydw, (int)ckk);
             }
             if (want_dx) {
-                float *dxb = dx + (size_t)b * C * H * W;
-                if (direct) {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ohw, OC, 1.0f, w->data,
-                                (int)ckk, gy, (int)ohw, fresh ? 0.0f : 1.0f, dxb, (int)ohw);
-                } else if (flip) {
-                    im2col_same(gy, OC, OH, OW, KH, KW, pad, col, ohw);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)ohw, (int)okk, 1.0f, wf,
-                                (int)okk, col, (int)ohw, fresh ? 0.0f : 1.0f, dxb, (int)ohw);
+                if (direct || flip) {
+                    /* one image: straight into dX (added unless fresh); a group: into
+                     * mydx, then each image's planes are copied or added */
+                    float *dst = n > 1 ? mydx : dx + (size_t)b0 * chw;
+                    float beta = n == 1 && !fresh ? 1.0f : 0.0f;
+                    if (direct) {
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ld, OC, 1.0f,
+                                    w->data, (int)ckk, gyg, (int)ld, beta, dst, (int)ld);
+                    } else {
+                        for (int s = 0; s < n; s++)
+                            im2col_same(y->grad + (size_t)(b0 + s) * OC * ohw, OC, OH, OW, KH, KW, pad,
+                                        col + (size_t)s * ohw, ld);
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)ld, (int)okk, 1.0f, wf,
+                                    (int)okk, col, (int)ld, beta, dst, (int)ld);
+                    }
+                    if (n > 1)
+                        for (int s = 0; s < n; s++)
+                            for (int c = 0; c < C; c++) {
+                                float *restrict o = dx + (size_t)(b0 + s) * chw + (size_t)c * ohw;
+                                const float *restrict g = mydx + (size_t)c * ld + (size_t)s * ohw;
+                                if (fresh)
+                                    memcpy(o, g, ohw * sizeof(float));
+                                else
+                                    for (size_t p = 0; p < ohw; p++) o[p] += g[p];
+                            }
                 } else {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ohw, OC, 1.0f, w->data,
-                                (int)ckk, gy, (int)ohw, 0.0f, col, (int)ohw);
-                    if (fresh) memset(dxb, 0, (size_t)C * H * W * sizeof(float));
-                    col2im(col, ohw, C, H, W, KH, KW, stride, pad, OH, OW, dxb);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ckk, (int)ld, OC, 1.0f, w->data,
+                                (int)ckk, gyg, (int)ld, 0.0f, col, (int)ld);
+                    for (int s = 0; s < n; s++) {
+                        float *dxb = dx + (size_t)(b0 + s) * chw;
+                        if (fresh) memset(dxb, 0, chw * sizeof(float));
+                        col2im(col + (size_t)s * ohw, ld, C, H, W, KH, KW, stride, pad, OH, OW, dxb);
+                    }
                 }
             }
         }

@@ -132,13 +132,16 @@ Test(ops, conv2d_matches_direct_convolution_same_and_general) {
         {3, 4, 7, 6, 5, 3, 1, 1}, {2, 3, 8, 8, 4, 5, 1, 2}, {2, 2, 1, 2, 3, 3, 1, 1},
         {2, 3, 5, 7, 2, 3, 2, 1}, {1, 2, 6, 6, 3, 3, 1, 0}, {2, 3, 4, 4, 2, 1, 1, 0},
         /* planes of 256 and more: one image per sgemm on the image-parallel path */
-        {3, 2, 16, 16, 3, 3, 1, 1}, {3, 2, 17, 16, 2, 1, 1, 0}};
+        {3, 2, 16, 16, 3, 3, 1, 1}, {3, 2, 17, 16, 2, 1, 1, 0},
+        /* several groups of small planes per batch, the last one short: same
+         * (flipped-kernel dX), pointwise, and strided (col2im) convolutions */
+        {9, 2, 8, 8, 3, 3, 1, 1}, {20, 3, 4, 4, 2, 1, 1, 0}, {25, 2, 9, 9, 3, 3, 2, 1}};
     /* 1 thread: batched sgemms; 2 and 3 threads: the image-parallel path
      * (per-thread weight gradients summed afterwards; small planes grouped
      * several images per sgemm), 3 with a batch that does not divide evenly,
      * and a batch smaller than the threads */
-    for (int run = 0; run < 24; run++) {
-        int k = run % 8, threads = 1 + run / 8;
+    for (int run = 0; run < 33; run++) {
+        int k = run % 11, threads = 1 + run / 11;
         sstc_set_threads(threads);
         int B = cases[k].B + (threads == 3 ? 2 : 0), C = cases[k].C, H = cases[k].H, W = cases[k].W,
             OC = cases[k].OC, K = cases[k].K;
