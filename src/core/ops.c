@@ -353,6 +353,12 @@ static void same_rows(int H, int dy, int *lo, int *hi) {
 static void zero_wrapped(float *row, int W, int lo, int hi, int dx) {
     int a = dx < 0 ? 0 : (W - dx < 0 ? 0 : W - dx), b = dx < 0 ? (-dx < W ? -dx : W) : W;
     if (dx == 0) return;
+    if (b - a == 1) {
+        /* the usual case (3x3 kernels, |dx| = 1): one entry per row, stored
+         * directly; the general loop below becomes a memset call per row */
+        for (int oy = lo; oy < hi; oy++) row[(size_t)oy * W + a] = 0.0f;
+        return;
+    }
     for (int oy = lo; oy < hi; oy++)
         for (int ox = a; ox < b; ox++) row[(size_t)oy * W + ox] = 0.0f;
 }
