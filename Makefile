@@ -35,7 +35,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 ASAN_LIB_OBJ  := $(LIB_SRC:%.c=$(ASAN_DIR)/obj/%.o)
 ASAN_TEST_OBJ := $(TEST_SRC:%.c=$(ASAN_DIR)/obj/%.o)
 
-.PHONY: fuzz-deps all deps test asan bench bench-train bench-infer run data fuzz clean
+.PHONY: fuzz-deps all deps test check-symbols asan bench bench-train bench-infer run data fuzz clean
 
 all: $(BUILD)/libsstc.a $(BUILD)/sstc
 
@@ -62,8 +62,14 @@ $(BUILD)/test_sstc: $(TEST_OBJ) $(BUILD)/libsstc.a
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libsstc.a -lcriterion $(LDLIBS)
 
 # Tests run from the repository root so fixtures are found at tests/fixtures.
-test: $(BUILD)/test_sstc $(BUILD)/sstc
+test: $(BUILD)/test_sstc $(BUILD)/sstc check-symbols
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ./$(BUILD)/test_sstc --jobs 2
+
+# Every symbol libsstc.a exports starts with sstc_ (the rest are static).
+check-symbols: $(BUILD)/libsstc.a
+	@bad=$$(nm -g --defined-only $< | awk 'NF==3 && $$2 ~ /[TDBRCVW]/ {print $$3}' | grep -v '^sstc_' | grep -v '^\.' | sort -u); \
+	if [ -n "$$bad" ]; then echo "libsstc.a exports symbols without the sstc_ prefix:"; echo "$$bad"; exit 1; fi; \
+	echo "check-symbols: every exported symbol of libsstc.a starts with sstc_"
 
 $(ASAN_DIR)/obj/%.o: %.c $(HDRS) | deps
 	@mkdir -p $(dir $@)
@@ -114,8 +120,8 @@ fuzz: $(FUZZ_BIN)
 BENCH_SRC := $(sort $(wildcard experiments/bench/*.c))
 BENCH_BIN := $(BENCH_SRC:experiments/bench/%.c=$(BUILD)/%)
 
-$(BUILD)/bench_%: experiments/bench/bench_%.c $(BUILD)/libsstc.a
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libsstc.a $(LDLIBS)
+$(BUILD)/bench_%: experiments/bench/bench_%.c $(BUILD)/libsstc.a $(BUILD)/obj/src/cli/startup.o
+	$(CC) $(CFLAGS) -Isrc/cli -o $@ $< $(BUILD)/obj/src/cli/startup.o $(BUILD)/libsstc.a $(LDLIBS)
 
 bench: $(BENCH_BIN)
 	./$(BUILD)/bench_step --threads 2

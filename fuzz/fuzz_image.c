@@ -11,7 +11,7 @@
  * forged header from making one run decode 16 million blank pixels. */
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    data_max_image_pixels = 1 << 18;
+    sstc_data_max_image_pixels = 1 << 18;
     return 0;
 }
 

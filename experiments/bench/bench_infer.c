@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "startup.h"
 #include "sstc/error.h"
 #include "sstc/infer.h"
 #include "sstc/rng.h"
@@ -266,7 +267,7 @@ int main(int argc, char **argv) {
         /* no /proc: carry on with the default policy */
     }
     /* the float baseline gets the fastest OpenBLAS kernel this CPU runs */
-    sstc_platform_init(argc, argv);
+    cli_platform_init(argc, argv);
     int threads = 0, rounds = 7;
     const char *model = NULL, *only = NULL;
     for (int i = 1; i < argc; i++) {

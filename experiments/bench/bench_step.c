@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 
+#include "startup.h"
 #include "sstc/nn.h"
 #include "sstc/optim.h"
 
@@ -57,7 +58,7 @@ static double sgemm_gflops(int reps) {
 }
 
 int main(int argc, char **argv) {
-    sstc_platform_init(argc, argv);
+    cli_platform_init(argc, argv);
     int threads = 2, steps = 60;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);

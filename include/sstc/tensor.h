@@ -168,17 +168,6 @@ const char *sstc_op_name(sstc_op op);
 
 /* ---- threads ---------------------------------------------------------- */
 
-/* Call first in main(). Tunes the runtimes for this machine, which means
- * re-executing the program with a changed environment when needed:
- * - a dynamic-arch OpenBLAS that does not recognize the CPU (common on
- *   virtual machines) falls back to an SSE3 kernel; if the CPU has AVX-512 or
- *   AVX2+FMA, OPENBLAS_CORETYPE is set to SkylakeX or Haswell (2-4x faster
- *   sgemm), kept only if a test multiplication agrees with a plain loop;
- * - idle OpenMP threads spin only briefly (GOMP_SPINCOUNT=10000) so that a
- *   shared machine's other work does not starve them.
- * Settings the user made (OPENBLAS_CORETYPE, OMP_WAIT_POLICY, GOMP_SPINCOUNT)
- * are left alone; SSTC_PLATFORM_INIT=off disables all of it. */
-int sstc_platform_init(int argc, char **argv);
 
 /* Sets the thread count for OpenBLAS and sstc's own OpenMP loops (n >= 1). */
 void sstc_set_threads(int n);

@@ -1,5 +1,6 @@
 /* sstc: train, compress and run networks with structured sparse ternary codes. */
 #include "cli.h"
+#include "startup.h"
 #include "sstc/tensor.h"
 
 #include <stdio.h>
@@ -44,7 +45,7 @@ int cli_wants_help(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    sstc_platform_init(argc, argv);
+    cli_platform_init(argc, argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -144,7 +144,7 @@ void *sstc_ctx_alloc(sstc_ctx *ctx, size_t bytes) {
     return p;
 }
 
-void *ctx_scratch(sstc_ctx *ctx, size_t bytes) {
+void *sstc_ctx_scratch(sstc_ctx *ctx, size_t bytes) {
     if (bytes == 0) bytes = ALIGN;
     if (ctx->scratch_cap < bytes) {
         free(ctx->scratch);
@@ -161,7 +161,7 @@ void *ctx_scratch(sstc_ctx *ctx, size_t bytes) {
     return ctx->scratch;
 }
 
-void *ctx_calloc(sstc_ctx *ctx, size_t bytes) {
+void *sstc_ctx_calloc(sstc_ctx *ctx, size_t bytes) {
     void *p = sstc_ctx_alloc(ctx, bytes);
     if (p) memset(p, 0, bytes);
     return p;
@@ -178,7 +178,7 @@ size_t sstc_ctx_bytes_used(const sstc_ctx *ctx) {
     return u;
 }
 
-int ctx_record(sstc_ctx *ctx, sstc_tensor *t) {
+int sstc_ctx_record(sstc_ctx *ctx, sstc_tensor *t) {
     if (ctx->tape_len == ctx->tape_cap) {
         size_t cap = ctx->tape_cap ? ctx->tape_cap * 2 : 256;
         sstc_tensor **n = realloc(ctx->tape, cap * sizeof *n);
@@ -202,7 +202,7 @@ static int check_shape(const char *what, int ndim, const int *shape) {
 }
 
 static sstc_tensor *tensor_header(sstc_ctx *ctx, int ndim, const int *shape) {
-    sstc_tensor *t = ctx_calloc(ctx, sizeof *t);
+    sstc_tensor *t = sstc_ctx_calloc(ctx, sizeof *t);
     if (!t) return NULL;
     t->ndim = ndim;
     t->size = 1;
@@ -222,7 +222,7 @@ sstc_tensor *sstc_tensor_new(sstc_ctx *ctx, int ndim, const int *shape) {
     if (check_shape("tensor_new", ndim, shape)) return NULL;
     sstc_tensor *t = tensor_header(ctx, ndim, shape);
     if (!t) return NULL;
-    t->data = ctx_calloc(ctx, t->size * sizeof(float));
+    t->data = sstc_ctx_calloc(ctx, t->size * sizeof(float));
     return t->data ? t : NULL;
 }
 
@@ -237,7 +237,7 @@ sstc_tensor *sstc_tensor_4d(sstc_ctx *ctx, int n0, int n1, int n2, int n3) {
 sstc_tensor *sstc_param_new(sstc_ctx *ctx, int ndim, const int *shape) {
     sstc_tensor *t = sstc_tensor_new(ctx, ndim, shape);
     if (!t) return NULL;
-    t->grad = ctx_calloc(ctx, t->size * sizeof(float));
+    t->grad = sstc_ctx_calloc(ctx, t->size * sizeof(float));
     if (!t->grad) return NULL;
     t->requires_grad = 1;
     return t;
@@ -275,7 +275,7 @@ const char *sstc_shape_str(const sstc_tensor *t, char *buf, size_t n) {
     return buf;
 }
 
-sstc_tensor *ctx_op_output(sstc_ctx *ctx, sstc_op op, int ndim, const int *shape, sstc_tensor *a,
+sstc_tensor *sstc_ctx_op_output(sstc_ctx *ctx, sstc_op op, int ndim, const int *shape, sstc_tensor *a,
                            sstc_tensor *b, sstc_tensor *c) {
     sstc_tensor *t = tensor_header(ctx, ndim, shape);
     if (!t) return NULL;
@@ -286,16 +286,16 @@ sstc_tensor *ctx_op_output(sstc_ctx *ctx, sstc_op op, int ndim, const int *shape
     t->src[1] = b;
     t->src[2] = c;
     t->requires_grad = (a && a->requires_grad) || (b && b->requires_grad) || (c && c->requires_grad);
-    if (t->requires_grad && ctx_record(ctx, t)) return NULL;
+    if (t->requires_grad && sstc_ctx_record(ctx, t)) return NULL;
     return t;
 }
 
-float *ctx_grad(sstc_ctx *ctx, sstc_tensor *t) {
-    if (!t->grad) t->grad = ctx_calloc(ctx, t->size * sizeof(float));
+float *sstc_ctx_grad(sstc_ctx *ctx, sstc_tensor *t) {
+    if (!t->grad) t->grad = sstc_ctx_calloc(ctx, t->size * sizeof(float));
     return t->grad;
 }
 
-float *ctx_grad_fresh(sstc_ctx *ctx, sstc_tensor *t, int *fresh) {
+float *sstc_ctx_grad_fresh(sstc_ctx *ctx, sstc_tensor *t, int *fresh) {
     *fresh = !t->grad;
     if (!t->grad) t->grad = sstc_ctx_alloc(ctx, t->size * sizeof(float));
     return t->grad;

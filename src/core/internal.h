@@ -12,7 +12,7 @@ struct sstc_ctx {
     size_t vcap, vused;
     struct arena_chunk *chunks;
     size_t total_cap;
-    /* one scratch buffer shared by the ops (ctx_scratch) */
+    /* one scratch buffer shared by the ops (sstc_ctx_scratch) */
     void *scratch;
     size_t scratch_cap;
     size_t mallocs;
@@ -24,23 +24,23 @@ struct sstc_ctx {
 };
 
 /* Appends t to the tape (grows the tape array; counted as a malloc). */
-int ctx_record(sstc_ctx *ctx, sstc_tensor *t);
+int sstc_ctx_record(sstc_ctx *ctx, sstc_tensor *t);
 /* Scratch memory for the duration of one op's forward or backward: one
  * buffer per context, grown on demand and reused by every op, so temporary
  * columns do not add up over a network. Valid until the next call. */
-void *ctx_scratch(sstc_ctx *ctx, size_t bytes);
+void *sstc_ctx_scratch(sstc_ctx *ctx, size_t bytes);
 /* Zeroed arena memory. */
-void *ctx_calloc(sstc_ctx *ctx, size_t bytes);
+void *sstc_ctx_calloc(sstc_ctx *ctx, size_t bytes);
 /* An output tensor for an op: data allocated (not zeroed), op and sources set,
  * requires_grad if any source requires it. */
-sstc_tensor *ctx_op_output(sstc_ctx *ctx, sstc_op op, int ndim, const int *shape, sstc_tensor *a,
+sstc_tensor *sstc_ctx_op_output(sstc_ctx *ctx, sstc_op op, int ndim, const int *shape, sstc_tensor *a,
                            sstc_tensor *b, sstc_tensor *c);
 /* Makes sure t->grad exists (zeroed when newly allocated). */
-float *ctx_grad(sstc_ctx *ctx, sstc_tensor *t);
+float *sstc_ctx_grad(sstc_ctx *ctx, sstc_tensor *t);
 /* The same, but a newly allocated buffer is left uninitialized and *fresh is
  * set: the caller then writes its gradient instead of adding it, saving a
  * zeroing pass and a read over the whole tensor. */
-float *ctx_grad_fresh(sstc_ctx *ctx, sstc_tensor *t, int *fresh);
+float *sstc_ctx_grad_fresh(sstc_ctx *ctx, sstc_tensor *t, int *fresh);
 
 typedef void (*backward_fn)(sstc_ctx *ctx, sstc_tensor *out);
 extern const backward_fn sstc_backward_rules[SSTC_OP_COUNT];

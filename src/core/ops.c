@@ -46,7 +46,7 @@ sstc_tensor *sstc_matmul(sstc_ctx *ctx, sstc_tensor *a, sstc_tensor *b) {
         return NULL;
     }
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_MATMUL, 2, (int[]){M, N}, a, b, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_MATMUL, 2, (int[]){M, N}, a, b, NULL);
     if (!y) return NULL;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a->data, K, b->data, N,
                 0.0f, y->data, N);
@@ -58,10 +58,10 @@ static void matmul_backward(sstc_ctx *ctx, sstc_tensor *y) {
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
     if (a->requires_grad)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.0f, y->grad, N, b->data, N,
-                    1.0f, ctx_grad(ctx, a), K);
+                    1.0f, sstc_ctx_grad(ctx, a), K);
     if (b->requires_grad)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, a->data, K, y->grad, N,
-                    1.0f, ctx_grad(ctx, b), N);
+                    1.0f, sstc_ctx_grad(ctx, b), N);
 }
 
 /* ---- linear ----------------------------------------------------------- */
@@ -77,7 +77,7 @@ sstc_tensor *sstc_linear(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
         return NULL;
     }
     int B = x->shape[0], in = x->shape[1], out = w->shape[0];
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_LINEAR, 2, (int[]){B, out}, x, w, bias);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_LINEAR, 2, (int[]){B, out}, x, w, bias);
     if (!y) return NULL;
     if (bias) {
         for (int i = 0; i < B; i++) memcpy(y->data + (size_t)i * out, bias->data, out * sizeof(float));
@@ -92,12 +92,12 @@ static void linear_backward(sstc_ctx *ctx, sstc_tensor *y) {
     int B = x->shape[0], in = x->shape[1], out = w->shape[0];
     if (x->requires_grad)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, out, 1.0f, y->grad, out, w->data,
-                    in, 1.0f, ctx_grad(ctx, x), in);
+                    in, 1.0f, sstc_ctx_grad(ctx, x), in);
     if (w->requires_grad)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, B, 1.0f, y->grad, out, x->data,
-                    in, 1.0f, ctx_grad(ctx, w), in);
+                    in, 1.0f, sstc_ctx_grad(ctx, w), in);
     if (bias && bias->requires_grad) {
-        float *db = ctx_grad(ctx, bias);
+        float *db = sstc_ctx_grad(ctx, bias);
         for (int i = 0; i < B; i++) {
             const float *g = y->grad + (size_t)i * out;
             for (int o = 0; o < out; o++) db[o] += g[o];
@@ -122,7 +122,7 @@ static sstc_tensor *binary(sstc_ctx *ctx, sstc_op op, sstc_tensor *a, sstc_tenso
         sstc_fail(SSTC_ESHAPE, "%s: shapes %s and %s differ, expected equal shapes", name, S(a), S(b));
         return NULL;
     }
-    sstc_tensor *y = ctx_op_output(ctx, op, a->ndim, a->shape, a, b, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, op, a->ndim, a->shape, a, b, NULL);
     if (!y) return NULL;
     size_t n = y->size;
     const float *pa = a->data, *pb = b->data;
@@ -145,7 +145,7 @@ static void add_backward(sstc_ctx *ctx, sstc_tensor *y) {
     for (int s = 0; s < 2; s++) {
         sstc_tensor *t = y->src[s];
         if (!t->requires_grad) continue;
-        float *g = ctx_grad(ctx, t);
+        float *g = sstc_ctx_grad(ctx, t);
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
         for (size_t i = 0; i < n; i++) g[i] += y->grad[i];
     }
@@ -156,7 +156,7 @@ static void mul_backward(sstc_ctx *ctx, sstc_tensor *y) {
     for (int s = 0; s < 2; s++) {
         sstc_tensor *t = y->src[s], *o = y->src[1 - s];
         if (!t->requires_grad) continue;
-        float *g = ctx_grad(ctx, t);
+        float *g = sstc_ctx_grad(ctx, t);
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
         for (size_t i = 0; i < n; i++) g[i] += y->grad[i] * o->data[i];
     }
@@ -164,7 +164,7 @@ static void mul_backward(sstc_ctx *ctx, sstc_tensor *y) {
 
 sstc_tensor *sstc_scale(sstc_ctx *ctx, sstc_tensor *a, float s) {
     if (null_args("scale", ctx, a, a)) return NULL;
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_SCALE, a->ndim, a->shape, a, NULL, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_SCALE, a->ndim, a->shape, a, NULL, NULL);
     if (!y) return NULL;
     y->fp[0] = s;
     size_t n = y->size;
@@ -176,7 +176,7 @@ sstc_tensor *sstc_scale(sstc_ctx *ctx, sstc_tensor *a, float s) {
 static void scale_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *a = y->src[0];
     if (!a->requires_grad) return;
-    float *g = ctx_grad(ctx, a), s = y->fp[0];
+    float *g = sstc_ctx_grad(ctx, a), s = y->fp[0];
     size_t n = y->size;
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
     for (size_t i = 0; i < n; i++) g[i] += s * y->grad[i];
@@ -184,7 +184,7 @@ static void scale_backward(sstc_ctx *ctx, sstc_tensor *y) {
 
 sstc_tensor *sstc_relu(sstc_ctx *ctx, sstc_tensor *x) {
     if (null_args("relu", ctx, x, x)) return NULL;
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_RELU, x->ndim, x->shape, x, NULL, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_RELU, x->ndim, x->shape, x, NULL, NULL);
     if (!y) return NULL;
     size_t n = y->size;
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
@@ -196,7 +196,7 @@ static void relu_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0];
     if (!x->requires_grad) return;
     int fresh;
-    float *restrict g = ctx_grad_fresh(ctx, x, &fresh);
+    float *restrict g = sstc_ctx_grad_fresh(ctx, x, &fresh);
     const float *restrict xd = x->data, *restrict gy = y->grad;
     size_t n = y->size;
     if (fresh) {
@@ -230,7 +230,7 @@ sstc_tensor *sstc_bias_add(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *bias) {
         sstc_fail(SSTC_ESHAPE, "bias_add: input %s and bias %s do not fit, expected (B,C,...) and (C)", S(x), S(bias));
         return NULL;
     }
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_BIAS_ADD, x->ndim, x->shape, x, bias, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_BIAS_ADD, x->ndim, x->shape, x, bias, NULL);
     if (!y) return NULL;
     int B = x->shape[0], C = x->shape[1];
     size_t inner = inner_size(x);
@@ -248,11 +248,11 @@ static void bias_add_backward(sstc_ctx *ctx, sstc_tensor *y) {
     int B = x->shape[0], C = x->shape[1];
     size_t inner = inner_size(x);
     if (x->requires_grad) {
-        float *g = ctx_grad(ctx, x);
+        float *g = sstc_ctx_grad(ctx, x);
         for (size_t i = 0; i < y->size; i++) g[i] += y->grad[i];
     }
     if (bias->requires_grad) {
-        float *db = ctx_grad(ctx, bias);
+        float *db = sstc_ctx_grad(ctx, bias);
 #pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
         for (int c = 0; c < C; c++) {
             float s = 0;
@@ -274,7 +274,7 @@ sstc_tensor *sstc_channel_scale(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *scal
         sstc_fail(SSTC_ESHAPE, "channel_scale: input %s and scale %s do not fit, expected (B,C,...) and (C)", S(x), S(scale));
         return NULL;
     }
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_CHANNEL_SCALE, x->ndim, x->shape, x, scale, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_CHANNEL_SCALE, x->ndim, x->shape, x, scale, NULL);
     if (!y) return NULL;
     int B = x->shape[0], C = x->shape[1];
     size_t inner = inner_size(x);
@@ -291,8 +291,8 @@ static void channel_scale_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0], *scale = y->src[1];
     int B = x->shape[0], C = x->shape[1];
     size_t inner = inner_size(x);
-    float *dx = x->requires_grad ? ctx_grad(ctx, x) : NULL;
-    float *ds = scale->requires_grad ? ctx_grad(ctx, scale) : NULL;
+    float *dx = x->requires_grad ? sstc_ctx_grad(ctx, x) : NULL;
+    float *ds = scale->requires_grad ? sstc_ctx_grad(ctx, scale) : NULL;
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++) {
             size_t off = ((size_t)b * C + c) * inner;
@@ -514,7 +514,7 @@ sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
         sstc_fail(SSTC_ESHAPE, "conv2d: kernel %dx%d larger than padded input %s (pad %d)", KH, KW, S(x), pad);
         return NULL;
     }
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_CONV2D, 4, (int[]){B, OC, OH, OW}, x, w, bias);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_CONV2D, 4, (int[]){B, OC, OH, OW}, x, w, bias);
     if (!y) return NULL;
     y->ip[0] = stride;
     y->ip[1] = pad;
@@ -531,7 +531,7 @@ sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
         if (G > B) G = B;
         int groups = (B + G - 1) / G;
         size_t per = (direct && G == 1 ? 0 : ckk * G * ohw) + (G > 1 ? (size_t)OC * G * ohw : 0);
-        float *cols = per ? ctx_scratch(ctx, (size_t)T * per * sizeof(float)) : NULL;
+        float *cols = per ? sstc_ctx_scratch(ctx, (size_t)T * per * sizeof(float)) : NULL;
         if (per && !cols) return NULL;
 #pragma omp parallel for num_threads(T) schedule(static)
         for (int gi = 0; gi < groups; gi++) {
@@ -569,7 +569,7 @@ sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
         return y;
     }
     int S = conv_chunk(B, ckk, ohw, OC);
-    float *col = ctx_scratch(ctx, (ckk + OC) * S * ohw * sizeof(float));
+    float *col = sstc_ctx_scratch(ctx, (ckk + OC) * S * ohw * sizeof(float));
     if (!col) return NULL;
     float *tmp = col + ckk * S * ohw;
     for (int b0 = 0; b0 < B; b0 += S) {
@@ -624,7 +624,7 @@ static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
     size_t colsz = direct && G == 1 ? 0 : rows * L, gysz = G > 1 ? (size_t)OC * L : 0;
     size_t dxsz = G > 1 && want_dx && (direct || flip) ? (size_t)C * L : 0;
     size_t per = (want_dw ? wn : 0) + colsz + gysz + dxsz, shared = flip ? wn : 0;
-    float *scr = ctx_scratch(ctx, (shared + (size_t)T * per) * sizeof(float));
+    float *scr = sstc_ctx_scratch(ctx, (shared + (size_t)T * per) * sizeof(float));
     if (!scr) return;
     float *wf = scr;
     if (flip)
@@ -636,8 +636,8 @@ static void conv2d_backward_images(sstc_ctx *ctx, sstc_tensor *y, int T) {
                             w->data[(((size_t)oc * C + c) * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)];
     scr += shared;
     int fresh = 0;
-    float *dx = want_dx ? ctx_grad_fresh(ctx, x, &fresh) : NULL;
-    float *dw = want_dw ? ctx_grad(ctx, w) : NULL;
+    float *dx = want_dx ? sstc_ctx_grad_fresh(ctx, x, &fresh) : NULL;
+    float *dw = want_dw ? sstc_ctx_grad(ctx, w) : NULL;
     size_t chw = (size_t)C * H * W;
 #pragma omp parallel num_threads(T)
     {
@@ -732,7 +732,7 @@ static void conv2d_backward(sstc_ctx *ctx, sstc_tensor *y) {
     int OH = y->shape[2], OW = y->shape[3];
     size_t ckk = (size_t)C * KH * KW, ohw = (size_t)OH * OW;
     if (bias && bias->requires_grad) {
-        float *db = ctx_grad(ctx, bias);
+        float *db = sstc_ctx_grad(ctx, bias);
         for (int oc = 0; oc < OC; oc++) {
             float s = 0;
             for (int b = 0; b < B; b++) {
@@ -749,13 +749,13 @@ static void conv2d_backward(sstc_ctx *ctx, sstc_tensor *y) {
         return;
     }
     int S = conv_chunk(B, ckk, ohw, OC);
-    float *col = ctx_scratch(ctx, (ckk + OC) * S * ohw * sizeof(float));
+    float *col = sstc_ctx_scratch(ctx, (ckk + OC) * S * ohw * sizeof(float));
     if (!col) return;
     float *dtmp = col + ckk * S * ohw;
     /* a new dx is zeroed image by image in the parallel col2im loop, not serially here */
     int fresh = 0;
-    float *dx = x->requires_grad ? ctx_grad_fresh(ctx, x, &fresh) : NULL;
-    float *dw = w->requires_grad ? ctx_grad(ctx, w) : NULL;
+    float *dx = x->requires_grad ? sstc_ctx_grad_fresh(ctx, x, &fresh) : NULL;
+    float *dw = w->requires_grad ? sstc_ctx_grad(ctx, w) : NULL;
     for (int b0 = 0; b0 < B; b0 += S) {
         int n = B - b0 < S ? B - b0 : S;
         size_t ld = (size_t)n * ohw;
@@ -806,7 +806,7 @@ static sstc_tensor *pool(sstc_ctx *ctx, sstc_op op, sstc_tensor *x, int k, int s
         sstc_fail(SSTC_ESHAPE, "%s: window %d larger than padded input %s", name, k, S(x));
         return NULL;
     }
-    sstc_tensor *y = ctx_op_output(ctx, op, 4, (int[]){B, C, OH, OW}, x, NULL, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, op, 4, (int[]){B, C, OH, OW}, x, NULL, NULL);
     if (!y) return NULL;
     y->ip[0] = k;
     y->ip[1] = stride;
@@ -889,7 +889,7 @@ static void pool_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0];
     if (!x->requires_grad) return;
     int fresh;
-    float *dx = ctx_grad_fresh(ctx, x, &fresh); /* a new one is zeroed plane by plane below */
+    float *dx = sstc_ctx_grad_fresh(ctx, x, &fresh); /* a new one is zeroed plane by plane below */
     int k = y->ip[0], stride = y->ip[1], pad = y->ip[2];
     int B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     int OH = y->shape[2], OW = y->shape[3];
@@ -943,7 +943,7 @@ sstc_tensor *sstc_batchnorm(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, s
         sstc_fail(SSTC_ESHAPE, "batchnorm: training mode needs more than one value per channel, input %s", S(x));
         return NULL;
     }
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_BATCHNORM, x->ndim, x->shape, x, gamma, beta);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_BATCHNORM, x->ndim, x->shape, x, gamma, beta);
     if (!y) return NULL;
     float *stats = sstc_ctx_alloc(ctx, 2 * (size_t)C * sizeof(float)); /* mean, invstd */
     if (!stats) return NULL;
@@ -1060,16 +1060,16 @@ static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
         }
     }
     if (gamma->requires_grad) {
-        float *dg = ctx_grad(ctx, gamma);
+        float *dg = sstc_ctx_grad(ctx, gamma);
         for (int c = 0; c < C; c++) dg[c] += sdyx[c];
     }
     if (beta->requires_grad) {
-        float *db = ctx_grad(ctx, beta);
+        float *db = sstc_ctx_grad(ctx, beta);
         for (int c = 0; c < C; c++) db[c] += sdy[c];
     }
     if (!x->requires_grad) return;
     int fresh;
-    float *dx = ctx_grad_fresh(ctx, x, &fresh);
+    float *dx = sstc_ctx_grad_fresh(ctx, x, &fresh);
     float inv_m = 1.0f / (float)m;
     /* a fresh buffer is written, not added to */
 #pragma omp parallel for collapse(2) if (x->size > PAR_MIN) schedule(static)
@@ -1106,7 +1106,7 @@ sstc_tensor *sstc_dropout(sstc_ctx *ctx, sstc_tensor *x, float p) {
         sstc_fail(SSTC_ESTATE, "dropout: training mode needs a generator (sstc_ctx_set_rng)");
         return NULL;
     }
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_DROPOUT, x->ndim, x->shape, x, NULL, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_DROPOUT, x->ndim, x->shape, x, NULL, NULL);
     if (!y) return NULL;
     y->ip[0] = active;
     if (!active) {
@@ -1125,7 +1125,7 @@ sstc_tensor *sstc_dropout(sstc_ctx *ctx, sstc_tensor *x, float p) {
 static void dropout_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0];
     if (!x->requires_grad) return;
-    float *g = ctx_grad(ctx, x);
+    float *g = sstc_ctx_grad(ctx, x);
     const float *mask = y->saved;
     if (y->ip[0])
         for (size_t i = 0; i < y->size; i++) g[i] += y->grad[i] * mask[i];
@@ -1148,7 +1148,7 @@ sstc_tensor *sstc_reshape(sstc_ctx *ctx, sstc_tensor *x, int ndim, const int *sh
         sstc_fail(SSTC_ESHAPE, "reshape: input %s has %zu elements, the new shape has %zu", S(x), x->size, n);
         return NULL;
     }
-    sstc_tensor *y = ctx_calloc(ctx, sizeof *y);
+    sstc_tensor *y = sstc_ctx_calloc(ctx, sizeof *y);
     if (!y) return NULL;
     y->ndim = ndim;
     y->size = n;
@@ -1157,7 +1157,7 @@ sstc_tensor *sstc_reshape(sstc_ctx *ctx, sstc_tensor *x, int ndim, const int *sh
     y->op = SSTC_OP_RESHAPE;
     y->src[0] = x;
     y->requires_grad = x->requires_grad;
-    if (y->requires_grad && ctx_record(ctx, y)) return NULL;
+    if (y->requires_grad && sstc_ctx_record(ctx, y)) return NULL;
     return y;
 }
 
@@ -1169,7 +1169,7 @@ sstc_tensor *sstc_flatten(sstc_ctx *ctx, sstc_tensor *x) {
 static void reshape_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0];
     if (!x->requires_grad) return;
-    float *g = ctx_grad(ctx, x);
+    float *g = sstc_ctx_grad(ctx, x);
     size_t n = y->size;
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
     for (size_t i = 0; i < n; i++) g[i] += y->grad[i];
@@ -1179,7 +1179,7 @@ static void reshape_backward(sstc_ctx *ctx, sstc_tensor *y) {
 
 static sstc_tensor *reduce(sstc_ctx *ctx, sstc_op op, sstc_tensor *x) {
     if (null_args(sstc_op_name(op), ctx, x, x)) return NULL;
-    sstc_tensor *y = ctx_op_output(ctx, op, 1, (int[]){1}, x, NULL, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, op, 1, (int[]){1}, x, NULL, NULL);
     if (!y) return NULL;
     double s = 0;
     for (size_t i = 0; i < x->size; i++) s += x->data[i];
@@ -1193,7 +1193,7 @@ sstc_tensor *sstc_mean(sstc_ctx *ctx, sstc_tensor *x) { return reduce(ctx, SSTC_
 static void reduce_backward(sstc_ctx *ctx, sstc_tensor *y) {
     sstc_tensor *x = y->src[0];
     if (!x->requires_grad) return;
-    float *g = ctx_grad(ctx, x);
+    float *g = sstc_ctx_grad(ctx, x);
     float d = y->grad[0] / (y->op == SSTC_OP_MEAN ? (float)x->size : 1.0f);
     for (size_t i = 0; i < x->size; i++) g[i] += d;
 }
@@ -1226,7 +1226,7 @@ sstc_tensor *sstc_softmax_ce_smooth(sstc_ctx *ctx, sstc_tensor *logits, const in
                       labels[b], b, C - 1);
             return NULL;
         }
-    sstc_tensor *y = ctx_op_output(ctx, SSTC_OP_SOFTMAX_CE, 1, (int[]){1}, logits, NULL, NULL);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_SOFTMAX_CE, 1, (int[]){1}, logits, NULL, NULL);
     if (!y) return NULL;
     /* the probabilities, then the smoothing */
     float *prob = sstc_ctx_alloc(ctx, (logits->size + 1) * sizeof(float));
@@ -1268,7 +1268,7 @@ static void softmax_ce_backward(sstc_ctx *ctx, sstc_tensor *y) {
     int B = z->shape[0], C = z->shape[1];
     const float *prob = y->saved;
     const int *lab = y->saved2;
-    float *g = ctx_grad(ctx, z), d = y->grad[0] / (float)B;
+    float *g = sstc_ctx_grad(ctx, z), d = y->grad[0] / (float)B;
     float e = prob[z->size], hit = 1.0f - e + e / (float)C, miss = e / (float)C;
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++)
@@ -1309,7 +1309,7 @@ int sstc_backward(sstc_ctx *ctx, sstc_tensor *loss) {
         return sstc_fail(SSTC_ESTATE,
                          "backward: the loss is not on this context's tape (run the forward pass, with "
                          "parameters that require gradients, in this context first)");
-    float *g = ctx_grad(ctx, loss);
+    float *g = sstc_ctx_grad(ctx, loss);
     if (!g) return sstc_errcode();
     g[0] += 1.0f;
     for (size_t i = pos; i-- > 0;) {

@@ -51,11 +51,11 @@ int sstc_dataset_from_cifar_buffer(const void *buf, size_t len, const char *name
     int rc = check_size(len, name);
     if (rc) return rc;
     if (len / CIFAR_RECORD > 0x7fffffff) return sstc_fail(SSTC_EFORMAT, "%s: too many records", name);
-    rc = data_dataset_alloc(out, (int)(len / CIFAR_RECORD), 3, CIFAR_SIDE, CIFAR_SIDE);
+    rc = sstc_data_dataset_alloc(out, (int)(len / CIFAR_RECORD), 3, CIFAR_SIDE, CIFAR_SIDE);
     if (rc == 0) rc = copy_records(buf, len, name, out, 0);
-    if (rc == 0) rc = data_dataset_set_classes(out, cifar_names, CIFAR_CLASSES);
+    if (rc == 0) rc = sstc_data_dataset_set_classes(out, cifar_names, CIFAR_CLASSES);
     if (rc) {
-        data_dataset_reset(out);
+        sstc_data_dataset_reset(out);
         return rc;
     }
     out->format = "CIFAR-10 binary";
@@ -76,12 +76,12 @@ int sstc_dataset_from_cifar_files(const char *const *paths, int npaths, sstc_dat
         total += (size_t)st.st_size / CIFAR_RECORD;
     }
     if (total > 0x7fffffff) return sstc_fail(SSTC_EFORMAT, "too many CIFAR-10 records");
-    int rc = data_dataset_alloc(out, (int)total, 3, CIFAR_SIDE, CIFAR_SIDE);
+    int rc = sstc_data_dataset_alloc(out, (int)total, 3, CIFAR_SIDE, CIFAR_SIDE);
     uint8_t *buf = NULL;
     size_t cap = 0, len = 0;
     int first = 0;
     for (int i = 0; rc == 0 && i < npaths; i++) {
-        rc = data_read_file_into(paths[i], &buf, &cap, &len);
+        rc = sstc_data_read_file_into(paths[i], &buf, &cap, &len);
         if (rc) break;
         rc = check_size(len, paths[i]); /* it may have changed since stat */
         if (rc == 0 && first + len / CIFAR_RECORD > total)
@@ -91,9 +91,9 @@ int sstc_dataset_from_cifar_files(const char *const *paths, int npaths, sstc_dat
     }
     free(buf);
     if (rc == 0 && (size_t)first != total) rc = sstc_fail(SSTC_EIO, "CIFAR-10 files changed while being read");
-    if (rc == 0) rc = data_dataset_set_classes(out, cifar_names, CIFAR_CLASSES);
+    if (rc == 0) rc = sstc_data_dataset_set_classes(out, cifar_names, CIFAR_CLASSES);
     if (rc) {
-        data_dataset_reset(out);
+        sstc_data_dataset_reset(out);
         return rc;
     }
     out->format = "CIFAR-10 binary";

@@ -32,9 +32,9 @@ static char *find_idx(const char *dir, const char *const *prefixes, const char *
     for (int p = 0; prefixes[p]; p++)
         for (int dot = 0; dot < 2; dot++)
             for (int gz = 1; gz >= 0; gz--) {
-                char *path = data_strdup_printf("%s/%s-%s%c%s-ubyte%s", dir, prefixes[p], kind, dot ? '.' : '-',
+                char *path = sstc_data_strdup_printf("%s/%s-%s%c%s-ubyte%s", dir, prefixes[p], kind, dot ? '.' : '-',
                                                 idxn, gz ? ".gz" : "");
-                if (path && data_is_file(path)) return path;
+                if (path && sstc_data_is_file(path)) return path;
                 free(path);
             }
     return NULL;
@@ -63,10 +63,10 @@ static int load_idx_dir(const char *dir, const char *split, int num_classes, sst
 /* Replaces CIFAR class names with the lines of batches.meta.txt if it has
  * one name per class. */
 static void cifar_meta_names(const char *dir, sstc_dataset *ds) {
-    char *path = data_path_join(dir, "batches.meta.txt");
+    char *path = sstc_data_path_join(dir, "batches.meta.txt");
     uint8_t *buf = NULL;
     size_t len;
-    if (!path || !data_is_file(path) || data_read_file(path, &buf, &len)) {
+    if (!path || !sstc_data_is_file(path) || sstc_data_read_file(path, &buf, &len)) {
         free(path);
         sstc_clear_error();
         return;
@@ -80,7 +80,7 @@ static void cifar_meta_names(const char *dir, sstc_dataset *ds) {
     }
     if (k == ds->num_classes) {
         for (int i = 0; i < k; i++) {
-            char *s = data_strdup_printf("%s", names[i]);
+            char *s = sstc_data_strdup_printf("%s", names[i]);
             if (!s) break;
             free(ds->class_names[i]);
             ds->class_names[i] = s;
@@ -91,30 +91,30 @@ static void cifar_meta_names(const char *dir, sstc_dataset *ds) {
 }
 
 static int load_cifar_dir(const char *dir0, const char *split, sstc_dataset *out, int *found) {
-    char *sub = data_path_join(dir0, "cifar-10-batches-bin");
-    const char *dir = sub && data_is_dir(sub) ? sub : dir0;
+    char *sub = sstc_data_path_join(dir0, "cifar-10-batches-bin");
+    const char *dir = sub && sstc_data_is_dir(sub) ? sub : dir0;
     char *paths[64];
     int n = 0;
     if (!strcmp(split, "train")) {
         for (int i = 1; i <= 64; i++) {
-            char *p = data_strdup_printf("%s/data_batch_%d.bin", dir, i);
-            if (!p || !data_is_file(p)) {
+            char *p = sstc_data_strdup_printf("%s/data_batch_%d.bin", dir, i);
+            if (!p || !sstc_data_is_file(p)) {
                 free(p);
                 break;
             }
             paths[n++] = p;
         }
     } else {
-        char *p = data_path_join(dir, "test_batch.bin");
-        if (p && data_is_file(p)) paths[n++] = p;
+        char *p = sstc_data_path_join(dir, "test_batch.bin");
+        if (p && sstc_data_is_file(p)) paths[n++] = p;
         else free(p);
     }
     int rc = 0;
     *found = n > 0;
     if (n == 0) {
         /* The other split's files mean this is CIFAR, with this split missing. */
-        char *other = data_strdup_printf("%s/%s", dir, strcmp(split, "train") ? "data_batch_1.bin" : "test_batch.bin");
-        if (other && data_is_file(other)) {
+        char *other = sstc_data_strdup_printf("%s/%s", dir, strcmp(split, "train") ? "data_batch_1.bin" : "test_batch.bin");
+        if (other && sstc_data_is_file(other)) {
             *found = 1;
             rc = sstc_fail(SSTC_EIO, "%s: has CIFAR-10 batches but no %s", dir,
                            strcmp(split, "train") ? "test_batch.bin" : "data_batch_1.bin");
@@ -130,14 +130,14 @@ static int load_cifar_dir(const char *dir0, const char *split, sstc_dataset *out
 }
 
 static int load_dir(const char *dir, const char *split, const char *known_name, sstc_dataset *out) {
-    char *splitdir = data_path_join(dir, split);
+    char *splitdir = sstc_data_path_join(dir, split);
     if (!splitdir) return sstc_fail(SSTC_ENOMEM, "out of memory");
     int rc, found = 0;
-    if (data_is_dir(splitdir)) {
+    if (sstc_data_is_dir(splitdir)) {
         /* Class list from train/, so that labels mean the same in both splits. */
-        char *traindir = data_path_join(dir, "train");
-        char *cache = data_strdup_printf("%s/%s.sstcache", dir, split);
-        const char *classes = traindir && data_is_dir(traindir) ? traindir : splitdir;
+        char *traindir = sstc_data_path_join(dir, "train");
+        char *cache = sstc_data_strdup_printf("%s/%s.sstcache", dir, split);
+        const char *classes = traindir && sstc_data_is_dir(traindir) ? traindir : splitdir;
         rc = traindir && cache ? sstc_dataset_from_folder(splitdir, classes, cache, out)
                                : sstc_fail(SSTC_ENOMEM, "out of memory");
         free(traindir);
@@ -151,7 +151,7 @@ static int load_dir(const char *dir, const char *split, const char *known_name, 
     if (found) {
         if (rc == 0 && known_name && !strcmp(known_name, "fashion-mnist")) {
             for (int i = 0; i < 10; i++) {
-                char *s = data_strdup_printf("%s", fashion_names[i]);
+                char *s = sstc_data_strdup_printf("%s", fashion_names[i]);
                 if (!s) break;
                 free(out->class_names[i]);
                 out->class_names[i] = s;
@@ -178,10 +178,10 @@ static int load_file(const char *path, sstc_dataset *out) {
     for (int i = 0; i < 2; i++) {
         const char *at = strstr(path, pairs[i][0]);
         if (!at) continue;
-        char *lab = data_strdup_printf("%.*s%s%s", (int)(at - path), path, pairs[i][1], at + strlen(pairs[i][0]));
+        char *lab = sstc_data_strdup_printf("%.*s%s%s", (int)(at - path), path, pairs[i][1], at + strlen(pairs[i][0]));
         if (!lab) return sstc_fail(SSTC_ENOMEM, "out of memory");
         int rc;
-        if (!data_is_file(lab))
+        if (!sstc_data_is_file(lab))
             rc = sstc_fail(SSTC_EIO, "%s: IDX images file given, but its labels file %s does not exist", path, lab);
         else
             rc = sstc_dataset_from_idx_files(path, lab, 0, out);
@@ -196,20 +196,20 @@ static int load_file(const char *path, sstc_dataset *out) {
 
 int sstc_dataset_has_split(const char *name, const char *split) {
     if (!name || !split) return 0;
-    char *dir = sstc_dataset_is_known(name) ? data_path_join(sstc_data_root(), name) : data_strdup_printf("%s", name);
+    char *dir = sstc_dataset_is_known(name) ? sstc_data_path_join(sstc_data_root(), name) : sstc_data_strdup_printf("%s", name);
     if (!dir) return 0;
     int yes = 0;
-    if (data_is_file(dir)) {
+    if (sstc_data_is_file(dir)) {
         yes = 1; /* a single file holds its only split */
-    } else if (data_is_dir(dir)) {
+    } else if (sstc_data_is_dir(dir)) {
         static const char *const train_p[] = {"train", NULL};
         static const char *const test_p[] = {"t10k", "test", NULL};
         int test = strcmp(split, "train") != 0;
-        char *sd = data_path_join(dir, split);
+        char *sd = sstc_data_path_join(dir, split);
         char *idx = find_idx(dir, test ? test_p : train_p, "images", "idx3");
-        char *c1 = data_strdup_printf("%s/%s", dir, test ? "test_batch.bin" : "data_batch_1.bin");
-        char *c2 = data_strdup_printf("%s/cifar-10-batches-bin/%s", dir, test ? "test_batch.bin" : "data_batch_1.bin");
-        yes = (sd && data_is_dir(sd)) || idx || (c1 && data_is_file(c1)) || (c2 && data_is_file(c2));
+        char *c1 = sstc_data_strdup_printf("%s/%s", dir, test ? "test_batch.bin" : "data_batch_1.bin");
+        char *c2 = sstc_data_strdup_printf("%s/cifar-10-batches-bin/%s", dir, test ? "test_batch.bin" : "data_batch_1.bin");
+        yes = (sd && sstc_data_is_dir(sd)) || idx || (c1 && sstc_data_is_file(c1)) || (c2 && sstc_data_is_file(c2));
         free(sd), free(idx), free(c1), free(c2);
     }
     free(dir);
@@ -223,10 +223,10 @@ int sstc_dataset_load(const char *name, const char *split, sstc_dataset *out) {
     if (sstc_dataset_is_known(name)) {
         if (!split || (strcmp(split, "train") && strcmp(split, "test")))
             return sstc_fail(SSTC_EINVAL, "%s: split '%s', expected 'train' or 'test'", name, split ? split : "(null)");
-        char *dir = data_path_join(sstc_data_root(), name);
+        char *dir = sstc_data_path_join(sstc_data_root(), name);
         if (!dir) return sstc_fail(SSTC_ENOMEM, "out of memory");
         int rc;
-        if (!data_is_dir(dir))
+        if (!sstc_data_is_dir(dir))
             rc = sstc_fail(SSTC_EIO, "%s: dataset '%s' is not prepared; run 'sstc data prepare %s' (or 'make data')",
                            dir, name, name);
         else

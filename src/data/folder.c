@@ -75,7 +75,7 @@ static int list_subdirs(const char *dir, char ***names_out, int *n_out) {
             }
             names = nn;
         }
-        names[n] = data_strdup_printf("%s", e->d_name);
+        names[n] = sstc_data_strdup_printf("%s", e->d_name);
         if (!names[n]) {
             closedir(d);
             free_names(names, n);
@@ -84,7 +84,7 @@ static int list_subdirs(const char *dir, char ***names_out, int *n_out) {
         n++;
     }
     closedir(d);
-    if (n) qsort(names, (size_t)n, sizeof(char *), data_cmp_natural);
+    if (n) qsort(names, (size_t)n, sizeof(char *), sstc_data_cmp_natural);
     *names_out = names;
     *n_out = n;
     return 0;
@@ -118,7 +118,7 @@ static int list_class(const char *classdir, int label, entry_list *L) {
             L->cap = nc;
         }
         entry *it = &L->items[L->n];
-        it->name = data_strdup_printf("%s", e->d_name);
+        it->name = sstc_data_strdup_printf("%s", e->d_name);
         if (!it->name) {
             closedir(d);
             return sstc_fail(SSTC_ENOMEM, "out of memory");
@@ -176,7 +176,7 @@ static int cache_read(const char *path, uint64_t fp, int n, char **classes, int 
         long pos = ftell(f);
         ok = pos > 0 && fstat(fileno(f), &st) == 0 &&
              (uint64_t)st.st_size == (uint64_t)pos + sizeof(int32_t) * (size_t)n + per * (size_t)n;
-        if (ok) ok = data_dataset_alloc(ds, n, hd.c, hd.h, hd.w) == 0;
+        if (ok) ok = sstc_data_dataset_alloc(ds, n, hd.c, hd.h, hd.w) == 0;
         if (ok) {
             int32_t *lab = (int32_t *)ds->labels; /* int is 32 bits on every target we build for */
             ok = sizeof(int) == 4 && fread(lab, sizeof(int32_t), (size_t)n, f) == (size_t)n &&
@@ -186,7 +186,7 @@ static int cache_read(const char *path, uint64_t fp, int n, char **classes, int 
     }
     fclose(f);
     if (!ok) {
-        data_dataset_reset(ds);
+        sstc_data_dataset_reset(ds);
         sstc_clear_error();
     }
     return ok;
@@ -195,7 +195,7 @@ static int cache_read(const char *path, uint64_t fp, int n, char **classes, int 
 /* Writes the cache atomically (temporary file + rename). Failure is not an
  * error for the load: the folder may be read-only. Returns 0 or a code. */
 static int cache_write(const char *path, uint64_t fp, const sstc_dataset *ds) {
-    char *tmp = data_strdup_printf("%s.tmp-%ld.sstcache", path, (long)getpid());
+    char *tmp = sstc_data_strdup_printf("%s.tmp-%ld.sstcache", path, (long)getpid());
     if (!tmp) return SSTC_ENOMEM;
     FILE *f = fopen(tmp, "wb");
     if (!f) {
@@ -237,7 +237,7 @@ static void hwc_to_chw(const sstc_image *img, uint8_t *dst) {
 }
 
 static char *entry_path(const char *dir, char **classes, const entry *e) {
-    return data_strdup_printf("%s/%s/%s", dir, classes[e->label], e->name);
+    return sstc_data_strdup_printf("%s/%s/%s", dir, classes[e->label], e->name);
 }
 
 static int decode_all(const char *dir, char **classes, const entry_list *L, sstc_dataset *ds) {
@@ -250,7 +250,7 @@ static int decode_all(const char *dir, char **classes, const entry_list *L, sstc
         free(first);
         return rc;
     }
-    rc = data_dataset_alloc(ds, (int)L->n, img.c, img.h, img.w);
+    rc = sstc_data_dataset_alloc(ds, (int)L->n, img.c, img.h, img.w);
     if (rc) {
         sstc_image_free(&img);
         free(first);
@@ -278,7 +278,7 @@ static int decode_all(const char *dir, char **classes, const entry_list *L, sstc
             const entry *e = &L->items[i];
             char *path = entry_path(dir, classes, e);
             sstc_image im = {0, 0, 0, NULL};
-            int r = path ? data_read_file_into(path, &buf, &cap, &len) : sstc_fail(SSTC_ENOMEM, "out of memory");
+            int r = path ? sstc_data_read_file_into(path, &buf, &cap, &len) : sstc_fail(SSTC_ENOMEM, "out of memory");
             if (r == 0) r = sstc_image_decode(buf, len, path, &im);
             if (r == 0 && (im.w != ds->w || im.h != ds->h || im.c != ds->c))
                 r = sstc_fail(SSTC_EFORMAT,
@@ -311,7 +311,7 @@ static int decode_all(const char *dir, char **classes, const entry_list *L, sstc
 int sstc_dataset_from_folder(const char *dir, const char *classes_dir, const char *cache_path, sstc_dataset *out) {
     memset(out, 0, sizeof *out);
     if (!dir) return sstc_fail(SSTC_EINVAL, "sstc_dataset_from_folder: NULL folder");
-    if (!data_is_dir(dir))
+    if (!sstc_data_is_dir(dir))
         return sstc_fail(SSTC_EIO, "%s: no such folder, expected an image folder with one sub-folder per class", dir);
     if (!classes_dir) classes_dir = dir;
     char **classes = NULL, **here = NULL;
@@ -338,7 +338,7 @@ int sstc_dataset_from_folder(const char *dir, const char *classes_dir, const cha
         }
     }
     for (int k = 0; k < nclasses; k++) {
-        char *cd = data_strdup_printf("%s/%s", dir, classes[k]);
+        char *cd = sstc_data_strdup_printf("%s/%s", dir, classes[k]);
         if (!cd) {
             rc = sstc_fail(SSTC_ENOMEM, "out of memory");
             goto done;
@@ -373,6 +373,6 @@ done:
     if (here) free_names(here, nhere);
     for (size_t i = 0; i < L.n; i++) free(L.items[i].name);
     free(L.items);
-    if (rc) data_dataset_reset(out);
+    if (rc) sstc_data_dataset_reset(out);
     return rc;
 }

@@ -48,7 +48,7 @@ static void sha256_block(uint32_t h[8], const uint8_t *p) {
     h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
 }
 
-void data_sha256_init(data_sha256 *s) {
+void sstc_data_sha256_init(data_sha256 *s) {
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
     memcpy(s->h, h0, sizeof h0);
@@ -56,7 +56,7 @@ void data_sha256_init(data_sha256 *s) {
     s->fill = 0;
 }
 
-void data_sha256_update(data_sha256 *s, const void *data, size_t len) {
+void sstc_data_sha256_update(data_sha256 *s, const void *data, size_t len) {
     const uint8_t *p = data;
     s->bytes += len;
     while (len) {
@@ -78,12 +78,12 @@ void data_sha256_update(data_sha256 *s, const void *data, size_t len) {
     }
 }
 
-void data_sha256_final(data_sha256 *s, char hex[65]) {
+void sstc_data_sha256_final(data_sha256 *s, char hex[65]) {
     uint64_t bits = s->bytes * 8;
     uint8_t pad[72] = {0x80};
     size_t padlen = (s->fill < 56 ? 56 : 120) - s->fill;
     for (int i = 0; i < 8; i++) pad[padlen + (size_t)i] = (uint8_t)(bits >> (56 - 8 * i));
-    data_sha256_update(s, pad, padlen + 8);
+    sstc_data_sha256_update(s, pad, padlen + 8);
     for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", s->h[i]);
 }
 
@@ -123,7 +123,7 @@ static void md5_block(uint32_t h[4], const uint8_t *p) {
     h[0] += a, h[1] += b, h[2] += c, h[3] += d;
 }
 
-void data_md5_init(data_md5 *s) {
+void sstc_data_md5_init(data_md5 *s) {
     s->h[0] = 0x67452301;
     s->h[1] = 0xefcdab89;
     s->h[2] = 0x98badcfe;
@@ -132,7 +132,7 @@ void data_md5_init(data_md5 *s) {
     s->fill = 0;
 }
 
-void data_md5_update(data_md5 *s, const void *data, size_t len) {
+void sstc_data_md5_update(data_md5 *s, const void *data, size_t len) {
     const uint8_t *p = data;
     s->bytes += len;
     while (len) {
@@ -154,25 +154,25 @@ void data_md5_update(data_md5 *s, const void *data, size_t len) {
     }
 }
 
-void data_md5_final(data_md5 *s, char hex[33]) {
+void sstc_data_md5_final(data_md5 *s, char hex[33]) {
     uint64_t bits = s->bytes * 8;
     uint8_t pad[72] = {0x80};
     size_t padlen = (s->fill < 56 ? 56 : 120) - s->fill;
     for (int i = 0; i < 8; i++) pad[padlen + (size_t)i] = (uint8_t)(bits >> (8 * i));
-    data_md5_update(s, pad, padlen + 8);
+    sstc_data_md5_update(s, pad, padlen + 8);
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) snprintf(hex + 8 * i + 2 * j, 3, "%02x", (s->h[i] >> (8 * j)) & 0xff);
 }
 
-int data_file_digest(const char *path, const char *algo, char *hex, size_t hex_size) {
+int sstc_data_file_digest(const char *path, const char *algo, char *hex, size_t hex_size) {
     int sha = !strcmp(algo, "sha256");
     if (hex_size < (sha ? 65u : 33u)) return sstc_fail(SSTC_EINVAL, "digest buffer too small");
     FILE *f = fopen(path, "rb");
     if (!f) return sstc_fail(SSTC_EIO, "%s: cannot open: %s", path, strerror(errno));
     data_sha256 s;
     data_md5 m;
-    if (sha) data_sha256_init(&s);
-    else data_md5_init(&m);
+    if (sha) sstc_data_sha256_init(&s);
+    else sstc_data_md5_init(&m);
     size_t bufsize = 1 << 20;
     uint8_t *buf = malloc(bufsize);
     if (!buf) {
@@ -181,14 +181,14 @@ int data_file_digest(const char *path, const char *algo, char *hex, size_t hex_s
     }
     size_t got;
     while ((got = fread(buf, 1, bufsize, f)) > 0) {
-        if (sha) data_sha256_update(&s, buf, got);
-        else data_md5_update(&m, buf, got);
+        if (sha) sstc_data_sha256_update(&s, buf, got);
+        else sstc_data_md5_update(&m, buf, got);
     }
     int err = ferror(f);
     fclose(f);
     free(buf);
     if (err) return sstc_fail(SSTC_EIO, "%s: read error while computing its %s", path, algo);
-    if (sha) data_sha256_final(&s, hex);
-    else data_md5_final(&m, hex);
+    if (sha) sstc_data_sha256_final(&s, hex);
+    else sstc_data_md5_final(&m, hex);
     return 0;
 }

@@ -110,7 +110,7 @@ static int from_idx(const uint8_t *img, size_t img_len, const char *img_name, co
                              lab_name, l, i, vl.header + i, lab_where, num_classes - 1);
         if (l > maxlab) maxlab = l;
     }
-    rc = data_dataset_alloc(out, (int)n, (int)c, (int)h, (int)w);
+    rc = sstc_data_dataset_alloc(out, (int)n, (int)c, (int)h, (int)w);
     if (rc) return rc;
     if (c == 1) memcpy(out->pixels, vi.data, per * n);
     else
@@ -122,7 +122,7 @@ static int from_idx(const uint8_t *img, size_t img_len, const char *img_name, co
         }
     for (uint32_t i = 0; i < n; i++) out->labels[i] = vl.data[i];
     out->format = "IDX";
-    return data_dataset_numeric_classes(out, num_classes > 0 ? num_classes : maxlab + 1);
+    return sstc_data_dataset_numeric_classes(out, num_classes > 0 ? num_classes : maxlab + 1);
 }
 
 int sstc_dataset_from_idx_buffers(const void *images, size_t images_len, const char *images_name,
@@ -136,14 +136,14 @@ int sstc_dataset_from_idx_buffers(const void *images, size_t images_len, const c
     uint8_t *img_own = NULL, *lab_own = NULL;
     const char *img_where = "", *lab_where = "";
     int rc = 0;
-    if (data_is_gzip(img, images_len)) {
-        rc = data_gunzip(img, images_len, images_name, &img_own, &images_len);
+    if (sstc_data_is_gzip(img, images_len)) {
+        rc = sstc_data_gunzip(img, images_len, images_name, &img_own, &images_len);
         if (rc) goto done;
         img = img_own;
         img_where = " after decompression";
     }
-    if (data_is_gzip(lab, labels_len)) {
-        rc = data_gunzip(lab, labels_len, labels_name, &lab_own, &labels_len);
+    if (sstc_data_is_gzip(lab, labels_len)) {
+        rc = sstc_data_gunzip(lab, labels_len, labels_name, &lab_own, &labels_len);
         if (rc) goto done;
         lab = lab_own;
         lab_where = " after decompression";
@@ -153,7 +153,7 @@ int sstc_dataset_from_idx_buffers(const void *images, size_t images_len, const c
 done:
     free(img_own);
     free(lab_own);
-    if (rc) data_dataset_reset(out);
+    if (rc) sstc_data_dataset_reset(out);
     return rc;
 }
 
@@ -162,8 +162,8 @@ int sstc_dataset_from_idx_files(const char *images_path, const char *labels_path
     memset(out, 0, sizeof *out);
     uint8_t *img = NULL, *lab = NULL;
     size_t img_len, lab_len;
-    int rc = data_read_file(images_path, &img, &img_len);
-    if (rc == 0) rc = data_read_file(labels_path, &lab, &lab_len);
+    int rc = sstc_data_read_file(images_path, &img, &img_len);
+    if (rc == 0) rc = sstc_data_read_file(labels_path, &lab, &lab_len);
     if (rc == 0)
         rc = sstc_dataset_from_idx_buffers(img, img_len, images_path, lab, lab_len, labels_path, num_classes, out);
     free(img);

@@ -13,7 +13,7 @@
 
 #include "sstc/error.h"
 
-long data_max_image_pixels = SSTC_MAX_IMAGE_PIXELS;
+long sstc_data_max_image_pixels = SSTC_MAX_IMAGE_PIXELS;
 
 typedef struct {
     const uint8_t *buf;
@@ -67,9 +67,9 @@ static int png_decode(png_source *src, sstc_image *out) {
     png_uint_32 w, h;
     int depth, color, interlace;
     png_get_IHDR(png, info, &w, &h, &depth, &color, &interlace, NULL, NULL);
-    if ((unsigned long long)w * h > (unsigned long long)data_max_image_pixels) {
+    if ((unsigned long long)w * h > (unsigned long long)sstc_data_max_image_pixels) {
         snprintf(src->msg, sizeof src->msg, "image is %ux%u, larger than the %ld-pixel limit", (unsigned)w,
-                 (unsigned)h, data_max_image_pixels);
+                 (unsigned)h, sstc_data_max_image_pixels);
         png_error(png, src->msg);
     }
     if (depth == 16) png_set_strip_16(png);
@@ -193,7 +193,7 @@ static const char *png_precheck(const uint8_t *b, size_t len) {
                 break;
             }
             uint64_t w = be32(data), h = be32(data + 4), depth = data[8];
-            if (w == 0 || h == 0 || w * h > (uint64_t)data_max_image_pixels) {
+            if (w == 0 || h == 0 || w * h > (uint64_t)sstc_data_max_image_pixels) {
                 why = "image size is zero or too large";
                 break;
             }
@@ -240,7 +240,7 @@ int sstc_image_decode(const void *buf, size_t len, const char *name, sstc_image 
             return sstc_fail(rc, "%s: corrupt PNG (libpng: %s)", name, src.msg);
         const char *why = png_precheck(b, len);
         int w, h, c;
-        uint8_t *px = why ? NULL : data_stb_decode(b, len, &w, &h, &c, &why);
+        uint8_t *px = why ? NULL : sstc_data_stb_decode(b, len, &w, &h, &c, &why);
         if (px) {
             out->w = w, out->h = h, out->c = c, out->pixels = px;
             return 0;
@@ -254,7 +254,7 @@ int sstc_image_decode(const void *buf, size_t len, const char *name, sstc_image 
         if (bad) return sstc_fail(SSTC_EFORMAT, "%s: corrupt JPEG at byte offset %zu: %s", name, at, bad);
         const char *why = NULL;
         int w, h, c;
-        uint8_t *px = data_stb_decode(b, len, &w, &h, &c, &why);
+        uint8_t *px = sstc_data_stb_decode(b, len, &w, &h, &c, &why);
         if (!px)
             return sstc_fail(SSTC_EFORMAT, "%s: corrupt or unreadable JPEG (stb_image: %s)", name,
                              why ? why : "failed");
@@ -272,7 +272,7 @@ int sstc_image_read(const char *path, sstc_image *out) {
     uint8_t *buf;
     size_t len;
     memset(out, 0, sizeof *out);
-    int rc = data_read_file(path, &buf, &len);
+    int rc = sstc_data_read_file(path, &buf, &len);
     if (rc) return rc;
     rc = sstc_image_decode(buf, len, path, out);
     free(buf);

@@ -14,37 +14,37 @@
 
 /* The limit the image decoders apply (SSTC_MAX_IMAGE_PIXELS unless changed;
  * the fuzz targets lower it to keep each run fast). */
-extern long data_max_image_pixels;
+extern long sstc_data_max_image_pixels;
 
 /* ---- files and paths ---- */
 
 /* Reads a whole file into a malloc'd buffer (plus one NUL byte). */
-int data_read_file(const char *path, uint8_t **buf, size_t *len);
+int sstc_data_read_file(const char *path, uint8_t **buf, size_t *len);
 /* Reads a whole file into *buf, growing it (capacity *cap) as needed. */
-int data_read_file_into(const char *path, uint8_t **buf, size_t *cap, size_t *len);
+int sstc_data_read_file_into(const char *path, uint8_t **buf, size_t *cap, size_t *len);
 /* Inflates a gzip (or zlib) stream held in memory into a malloc'd buffer. */
-int data_gunzip(const uint8_t *in, size_t in_len, const char *name, uint8_t **out, size_t *out_len);
-int data_is_gzip(const uint8_t *buf, size_t len);
+int sstc_data_gunzip(const uint8_t *in, size_t in_len, const char *name, uint8_t **out, size_t *out_len);
+int sstc_data_is_gzip(const uint8_t *buf, size_t len);
 /* Reads a file, inflating it when it is gzip-compressed. */
-int data_read_maybe_gz(const char *path, uint8_t **buf, size_t *len);
+int sstc_data_read_maybe_gz(const char *path, uint8_t **buf, size_t *len);
 
 /* snprintf into a malloc'd string. */
-char *data_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-char *data_path_join(const char *a, const char *b);
-int data_is_dir(const char *path);
-int data_is_file(const char *path);
+char *sstc_data_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *sstc_data_path_join(const char *a, const char *b);
+int sstc_data_is_dir(const char *path);
+int sstc_data_is_file(const char *path);
 /* mkdir -p; 0 or SSTC_EIO. */
-int data_mkdirs(const char *path);
+int sstc_data_mkdirs(const char *path);
 /* Natural order ("2" < "10"), for qsort on char* arrays. */
-int data_cmp_natural(const void *a, const void *b);
+int sstc_data_cmp_natural(const void *a, const void *b);
 
 /* Frees partial state and zeroes *ds. */
-void data_dataset_reset(sstc_dataset *ds);
+void sstc_data_dataset_reset(sstc_dataset *ds);
 /* Allocates pixels/labels for n images of c*h*w. */
-int data_dataset_alloc(sstc_dataset *ds, int n, int c, int h, int w);
+int sstc_data_dataset_alloc(sstc_dataset *ds, int n, int c, int h, int w);
 /* Sets class names "0".."k-1". */
-int data_dataset_numeric_classes(sstc_dataset *ds, int k);
-int data_dataset_set_classes(sstc_dataset *ds, const char *const *names, int k);
+int sstc_data_dataset_numeric_classes(sstc_dataset *ds, int k);
+int sstc_data_dataset_set_classes(sstc_dataset *ds, const char *const *names, int k);
 
 /* ---- checksums ---- */
 
@@ -54,9 +54,9 @@ typedef struct {
     uint8_t block[64];
     size_t fill;
 } data_sha256;
-void data_sha256_init(data_sha256 *s);
-void data_sha256_update(data_sha256 *s, const void *data, size_t len);
-void data_sha256_final(data_sha256 *s, char hex[65]);
+void sstc_data_sha256_init(data_sha256 *s);
+void sstc_data_sha256_update(data_sha256 *s, const void *data, size_t len);
+void sstc_data_sha256_final(data_sha256 *s, char hex[65]);
 
 typedef struct {
     uint32_t h[4];
@@ -64,17 +64,17 @@ typedef struct {
     uint8_t block[64];
     size_t fill;
 } data_md5;
-void data_md5_init(data_md5 *s);
-void data_md5_update(data_md5 *s, const void *data, size_t len);
-void data_md5_final(data_md5 *s, char hex[33]);
+void sstc_data_md5_init(data_md5 *s);
+void sstc_data_md5_update(data_md5 *s, const void *data, size_t len);
+void sstc_data_md5_final(data_md5 *s, char hex[33]);
 
 /* Hex digest of a file: algo "sha256" or "md5". */
-int data_file_digest(const char *path, const char *algo, char *hex, size_t hex_size);
+int sstc_data_file_digest(const char *path, const char *algo, char *hex, size_t hex_size);
 
 /* ---- stb_image (compiled in stb_image_impl.c) ---- */
 
 /* Decodes with stb_image; returns malloc'd HWC pixels (free with free()) or
  * NULL and a reason in *why. */
-uint8_t *data_stb_decode(const uint8_t *buf, size_t len, int *w, int *h, int *c, const char **why);
+uint8_t *sstc_data_stb_decode(const uint8_t *buf, size_t len, int *w, int *h, int *c, const char **why);
 
 #endif

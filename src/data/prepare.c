@@ -126,7 +126,7 @@ static void log_tail(const char *path, char *out, size_t size) {
     out[0] = 0;
     uint8_t *buf;
     size_t len;
-    if (data_read_file(path, &buf, &len)) {
+    if (sstc_data_read_file(path, &buf, &len)) {
         sstc_clear_error();
         return;
     }
@@ -151,7 +151,7 @@ static void remove_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH |
 static int sums_lookup(const char *sums_path, const char *file, char *out, size_t size) {
     uint8_t *buf;
     size_t len;
-    if (!data_is_file(sums_path) || data_read_file(sums_path, &buf, &len)) {
+    if (!sstc_data_is_file(sums_path) || sstc_data_read_file(sums_path, &buf, &len)) {
         sstc_clear_error();
         return 0;
     }
@@ -177,7 +177,7 @@ static int sums_lookup(const char *sums_path, const char *file, char *out, size_
 static int verify(const spec *s, const char *dir, const char *path, const char *file, const char *up_md5) {
     char expect[129], got[65];
     const char *algo = NULL, *from = NULL;
-    char *sums = data_path_join(dir, "SHA256SUMS");
+    char *sums = sstc_data_path_join(dir, "SHA256SUMS");
     char *dpkg = NULL;
     if (sums && sums_lookup(sums, file, expect, sizeof expect)) {
         algo = "sha256";
@@ -188,7 +188,7 @@ static int verify(const spec *s, const char *dir, const char *path, const char *
         if (realpath(dir, real) && !strncmp(real, "/usr/share/datasets/", 20)) {
             const char *pkg = real + 20;
             size_t n = strcspn(pkg, "/");
-            dpkg = data_strdup_printf("/var/lib/dpkg/info/dataset-%.*s.md5sums", (int)n, pkg);
+            dpkg = sstc_data_strdup_printf("/var/lib/dpkg/info/dataset-%.*s.md5sums", (int)n, pkg);
             char rel[4200];
             snprintf(rel, sizeof rel, "%s/%s", real + 1, file);
             if (dpkg && sums_lookup(dpkg, rel, expect, sizeof expect)) {
@@ -206,7 +206,7 @@ static int verify(const spec *s, const char *dir, const char *path, const char *
     if (!algo) {
         rc = sstc_fail(SSTC_EIO, "%s: no checksum to verify it against (expected a line for %s in %s/SHA256SUMS)", path,
                        file, dir);
-    } else if ((rc = data_file_digest(path, algo, got, sizeof got)) == 0) {
+    } else if ((rc = sstc_data_file_digest(path, algo, got, sizeof got)) == 0) {
         if (strcasecmp(got, expect))
             rc = sstc_fail(SSTC_EFORMAT, "%s: %s checksum mismatch: expected %s (from %s), got %s; the file is damaged or "
                            "not the expected one",
@@ -242,7 +242,7 @@ static int copy_file(const char *from, const char *to) {
 }
 
 static int extract(const spec *s, const char *archive, const char *tmp) {
-    char *log = data_path_join(tmp, ".tar.log");
+    char *log = sstc_data_path_join(tmp, ".tar.log");
     if (!log) return sstc_fail(SSTC_ENOMEM, "out of memory");
     say(s, "extracting %s", archive);
     char *argv[] = {"tar", "-xzf", (char *)archive, "-C", (char *)tmp, "--no-same-owner", NULL};
@@ -261,7 +261,7 @@ static int extract(const spec *s, const char *archive, const char *tmp) {
 }
 
 static int write_marker(const char *dir, const char *source) {
-    char *p = data_path_join(dir, MARKER);
+    char *p = sstc_data_path_join(dir, MARKER);
     FILE *f = p ? fopen(p, "w") : NULL;
     if (!f) {
         int rc = sstc_fail(SSTC_EIO, "%s: cannot create: %s", p ? p : dir, strerror(errno));
@@ -281,8 +281,8 @@ static int publish(const spec *s, const char *ready, const char *dest, const cha
     if (rc) return rc;
     if (rename(ready, dest) != 0) {
         int e = errno;
-        char *m = data_path_join(dest, MARKER);
-        int other = m && data_is_file(m);
+        char *m = sstc_data_path_join(dest, MARKER);
+        int other = m && sstc_data_is_file(m);
         free(m);
         if (other) return 0;
         return sstc_fail(SSTC_EIO, "cannot move %s to %s: %s", ready, dest, strerror(e));
@@ -301,12 +301,12 @@ static int find_source(const spec *s, source *src, char *looked, size_t looked_s
     char *list[32];
     int n = 0;
     const char *env = getenv("SSTC_DATA_MIRROR");
-    char *envcopy = env && *env ? data_strdup_printf("%s", env) : NULL;
+    char *envcopy = env && *env ? sstc_data_strdup_printf("%s", env) : NULL;
     if (envcopy)
         for (char *save = NULL, *t = strtok_r(envcopy, ":", &save); t && n < 28; t = strtok_r(NULL, ":", &save))
-            list[n++] = data_strdup_printf("%s", t);
-    list[n++] = data_strdup_printf("../shared/datasets");
-    list[n++] = data_strdup_printf("/usr/share/datasets");
+            list[n++] = sstc_data_strdup_printf("%s", t);
+    list[n++] = sstc_data_strdup_printf("../shared/datasets");
+    list[n++] = sstc_data_strdup_printf("/usr/share/datasets");
     free(envcopy);
     int found = 0;
     size_t used = 0;
@@ -314,14 +314,14 @@ static int find_source(const spec *s, source *src, char *looked, size_t looked_s
     for (int i = 0; i < n && !found; i++) {
         if (!list[i]) continue;
         used += (size_t)snprintf(looked + used, used < looked_size ? looked_size - used : 0, "%s%s%s",
-                                 used ? ", " : "", list[i], data_is_dir(list[i]) ? "" : " (absent)");
+                                 used ? ", " : "", list[i], sstc_data_is_dir(list[i]) ? "" : " (absent)");
         if (used >= looked_size) used = looked_size - 1;
         for (int sub = 0; sub < 2 && !found; sub++) {
-            char *dir = sub ? data_path_join(list[i], s->name) : data_strdup_printf("%s", list[i]);
+            char *dir = sub ? sstc_data_path_join(list[i], s->name) : sstc_data_strdup_printf("%s", list[i]);
             if (!dir) continue;
             if (s->archive) {
-                char *a = data_path_join(dir, s->archive);
-                if (a && data_is_file(a)) {
+                char *a = sstc_data_path_join(dir, s->archive);
+                if (a && sstc_data_is_file(a)) {
                     src->dir = dir, src->is_archive = 1, found = 1;
                 }
                 free(a);
@@ -329,8 +329,8 @@ static int find_source(const spec *s, source *src, char *looked, size_t looked_s
             if (!found) {
                 int all = 1;
                 for (int k = 0; k < s->nup && all; k++) {
-                    char *f = data_path_join(dir, s->up[k].file);
-                    all = f && data_is_file(f);
+                    char *f = sstc_data_path_join(dir, s->up[k].file);
+                    all = f && sstc_data_is_file(f);
                     free(f);
                 }
                 if (all) src->dir = dir, src->is_archive = 0, found = 1;
@@ -346,26 +346,26 @@ static int find_source(const spec *s, source *src, char *looked, size_t looked_s
  * (inside tmp); returns the folder to publish (malloc'd) or NULL. */
 static char *assemble_upstream(const spec *s, const char *from, const char *tmp, int copy) {
     if (s->up_top) {
-        char *a = data_path_join(from, s->up[0].file);
+        char *a = sstc_data_path_join(from, s->up[0].file);
         int rc = a ? extract(s, a, tmp) : sstc_fail(SSTC_ENOMEM, "out of memory");
         free(a);
         if (rc) return NULL;
-        char *top = data_path_join(tmp, s->up_top);
-        if (top && !data_is_dir(top)) {
+        char *top = sstc_data_path_join(tmp, s->up_top);
+        if (top && !sstc_data_is_dir(top)) {
             sstc_fail(SSTC_EFORMAT, "%s: did not contain the folder %s/", s->up[0].file, s->up_top);
             free(top);
             return NULL;
         }
         return top;
     }
-    char *out = data_path_join(tmp, s->name);
+    char *out = sstc_data_path_join(tmp, s->name);
     if (!out || mkdir(out, 0777) != 0) {
         sstc_fail(SSTC_EIO, "%s: cannot create folder: %s", out ? out : tmp, strerror(errno));
         free(out);
         return NULL;
     }
     for (int k = 0; k < s->nup; k++) {
-        char *a = data_path_join(from, s->up[k].file), *b = data_path_join(out, s->up[k].file);
+        char *a = sstc_data_path_join(from, s->up[k].file), *b = sstc_data_path_join(out, s->up[k].file);
         int rc = !a || !b ? sstc_fail(SSTC_ENOMEM, "out of memory") : copy ? copy_file(a, b) : rename(a, b) ? sstc_fail(SSTC_EIO, "cannot move %s: %s", a, strerror(errno)) : 0;
         free(a);
         free(b);
@@ -417,8 +417,8 @@ static int download(const char *url, const char *out_path, const char *log, char
 
 static int fetch_upstream(const spec *s, const char *tmp, const char *looked) {
     const char *override = getenv("SSTC_DATA_UPSTREAM");
-    char *dl = data_path_join(tmp, ".download");
-    char *log = data_path_join(tmp, ".download.log");
+    char *dl = sstc_data_path_join(tmp, ".download");
+    char *log = sstc_data_path_join(tmp, ".download.log");
     if (!dl || !log || mkdir(dl, 0777) != 0) {
         free(dl);
         free(log);
@@ -426,14 +426,14 @@ static int fetch_upstream(const spec *s, const char *tmp, const char *looked) {
     }
     int rc = 0;
     for (int k = 0; k < s->nup && rc == 0; k++) {
-        char *out = data_path_join(dl, s->up[k].file);
+        char *out = sstc_data_path_join(dl, s->up[k].file);
         char why[700] = "";
         int ok = 0;
         char *first_url = NULL;
         for (int u = 0; u < 3 && !ok; u++) {
             const char *prefix = override && *override ? (u == 0 ? override : NULL) : s->urls[u];
             if (!prefix) break;
-            char *url = data_strdup_printf("%s%s%s", prefix, prefix[strlen(prefix) - 1] == '/' ? "" : "/",
+            char *url = sstc_data_strdup_printf("%s%s%s", prefix, prefix[strlen(prefix) - 1] == '/' ? "" : "/",
                                            s->up[k].file);
             if (!url || !out) break;
             say(s, "downloading %s", url);
@@ -477,9 +477,9 @@ int sstc_dataset_prepare(const char *name, int verbose) {
     const spec *s = &job;
     double t0 = now_s();
     const char *root = sstc_data_root();
-    char *dest = data_path_join(root, s->name);
-    char *marker = dest ? data_path_join(dest, MARKER) : NULL;
-    char *tmp = data_strdup_printf("%s/.%s.partial-%ld", root, s->name, (long)getpid());
+    char *dest = sstc_data_path_join(root, s->name);
+    char *marker = dest ? sstc_data_path_join(dest, MARKER) : NULL;
+    char *tmp = sstc_data_strdup_printf("%s/.%s.partial-%ld", root, s->name, (long)getpid());
     char *ready = NULL;
     source src = {NULL, 0};
     int rc = 0;
@@ -487,12 +487,12 @@ int sstc_dataset_prepare(const char *name, int verbose) {
         rc = sstc_fail(SSTC_ENOMEM, "out of memory");
         goto done;
     }
-    if (data_is_dir(dest)) {
-        if (data_is_file(marker)) say(s, "already prepared in %s", dest);
+    if (sstc_data_is_dir(dest)) {
+        if (sstc_data_is_file(marker)) say(s, "already prepared in %s", dest);
         else say(s, "%s already exists (not prepared by sstc); leaving it as it is", dest);
         goto done;
     }
-    if ((rc = data_mkdirs(root))) goto done;
+    if ((rc = sstc_data_mkdirs(root))) goto done;
     remove_tree(tmp);
     if (mkdir(tmp, 0777) != 0) {
         rc = sstc_fail(SSTC_EIO, "%s: cannot create folder: %s", tmp, strerror(errno));
@@ -502,33 +502,33 @@ int sstc_dataset_prepare(const char *name, int verbose) {
     char *source_desc = NULL;
     if (find_source(s, &src, looked, sizeof looked)) {
         if (src.is_archive) {
-            char *a = data_path_join(src.dir, s->archive);
+            char *a = sstc_data_path_join(src.dir, s->archive);
             say(s, "using the mirror %s", a);
             rc = verify(s, src.dir, a, s->archive, NULL);
             if (rc == 0) rc = extract(s, a, tmp);
             if (rc == 0) {
-                ready = data_path_join(tmp, s->archive_top);
-                if (!data_is_dir(ready))
+                ready = sstc_data_path_join(tmp, s->archive_top);
+                if (!sstc_data_is_dir(ready))
                     rc = sstc_fail(SSTC_EFORMAT, "%s: did not contain the folder %s/", a, s->archive_top);
             }
             source_desc = a;
         } else {
             say(s, "using the upstream files in %s", src.dir);
             for (int k = 0; k < s->nup && rc == 0; k++) {
-                char *f = data_path_join(src.dir, s->up[k].file);
+                char *f = sstc_data_path_join(src.dir, s->up[k].file);
                 rc = f ? verify(s, src.dir, f, s->up[k].file, s->up[k].md5) : sstc_fail(SSTC_ENOMEM, "out of memory");
                 free(f);
             }
             if (rc == 0 && !(ready = assemble_upstream(s, src.dir, tmp, 1))) rc = sstc_errcode() ? sstc_errcode() : SSTC_EIO;
-            source_desc = data_strdup_printf("%s", src.dir);
+            source_desc = sstc_data_strdup_printf("%s", src.dir);
         }
     } else {
         say(s, "no local mirror found (looked in %s); downloading", looked);
         rc = fetch_upstream(s, tmp, looked);
-        char *dl = data_path_join(tmp, ".download");
+        char *dl = sstc_data_path_join(tmp, ".download");
         if (rc == 0 && !(ready = assemble_upstream(s, dl, tmp, 0))) rc = sstc_errcode() ? sstc_errcode() : SSTC_EIO;
         free(dl);
-        source_desc = data_strdup_printf("%s", s->urls[0]);
+        source_desc = sstc_data_strdup_printf("%s", s->urls[0]);
     }
     if (rc == 0) rc = publish(s, ready, dest, source_desc ? source_desc : "?");
     if (rc == 0) say(s, "done in %.1f s", now_s() - t0);

@@ -26,7 +26,7 @@
 #include <stb_image.h>
 #pragma GCC diagnostic pop
 
-uint8_t *data_stb_decode(const uint8_t *buf, size_t len, int *w, int *h, int *c, const char **why) {
+uint8_t *sstc_data_stb_decode(const uint8_t *buf, size_t len, int *w, int *h, int *c, const char **why) {
     if (len > 0x7fffffff) {
         *why = "file too large";
         return NULL;
@@ -37,7 +37,7 @@ uint8_t *data_stb_decode(const uint8_t *buf, size_t len, int *w, int *h, int *c,
         *why = stbi_failure_reason();
         return NULL;
     }
-    if ((long long)iw * ih > data_max_image_pixels) {
+    if ((long long)iw * ih > sstc_data_max_image_pixels) {
         *why = "image too large";
         return NULL;
     }

@@ -11,7 +11,7 @@
 
 #include "sstc/error.h"
 
-char *data_strdup_printf(const char *fmt, ...) {
+char *sstc_data_strdup_printf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
@@ -25,24 +25,24 @@ char *data_strdup_printf(const char *fmt, ...) {
     return s;
 }
 
-char *data_path_join(const char *a, const char *b) {
+char *sstc_data_path_join(const char *a, const char *b) {
     size_t la = strlen(a);
-    if (la == 0) return data_strdup_printf("%s", b);
-    return data_strdup_printf("%s%s%s", a, a[la - 1] == '/' ? "" : "/", b);
+    if (la == 0) return sstc_data_strdup_printf("%s", b);
+    return sstc_data_strdup_printf("%s%s%s", a, a[la - 1] == '/' ? "" : "/", b);
 }
 
-int data_is_dir(const char *path) {
+int sstc_data_is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-int data_is_file(const char *path) {
+int sstc_data_is_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-int data_mkdirs(const char *path) {
-    char *p = data_strdup_printf("%s", path);
+int sstc_data_mkdirs(const char *path) {
+    char *p = sstc_data_strdup_printf("%s", path);
     if (!p) return sstc_fail(SSTC_ENOMEM, "out of memory");
     for (char *s = p + 1;; s++) {
         if (*s == '/' || *s == 0) {
@@ -59,15 +59,15 @@ int data_mkdirs(const char *path) {
         }
     }
     free(p);
-    if (!data_is_dir(path)) return sstc_fail(SSTC_EIO, "%s: exists but is not a folder", path);
+    if (!sstc_data_is_dir(path)) return sstc_fail(SSTC_EIO, "%s: exists but is not a folder", path);
     return 0;
 }
 
-int data_cmp_natural(const void *a, const void *b) {
+int sstc_data_cmp_natural(const void *a, const void *b) {
     return strverscmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-int data_read_file_into(const char *path, uint8_t **buf, size_t *cap, size_t *len) {
+int sstc_data_read_file_into(const char *path, uint8_t **buf, size_t *cap, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return sstc_fail(SSTC_EIO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -102,10 +102,10 @@ int data_read_file_into(const char *path, uint8_t **buf, size_t *cap, size_t *le
     return 0;
 }
 
-int data_read_file(const char *path, uint8_t **buf, size_t *len) {
+int sstc_data_read_file(const char *path, uint8_t **buf, size_t *len) {
     size_t cap = 0;
     *buf = NULL;
-    int rc = data_read_file_into(path, buf, &cap, len);
+    int rc = sstc_data_read_file_into(path, buf, &cap, len);
     if (rc) {
         free(*buf);
         *buf = NULL;
@@ -113,9 +113,9 @@ int data_read_file(const char *path, uint8_t **buf, size_t *len) {
     return rc;
 }
 
-int data_is_gzip(const uint8_t *buf, size_t len) { return len >= 2 && buf[0] == 0x1f && buf[1] == 0x8b; }
+int sstc_data_is_gzip(const uint8_t *buf, size_t len) { return len >= 2 && buf[0] == 0x1f && buf[1] == 0x8b; }
 
-int data_gunzip(const uint8_t *in, size_t in_len, const char *name, uint8_t **out, size_t *out_len) {
+int sstc_data_gunzip(const uint8_t *in, size_t in_len, const char *name, uint8_t **out, size_t *out_len) {
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     /* 15 + 32: accept gzip or zlib headers; zlib checks the gzip CRC-32. */
@@ -169,22 +169,22 @@ int data_gunzip(const uint8_t *in, size_t in_len, const char *name, uint8_t **ou
     return 0;
 }
 
-int data_read_maybe_gz(const char *path, uint8_t **buf, size_t *len) {
+int sstc_data_read_maybe_gz(const char *path, uint8_t **buf, size_t *len) {
     uint8_t *raw;
     size_t raw_len;
-    int rc = data_read_file(path, &raw, &raw_len);
+    int rc = sstc_data_read_file(path, &raw, &raw_len);
     if (rc) return rc;
-    if (!data_is_gzip(raw, raw_len)) {
+    if (!sstc_data_is_gzip(raw, raw_len)) {
         *buf = raw;
         *len = raw_len;
         return 0;
     }
-    rc = data_gunzip(raw, raw_len, path, buf, len);
+    rc = sstc_data_gunzip(raw, raw_len, path, buf, len);
     free(raw);
     return rc;
 }
 
-void data_dataset_reset(sstc_dataset *ds) {
+void sstc_data_dataset_reset(sstc_dataset *ds) {
     if (!ds) return;
     free(ds->pixels);
     free(ds->labels);
@@ -194,9 +194,9 @@ void data_dataset_reset(sstc_dataset *ds) {
     memset(ds, 0, sizeof *ds);
 }
 
-void sstc_dataset_free(sstc_dataset *ds) { data_dataset_reset(ds); }
+void sstc_dataset_free(sstc_dataset *ds) { sstc_data_dataset_reset(ds); }
 
-int data_dataset_alloc(sstc_dataset *ds, int n, int c, int h, int w) {
+int sstc_data_dataset_alloc(sstc_dataset *ds, int n, int c, int h, int w) {
     size_t per = (size_t)c * (size_t)h * (size_t)w;
     ds->n = n;
     ds->c = c;
@@ -209,23 +209,23 @@ int data_dataset_alloc(sstc_dataset *ds, int n, int c, int h, int w) {
     return 0;
 }
 
-int data_dataset_set_classes(sstc_dataset *ds, const char *const *names, int k) {
+int sstc_data_dataset_set_classes(sstc_dataset *ds, const char *const *names, int k) {
     ds->class_names = calloc((size_t)k + 1, sizeof(char *));
     if (!ds->class_names) return sstc_fail(SSTC_ENOMEM, "out of memory");
     ds->num_classes = k;
     for (int i = 0; i < k; i++) {
-        ds->class_names[i] = data_strdup_printf("%s", names[i]);
+        ds->class_names[i] = sstc_data_strdup_printf("%s", names[i]);
         if (!ds->class_names[i]) return sstc_fail(SSTC_ENOMEM, "out of memory");
     }
     return 0;
 }
 
-int data_dataset_numeric_classes(sstc_dataset *ds, int k) {
+int sstc_data_dataset_numeric_classes(sstc_dataset *ds, int k) {
     ds->class_names = calloc((size_t)k + 1, sizeof(char *));
     if (!ds->class_names) return sstc_fail(SSTC_ENOMEM, "out of memory");
     ds->num_classes = k;
     for (int i = 0; i < k; i++) {
-        ds->class_names[i] = data_strdup_printf("%d", i);
+        ds->class_names[i] = sstc_data_strdup_printf("%d", i);
         if (!ds->class_names[i]) return sstc_fail(SSTC_ENOMEM, "out of memory");
     }
     return 0;

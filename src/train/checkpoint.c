@@ -399,7 +399,7 @@ int sstc_checkpoint_open(sstc_session *s, const char *path, int load_data, void 
         rc = sstc_fail(SSTC_EFORMAT, "%s: normalizer for %d channels, the input has %d", path, norm.c, in_c);
         goto done;
     }
-    rc = session_open_known(s, text, path, (const char *const *)ovr, (int)nov, in_c, in_h, in_w, classes, &norm);
+    rc = sstc_session_open_known(s, text, path, (const char *const *)ovr, (int)nov, in_c, in_h, in_w, classes, &norm);
     if (rc) {
         sstc_fail_prefix(rc, "%s: the stored config does not load: ", path);
         goto done;

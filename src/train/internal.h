@@ -3,6 +3,6 @@
 #include "sstc/train.h"
 /* Opens a session whose input shape, class count and normalization are known
  * (from a checkpoint) without loading data. */
-int session_open_known(sstc_session *s, const char *text, const char *path, const char *const *overrides,
+int sstc_session_open_known(sstc_session *s, const char *text, const char *path, const char *const *overrides,
                        int noverrides, int in_c, int in_h, int in_w, int classes, const sstc_normalizer *norm);
 #endif

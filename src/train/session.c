@@ -133,7 +133,7 @@ int sstc_session_open_text(sstc_session *s, const char *text, const char *path, 
     return open_text(s, text, path, overrides, noverrides, 1);
 }
 
-int session_open_known(sstc_session *s, const char *text, const char *path, const char *const *overrides,
+int sstc_session_open_known(sstc_session *s, const char *text, const char *path, const char *const *overrides,
                        int noverrides, int in_c, int in_h, int in_w, int classes, const sstc_normalizer *norm) {
     memset(s, 0, sizeof *s);
     s->in_c = in_c, s->in_h = in_h, s->in_w = in_w, s->classes = classes;
@@ -143,6 +143,7 @@ int session_open_known(sstc_session *s, const char *text, const char *path, cons
 
 int sstc_session_open(sstc_session *s, const char *config_path, const char *const *overrides, int noverrides,
                       int load_data) {
+    memset(s, 0, sizeof *s); /* closing a session that failed to open is safe */
     FILE *f = fopen(config_path, "rb");
     if (!f) return sstc_fail(SSTC_EIO, "%s: cannot open config", config_path);
     char *text = NULL;

@@ -167,8 +167,11 @@ Test(ops, conv2d_matches_direct_convolution_same_and_general) {
         expect_near_d(y->data, ry, y->size, 1e-5, what);
         snprintf(what, sizeof what, "case %d, %d threads: dx", k, threads);
         expect_near_d(x->grad, rdx, x->size, 1e-5, what);
+        /* a weight gradient sums B*OH*OW products (up to 729 here) in float, in
+         * an order that depends on the thread count and grouping: its rounding
+         * grows with that count, so 1e-5 would fail on some BLAS kernels */
         snprintf(what, sizeof what, "case %d, %d threads: dw", k, threads);
-        expect_near_d(w->grad, rdw, w->size, 1e-5, what);
+        expect_near_d(w->grad, rdw, w->size, 5e-5, what);
         snprintf(what, sizeof what, "case %d, %d threads: db", k, threads);
         expect_near_d(b->grad, rdb, (size_t)OC, 1e-5, what);
         free(gy);

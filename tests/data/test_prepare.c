@@ -46,7 +46,7 @@ static void write_sums(const char *folder_arg, const char *const *files, int n) 
     fprintf(f, "0000000000000000000000000000000000000000000000000000000000000000  unrelated.tar.gz\n");
     for (int i = 0; i < n; i++) {
         char hex[65];
-        cr_assert_eq(data_file_digest(th_path("%s/%s", folder, files[i]), "sha256", hex, sizeof hex), 0);
+        cr_assert_eq(sstc_data_file_digest(th_path("%s/%s", folder, files[i]), "sha256", hex, sizeof hex), 0);
         fprintf(f, "%s  %s\n", hex, files[i]);
     }
     fclose(f);
@@ -219,7 +219,7 @@ static void check_digest(const char *algo, const void *data, size_t n, const cha
     const char *p = th_path("%s/h.bin", dir);
     th_write(p, data, n);
     char hex[65];
-    cr_assert_eq(data_file_digest(p, algo, hex, sizeof hex), 0);
+    cr_assert_eq(sstc_data_file_digest(p, algo, hex, sizeof hex), 0);
     cr_assert_str_eq(hex, want, "%s of %zu bytes", algo, n);
 }
 

@@ -1,6 +1,6 @@
-/* Start-up tuning of the BLAS and OpenMP runtimes (see sstc_platform_init in
- * include/sstc/tensor.h). Both libraries read their settings from the
- * environment when they load, so a change means re-executing the program. */
+/* Start-up tuning of the BLAS and OpenMP runtimes (see startup.h). Both
+ * libraries read their settings from the environment when they load, so a
+ * change means re-executing the program. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +9,7 @@
 
 #include <cblas.h>
 
-#include "sstc/tensor.h"
+#include "startup.h"
 
 /* OpenBLAS targets below AVX2: where a dynamic-arch OpenBLAS lands when it
  * does not recognize a (virtualized) CPU's model number. */
@@ -38,7 +38,7 @@ static int sgemm_agrees(void) {
     return 1;
 }
 
-int sstc_platform_init(int argc, char **argv) {
+int cli_platform_init(int argc, char **argv) {
     (void)argc;
     const char *stage = getenv("SSTC_PLATFORM_INIT");
     if (stage && !strcmp(stage, "checking")) {
