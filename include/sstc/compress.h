@@ -2,7 +2,8 @@
  * (gradual) pruning with masked retraining, ternarization into the (N,K)
  * structured sparse ternary constraint and retraining with the quantizer in
  * the loop (straight-through estimator), batch-norm re-estimation, export.
- * The method is described in ../shared/method.md and the README.
+ * docs/method.md describes the method; sstc_compress_run (at the end) runs
+ * all of it through the run driver (sstc/run.h).
  *
  * A run is a sequence of phases over one global epoch counter:
  *   prune stage s (keep K_s of N, float, mask held)   stage_epochs each
@@ -13,9 +14,9 @@
 #ifndef SSTC_COMPRESS_H
 #define SSTC_COMPRESS_H
 
+#include "sstc/run.h"
 #include "sstc/train.h"
 
-typedef enum { SSTC_METHOD_SST = 0, SSTC_METHOD_TERNARY, SSTC_METHOD_NM } sstc_method;
 typedef enum { SSTC_PHASE_PRUNE = 0, SSTC_PHASE_QUANT } sstc_phase_kind;
 
 typedef struct {
@@ -101,5 +102,35 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path);
 /* Writes the decoded weights (delta*t, the values the network computes
  * with) and every other tensor as .npz. */
 int sstc_compress_write_npz(const sstc_compressor *c, const char *path);
+
+/* ---- a whole compression run ---------------------------------------------- */
+
+typedef struct {
+    const char *outdir;      /* NULL: sstc_compress_default_outdir */
+    const char *from;        /* float checkpoint to start from; NULL: one is trained into OUTDIR/float/ */
+    int resume;              /* continue OUTDIR/checkpoint.sstc (or the float training before it) */
+    const char *resume_hint; /* the command that continues the run, for messages */
+    int allow_config_change; /* see sstc_run_opts */
+} sstc_compress_run_opts;
+
+typedef struct {
+    sstc_run_result run;     /* the coded network's figures (after batch-norm re-estimation) */
+    float float_test_error;  /* of the float network it started from */
+    double bits_per_weight;
+    int ncoded;
+    char outdir[1024];
+    char sst_path[1100];     /* "" for the nm method (no .sst file) */
+} sstc_compress_run_result;
+
+/* runs/<experiment name>-<method>-<N>-<K> */
+int sstc_compress_default_outdir(const sstc_session *s, char *buf, size_t n);
+
+/* Runs the [compress] section of the session's config: float network (from
+ * opts->from, or trained into OUTDIR/float/ by the run driver), weight
+ * normalization (checked to keep the outputs), the phases through the run
+ * driver (metrics.csv, checkpoints, --resume, Ctrl-C), batch-norm
+ * re-estimation, then model.npz, model.sst and summary.json in OUTDIR.
+ * Returns 0, SSTC_EINTR (interrupted, a checkpoint saved) or an error. */
+int sstc_compress_run(sstc_session *s, const sstc_compress_run_opts *opts, sstc_compress_run_result *result);
 
 #endif

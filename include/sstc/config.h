@@ -5,6 +5,7 @@
 #ifndef SSTC_CONFIG_H
 #define SSTC_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sstc/nn.h"
@@ -26,19 +27,41 @@ typedef struct {
 
 typedef enum { SSTC_NORM_NONE = 0, SSTC_NORM_DATASET, SSTC_NORM_GIVEN } sstc_norm_mode;
 
+/* The coding method ([compress] method). */
+typedef enum { SSTC_METHOD_SST = 0, SSTC_METHOD_TERNARY, SSTC_METHOD_NM } sstc_method;
+/* Weight normalization before coding ([compress] normalize): flags. */
+typedef enum {
+    SSTC_CNORM_NONE = 0,
+    SSTC_CNORM_ROW = 1,            /* rows scaled to the layer's RMS */
+    SSTC_CNORM_INTERLEAVE = 2,     /* fan-in renumbered round-robin by importance */
+    SSTC_CNORM_ROW_INTERLEAVE = 3
+} sstc_compress_norm;
+/* Which weight layers are coded ([compress] layers). */
+typedef enum { SSTC_SELECT_ALL = 0, SSTC_SELECT_FC, SSTC_SELECT_CONV, SSTC_SELECT_NAMES } sstc_select_mode;
 typedef struct {
-    /* [compress] (see docs/config.md) */
+    sstc_select_mode mode;
+    int nnames;                    /* SSTC_SELECT_NAMES: the listed layer names */
+    char names[SSTC_MAX_CODED][32];
+} sstc_layer_select;
+
+const char *sstc_method_name(sstc_method m);            /* "sst", "ternary", "nm" */
+const char *sstc_compress_norm_name(sstc_compress_norm n); /* "none", "row", ... */
+/* The selection as the config writes it ("all", "fc", "conv", "fc1,fc2"). */
+void sstc_layer_select_str(const sstc_layer_select *sel, char *buf, size_t n);
+
+typedef struct {
+    /* [compress] (see docs/config.md), parsed once into these types */
     int present;
-    char method[16];            /* sst | ternary | nm */
+    sstc_method method;
     int N, K;
-    char normalize[16];         /* none | row | interleave */
+    sstc_compress_norm normalize;
     int schedule[SSTC_MAX_STAGES]; /* K_1 > ... > K_S = K; nstages = 0 means direct */
     int nstages;
     int stage_epochs;           /* masked retraining epochs per stage */
     int retrain_epochs;         /* final retraining with the quantizer in the loop */
     float retrain_lr;
     sstc_lr_kind retrain_schedule;
-    char layers[256];           /* all | fc | conv | comma list of layer names */
+    sstc_layer_select layers;
     int skip_first, skip_last;  /* leave the first/last coded-kind layer in float */
     int refit_every;            /* batches between delta refits (0 = once per epoch) */
     int bn_batches;             /* batches used to re-estimate batch-norm statistics */
@@ -77,6 +100,10 @@ typedef struct {
  * experiment, data, train, compress or a layer's name) are applied after the
  * file, in order, and reported as "--set ..." in errors. */
 int sstc_config_load(const char *path, const char *const *overrides, int noverrides, sstc_config *out);
+/* Reads a config file's text (malloc'd, NUL-terminated): only a regular,
+ * non-empty file of at most SSTC_MAX_CONFIG_BYTES without NUL bytes. */
+#define SSTC_MAX_CONFIG_BYTES (1 << 22)
+int sstc_read_config_file(const char *path, char **text);
 /* The same from text in memory (path is only used in messages). */
 int sstc_config_parse(const char *text, const char *path, const char *const *overrides, int noverrides,
                       sstc_config *out);

@@ -22,6 +22,7 @@ enum {
     SSTC_ECONFIG = -7,  /* configuration error */
     SSTC_ENUMERIC = -8, /* NaN/Inf encountered */
     SSTC_EINTR = -9,    /* interrupted by a signal */
+    SSTC_EBUSY = -10,   /* a resource (e.g. a run folder) is in use by another process */
 };
 
 /* Sets the thread's error message (printf-style) and returns `code`, so that

@@ -2,7 +2,9 @@
  *
  * A session holds everything a run needs: the parsed config (and its text, so
  * checkpoints can rebuild the network), the datasets and pipeline, the model,
- * the optimizer and a step context. Training is deterministic: every random
+ * the optimizer and a step context. It is opaque: the functions below are its
+ * whole interface. The epoch loop, metrics, checkpoints and summaries of a run
+ * live in the run driver (sstc/run.h). Training is deterministic: every random
  * draw of epoch e, batch b (shuffling, augmentation, dropout) comes from a
  * generator seeded with a hash of (seed, e, b), so a run interrupted anywhere
  * and resumed from its checkpoint ends with the same weights and metrics as an
@@ -11,6 +13,7 @@
 #define SSTC_TRAIN_H
 
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "sstc/config.h"
@@ -43,47 +46,58 @@ typedef struct {
     double total_seconds; /* wall time of all finished epochs (training + evaluation) */
 } sstc_epoch_state;
 
-struct sstc_session {
-    sstc_config cfg;
-    char *cfg_text;                 /* the config file's text */
-    char **overrides;               /* --set arguments, in order */
-    int noverrides;
-    sstc_dataset train, test;
-    int *train_idx, *val_idx;       /* indices into train */
-    int ntrain, nval;
-    int in_c, in_h, in_w, classes; /* per-sample input shape and class count */
-    sstc_batcher batcher;           /* training batches */
-    int batcher_ready;
-    sstc_normalizer norm;
-    sstc_augment aug;
-    sstc_model *model;
-    sstc_optimizer *opt;
-    sstc_ctx *ctx;
-    float *x;                       /* one batch of inputs */
-    int *y;
-    sstc_rng batch_rng;             /* reseeded per batch */
-    sstc_epoch_state state;
-    sstc_train_hooks hooks;
-    volatile sig_atomic_t *stop;    /* set by a signal handler to stop after the current batch */
-    int quiet;                      /* no progress output */
-    int lr_epoch_offset;            /* the schedule sees epoch - offset (phases of a compression run) */
-    FILE *log;                      /* progress output (stderr by default) */
-    int data_loaded;
-};
 
 /* Loads the config (applying overrides), the train and test sets, computes
- * the normalization, builds and initializes the model and optimizer.
- * load_data must be 1 (the data give the input shape; a checkpoint, which
- * knows it, opens without data through sstc_checkpoint_open). */
-int sstc_session_open(sstc_session *s, const char *config_path, const char *const *overrides,
+ * the normalization, builds and initializes the model and optimizer into a
+ * new session *out. load_data must be 1 (the data give the input shape; a
+ * checkpoint, which knows it, opens without data through
+ * sstc_checkpoint_open). On failure *out is NULL and nothing is leaked. */
+int sstc_session_open(sstc_session **out, const char *config_path, const char *const *overrides,
                       int noverrides, int load_data);
 /* The same from config text in memory. */
-int sstc_session_open_text(sstc_session *s, const char *text, const char *path,
+int sstc_session_open_text(sstc_session **out, const char *text, const char *path,
                            const char *const *overrides, int noverrides, int load_data);
+/* Frees the session (NULL is fine). */
 void sstc_session_close(sstc_session *s);
 /* Loads datasets for an open session (if not loaded yet); dataset may
  * replace the config's (NULL keeps it). */
 int sstc_session_load_data(sstc_session *s, const char *dataset);
+
+/* ---- what a session holds ---------------------------------------------- */
+const sstc_config *sstc_session_config(const sstc_session *s);
+/* The config as the run uses it: changes (e.g. test_flip for `eval --flip`)
+ * apply to the evaluations that follow. */
+sstc_config *sstc_session_config_mut(sstc_session *s);
+sstc_model *sstc_session_model(sstc_session *s);
+sstc_optimizer *sstc_session_optimizer(sstc_session *s);
+/* Where the run stands (epoch, batch, running sums); callers that drive
+ * epochs themselves advance it. */
+sstc_epoch_state *sstc_session_state(sstc_session *s);
+/* NULL until data are loaded. */
+const sstc_dataset *sstc_session_train_set(const sstc_session *s);
+const sstc_dataset *sstc_session_test_set(const sstc_session *s);
+/* Training images used for training (the rest is the validation split). */
+int sstc_session_num_train(const sstc_session *s);
+int sstc_session_num_val(const sstc_session *s);
+const sstc_normalizer *sstc_session_normalizer(const sstc_session *s);
+/* Per-sample input shape (C,H,W) and number of classes. */
+void sstc_session_shape(const sstc_session *s, int *c, int *h, int *w, int *classes);
+/* Batches per training epoch (0 before data are loaded). */
+int sstc_session_batches_per_epoch(const sstc_session *s);
+
+/* Hooks run around every step (NULL removes them); stop is polled between
+ * batches (set by a signal handler); quiet turns progress output off; log
+ * receives progress (stderr by default). */
+void sstc_session_set_hooks(sstc_session *s, const sstc_train_hooks *hooks);
+const sstc_train_hooks *sstc_session_hooks(const sstc_session *s);
+void sstc_session_set_stop(sstc_session *s, volatile sig_atomic_t *stop);
+volatile sig_atomic_t *sstc_session_stop_flag(const sstc_session *s);
+void sstc_session_set_quiet(sstc_session *s, int quiet);
+int sstc_session_quiet(const sstc_session *s);
+void sstc_session_set_log(sstc_session *s, FILE *log);
+/* The learning-rate schedule of sstc_session_train_epoch sees epoch - offset
+ * (the phases of a compression run each start their schedule at 0). */
+void sstc_session_set_lr_offset(sstc_session *s, int offset);
 
 /* Trains from s->state (resuming mid-epoch if state.batch > 0) to the end of
  * the epoch at learning rate from the schedule. Returns 0 at the end of the
@@ -94,8 +108,18 @@ int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int to
 /* Loss and error of the model in evaluation mode over idx (NULL = all) of ds. */
 int sstc_session_evaluate(sstc_session *s, const sstc_dataset *ds, const int *idx, int count,
                           sstc_eval_result *out);
+/* Loss and error on the test set (the validation split with val = 1). */
+int sstc_session_evaluate_test(sstc_session *s, sstc_eval_result *out);
+int sstc_session_evaluate_val(sstc_session *s, sstc_eval_result *out);
 /* Per-sample logits (count x classes) into out. */
 int sstc_session_logits(sstc_session *s, const sstc_dataset *ds, int count, float *out);
+/* Forward passes in training mode over `batches` training batches (wrapping
+ * around the epoch), without gradients or updates, dropout off, with the
+ * before_forward hook: every batch-norm layer's running statistics become
+ * the plain average of the batch statistics seen (batch-norm re-estimation
+ * for a network whose weights changed, e.g. after coding). The batch order
+ * comes from `seed`. Polls the stop flag (SSTC_EINTR). */
+int sstc_session_reestimate_batchnorm(sstc_session *s, int batches, uint64_t seed);
 
 /* ---- checkpoints --------------------------------------------------------
  * Written atomically (temporary file, fsync, rename). They carry a magic, a
@@ -103,13 +127,18 @@ int sstc_session_logits(sstc_session *s, const sstc_dataset *ds, int count, floa
  * named tensor, the optimizer state, the epoch state, the normalization, an
  * optional extra blob (used by compression) and a CRC-32. */
 int sstc_checkpoint_save(const sstc_session *s, const char *path, const void *extra, size_t extra_len);
-/* Opens a session from a checkpoint: rebuilds the network from the stored
- * config, restores tensors, optimizer and state. extra (if not NULL) receives
- * a malloc'd copy of the extra blob. load_data as in sstc_session_open. */
-int sstc_checkpoint_open(sstc_session *s, const char *path, int load_data, void **extra, size_t *extra_len);
+/* Opens a session (*out) from a checkpoint: rebuilds the network from the
+ * stored config, restores tensors, optimizer and state. extra (if not NULL)
+ * receives a malloc'd copy of the extra blob. load_data as in
+ * sstc_session_open. */
+int sstc_checkpoint_open(sstc_session **out, const char *path, int load_data, void **extra, size_t *extra_len);
 /* Restores tensors/optimizer/state from a checkpoint into an already open
  * session, checking that it describes the same network. */
 int sstc_checkpoint_restore(sstc_session *s, const char *path, void **extra, size_t *extra_len);
+
+/* SSTC_ECONFIG, naming the first difference, unless the checkpoint was
+ * written with the same config text and --set options as the session has. */
+int sstc_checkpoint_check_config(const sstc_session *s, const char *path);
 
 /* ---- NumPy export --------------------------------------------------------
  * Writes every named tensor as a float32 .npy member "<name>.npy" of a .npz

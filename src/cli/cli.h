@@ -13,17 +13,35 @@ int cmd_inspect(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 
-/* Shared helpers (cmd_train.c). */
+int cmd_run(int argc, char **argv);
+
+/* ---- shared by the run commands (common.c) ---- */
 #include <signal.h>
+#include "sstc/train.h"
+
 void cli_install_stop_handlers(void);
 volatile sig_atomic_t *cli_stop_flag(void);
-int cli_mkdirs(const char *path);
-#include <stdio.h>
-void json_escape(FILE *f, const char *s);
-/* The training loop of `sstc train` on an open session: metrics.csv,
- * checkpoints, summary.json in outdir. Returns the exit status. */
-struct sstc_session;
-int cli_train_session(struct sstc_session *s, const char *outdir, const char *config_path, int resume, int quiet);
+
+#define CLI_MAX_OVERRIDES 128
+typedef struct {
+    const char *config, *out, *from;
+    const char *overrides[CLI_MAX_OVERRIDES];
+    int noverrides;
+    int resume, quiet, allow_config_change;
+    char epochs_buf[64];
+    char resume_hint[2048];  /* this command line with --resume */
+} cli_run_args;
+
+/* CONFIG [--out DIR] [--epochs E] [--set S.K=V ...] [--resume] [--quiet]
+ * [--from CKPT if allow_from]; prints the usage on error and returns 2. */
+int cli_parse_run_args(int argc, char **argv, cli_run_args *a, const char *cmd, const char *usage, int allow_from);
+/* Opens the session the arguments describe, with Ctrl-C / SIGTERM stopping
+ * it after the current batch; prints the error and returns 1 on failure. */
+int cli_open_session(const cli_run_args *a, const char *cmd, sstc_session **s);
+/* Exit status of a library call's result (0, 130 when interrupted, 1),
+ * printing its message. */
+int cli_run_status(int rc, const char *cmd);
+
 /* Evaluates a checkpoint (or, where supported, a .sst file) on a test set. */
 int cli_eval_checkpoint(const char *ckpt, const char *data);
 /* flip: average each test image with its mirror image ([data] test_flip) */

@@ -14,6 +14,7 @@ typedef struct {
 
 /* One line per subcommand; keep alphabetical within each group. */
 static const command commands[] = {
+    {"run", cmd_run, "the whole experiment of a config: train, compress, check the .sst file"},
     {"train", cmd_train, "train the network a config describes"},
     {"compress", cmd_compress, "compress a trained network into (N,K) ternary codes"},
     {"eval", cmd_eval, "loss and error of a checkpoint or .sst file on a test set"},

@@ -11,34 +11,15 @@ static int is_weight_layer(const sstc_layer *l) {
     return l->kind == SSTC_LAYER_LINEAR || l->kind == SSTC_LAYER_CONV2D;
 }
 
-/* Does the comma-separated list contain name? */
-static int list_has(const char *list, const char *name) {
-    size_t n = strlen(name);
-    const char *p = list;
-    while (*p) {
-        while (*p == ' ' || *p == ',') p++;
-        const char *e = p;
-        while (*e && *e != ',') e++;
-        const char *t = e;
-        while (t > p && t[-1] == ' ') t--;
-        if ((size_t)(t - p) == n && !strncmp(p, name, n)) return 1;
-        p = e;
-    }
-    return 0;
-}
-
 int sstc_compress_init(sstc_compressor *c, sstc_session *s) {
     memset(c, 0, sizeof *c);
     c->s = s;
-    c->spec = s->cfg.compress;
+    c->spec = sstc_session_config(s)->compress;
     const sstc_compress_spec *z = &c->spec;
-    const char *path = s->cfg.path;
+    const char *path = sstc_session_config(s)->path;
     if (!z->present)
         return sstc_fail(SSTC_ECONFIG, "%s: no [compress] section; add one (see docs/config.md)", path);
-    if (!strcmp(z->method, "sst")) c->method = SSTC_METHOD_SST;
-    else if (!strcmp(z->method, "ternary")) c->method = SSTC_METHOD_TERNARY;
-    else if (!strcmp(z->method, "nm")) c->method = SSTC_METHOD_NM;
-    else return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] method = '%s'; expected sst, ternary or nm", path, z->line, z->method);
+    c->method = z->method;
     c->N = z->N;
     c->K = z->K;
     if (c->method == SSTC_METHOD_TERNARY) {
@@ -50,41 +31,41 @@ int sstc_compress_init(sstc_compressor *c, sstc_session *s) {
     if (sstc_code_count(c->N, c->K) == 0)
         return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] (N,K) = (%d,%d); expected 1 <= K <= N <= 16", path, z->line, c->N, c->K);
     /* layers */
-    sstc_model *m = s->model;
+    sstc_model *m = sstc_session_model(s);
     int cand[SSTC_MAX_LAYERS], ncand = 0;
-    int all = !strcmp(z->layers, "all"), fc = !strcmp(z->layers, "fc"), conv = !strcmp(z->layers, "conv");
-    if (!all && !fc && !conv) {
-        /* every listed name must be a weight layer */
-        const char *p = z->layers;
-        while (*p) {
-            while (*p == ' ' || *p == ',') p++;
-            if (!*p) break;
-            const char *e = p;
-            while (*e && *e != ',') e++;
-            char name[64];
-            size_t len = (size_t)(e - p);
-            while (len && p[len - 1] == ' ') len--;
-            snprintf(name, sizeof name, "%.*s", (int)len, p);
-            int found = 0;
-            for (int i = 0; i < m->nlayers; i++)
-                if (!strcmp(m->layers[i].name, name)) found = is_weight_layer(&m->layers[i]) ? 1 : -1;
-            if (found <= 0)
-                return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] layers: '%s' %s", path, z->line, name,
-                                 found < 0 ? "is not a fc or conv layer" : "is not a layer of this network");
-            p = e;
-        }
+    const sstc_layer_select *sel = &z->layers;
+    /* every listed name must be a weight layer */
+    for (int k = 0; sel->mode == SSTC_SELECT_NAMES && k < sel->nnames; k++) {
+        int found = 0;
+        for (int i = 0; i < m->nlayers; i++)
+            if (!strcmp(m->layers[i].name, sel->names[k])) found = is_weight_layer(&m->layers[i]) ? 1 : -1;
+        if (found <= 0)
+            return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] layers: '%s' %s", path, z->line, sel->names[k],
+                             found < 0 ? "is not a fc or conv layer" : "is not a layer of this network");
     }
-    for (int i = 0; i < m->nlayers; i++) {
+    for (int i = 0; i < m->nlayers && ncand < SSTC_MAX_LAYERS; i++) {
         sstc_layer *l = &m->layers[i];
         if (!is_weight_layer(l)) continue;
-        int take = all || (fc && l->kind == SSTC_LAYER_LINEAR) || (conv && l->kind == SSTC_LAYER_CONV2D) ||
-                   (!all && !fc && !conv && list_has(z->layers, l->name));
+        int take = 0;
+        switch (sel->mode) {
+        case SSTC_SELECT_ALL: take = 1; break;
+        case SSTC_SELECT_FC: take = l->kind == SSTC_LAYER_LINEAR; break;
+        case SSTC_SELECT_CONV: take = l->kind == SSTC_LAYER_CONV2D; break;
+        case SSTC_SELECT_NAMES:
+            for (int k = 0; k < sel->nnames; k++) take |= !strcmp(sel->names[k], l->name);
+            break;
+        }
         if (take) cand[ncand++] = i;
     }
     int from = z->skip_first ? 1 : 0, to = ncand - (z->skip_last ? 1 : 0);
-    if (to - from <= 0)
+    if (to - from <= 0) {
+        char sels[SSTC_MAX_CODED * 33];
+        sstc_layer_select_str(sel, sels, sizeof sels);
         return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] no layer left to code (layers = %s, skip_first = %d, skip_last = %d)",
-                         path, z->line, z->layers, z->skip_first, z->skip_last);
+                         path, z->line, sels, z->skip_first, z->skip_last);
+    }
+    if (to - from > SSTC_MAX_CODED)
+        return sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] %d layers to code, at most %d", path, z->line, to - from, SSTC_MAX_CODED);
     for (int k = from; k < to; k++) {
         sstc_layer *l = &m->layers[cand[k]];
         sstc_coded_layer *cl = &c->coded[c->ncoded++];
@@ -111,7 +92,7 @@ int sstc_compress_init(sstc_compressor *c, sstc_session *s) {
 
 void sstc_compress_free(sstc_compressor *c) {
     for (int i = 0; i < c->ncoded; i++) {
-        if (c->s && c->s->model) c->s->model->layers[c->coded[i].layer].weight_override = NULL;
+        if (c->s && sstc_session_model(c->s)) sstc_session_model(c->s)->layers[c->coded[i].layer].weight_override = NULL;
         free(c->coded[i].mask);
         free(c->coded[i].q);
         free(c->coded[i].t);
@@ -124,8 +105,8 @@ static int following_bn(const sstc_model *m, int i) {
     return i + 1 < m->nlayers && m->layers[i + 1].kind == SSTC_LAYER_BATCHNORM ? i + 1 : -1;
 }
 
-static int wants_row_norm(const sstc_compressor *c) { return !strncmp(c->spec.normalize, "row", 3); }
-static int wants_interleave(const sstc_compressor *c) { return strstr(c->spec.normalize, "interleave") != NULL; }
+static int wants_row_norm(const sstc_compressor *c) { return (c->spec.normalize & SSTC_CNORM_ROW) != 0; }
+static int wants_interleave(const sstc_compressor *c) { return (c->spec.normalize & SSTC_CNORM_INTERLEAVE) != 0; }
 
 /* Reorders the rows of an (n x len) float array: new row p = old row old_of[p]. */
 static int permute_rows(float *a, int n, size_t len, const int *old_of) {
@@ -193,12 +174,15 @@ static int deal_channels(const double *importance, int C, int per, int *old_of) 
  * follows and matters nothing, whatever its weights. */
 static int interleave_input(sstc_compressor *c, sstc_coded_layer *cl) {
     sstc_session *s = c->s;
-    sstc_model *m = s->model;
+    sstc_model *m = sstc_session_model(s);
     sstc_layer *L = &m->layers[cl->layer];
     if (L->kind != SSTC_LAYER_LINEAR) return 0;
+    int in_h, in_w;
+    sstc_session_shape(s, NULL, &in_h, &in_w, NULL);
+    const sstc_normalizer *norm = sstc_session_normalizer(s);
     for (int i = 0; i < cl->layer; i++)
         if (m->layers[i].kind != SSTC_LAYER_FLATTEN && m->layers[i].kind != SSTC_LAYER_DROPOUT) return 0;
-    int F = cl->cols, hw = s->in_h * s->in_w;
+    int F = cl->cols, hw = in_h * in_w;
     if (F != sstc_model_input_size(m) || F <= c->N || c->N < 2) return 0;
     double *imp = calloc((size_t)F, sizeof(double));
     int *old_of = malloc((size_t)F * sizeof(int)), *perm = malloc((size_t)F * sizeof(int));
@@ -208,7 +192,12 @@ static int interleave_input(sstc_compressor *c, sstc_coded_layer *cl) {
         return -1;
     }
     /* input j of the layer is feature in_perm[j] of the sample (if already permuted) */
-    const sstc_dataset *ds = &s->train;
+    const sstc_dataset *ds = sstc_session_train_set(s);
+    if (!ds) {
+        free(imp), free(old_of), free(perm);
+        sstc_fail(SSTC_ESTATE, "interleave: the session has no training data");
+        return -1;
+    }
     int n = ds->n < 10000 ? ds->n : 10000;
     for (int j = 0; j < F; j++) {
         int f = m->in_perm ? m->in_perm[j] : j;
@@ -219,7 +208,7 @@ static int interleave_input(sstc_compressor *c, sstc_coded_layer *cl) {
         }
         double var = n ? sq / n - (sum / n) * (sum / n) : 1.0;
         int ch = f / hw;
-        double sd = 255.0 * (ch < s->norm.c && ch < 4 ? s->norm.std[ch] : 1.0);
+        double sd = 255.0 * (ch < norm->c && ch < 4 ? norm->std[ch] : 1.0);
         double e = 0;
         for (int r = 0; r < cl->rows; r++) e += (double)L->weight->data[(size_t)r * F + j] * L->weight->data[(size_t)r * F + j];
         imp[j] = e * (var > 0 ? var : 0) / (sd * sd);
@@ -236,7 +225,7 @@ static int interleave_input(sstc_compressor *c, sstc_coded_layer *cl) {
 }
 
 static int interleave_layer(sstc_compressor *c, sstc_coded_layer *cl) {
-    sstc_model *m = c->s->model;
+    sstc_model *m = sstc_session_model(c->s);
     sstc_layer *L = &m->layers[cl->layer];
     int pi = cl->layer - 1;
     while (pi >= 0) {
@@ -287,7 +276,7 @@ static int interleave_layer(sstc_compressor *c, sstc_coded_layer *cl) {
 
 int sstc_compress_prepare_structure(sstc_compressor *c) {
     if (!wants_row_norm(c)) return 0;
-    sstc_model *m = c->s->model;
+    sstc_model *m = sstc_session_model(c->s);
     for (int k = 0; k < c->ncoded; k++) {
         int i = c->coded[k].layer;
         if (following_bn(m, i) < 0) {
@@ -302,14 +291,17 @@ int sstc_compress_normalize(sstc_compressor *c, int check, double *max_diff) {
     *max_diff = 0;
     if (!wants_row_norm(c) && !wants_interleave(c)) return 0;
     sstc_session *s = c->s;
-    sstc_model *m = s->model;
-    int classes = s->classes;
-    if (check > s->test.n) check = s->test.n;
+    sstc_model *m = sstc_session_model(s);
+    int classes;
+    sstc_session_shape(s, NULL, NULL, NULL, &classes);
+    const sstc_dataset *test = sstc_session_test_set(s);
+    if (!test) check = 0;
+    else if (check > test->n) check = test->n;
     float *before = NULL, *after = NULL;
     if (check > 0) {
         before = malloc((size_t)check * classes * sizeof(float));
         after = malloc((size_t)check * classes * sizeof(float));
-        if (!before || !after || sstc_session_logits(s, &s->test, check, before)) {
+        if (!before || !after || sstc_session_logits(s, test, check, before)) {
             free(before);
             free(after);
             return sstc_errcode() ? sstc_errcode() : sstc_fail(SSTC_ENOMEM, "normalize: out of memory");
@@ -358,7 +350,7 @@ int sstc_compress_normalize(sstc_compressor *c, int check, double *max_diff) {
         }
     }
     if (check > 0) {
-        int rc = sstc_session_logits(s, &s->test, check, after);
+        int rc = sstc_session_logits(s, test, check, after);
         if (!rc)
             for (size_t i = 0; i < (size_t)check * classes; i++) {
                 double d = fabs((double)after[i] - before[i]);
@@ -380,7 +372,7 @@ int sstc_compress_phase_of(const sstc_compressor *c, int epoch) {
 /* Quantized weights of every coded layer from the shadow weights. Rows are
  * independent, so they are split across threads. */
 static int quantize_all(sstc_compressor *c) {
-    sstc_model *m = c->s->model;
+    sstc_model *m = sstc_session_model(c->s);
     for (int k = 0; k < c->ncoded; k++) {
         sstc_coded_layer *cl = &c->coded[k];
         const float *W = m->layers[cl->layer].weight->data;
@@ -401,7 +393,7 @@ static int quantize_all(sstc_compressor *c) {
 }
 
 static int refit_deltas(sstc_compressor *c) {
-    sstc_model *m = c->s->model;
+    sstc_model *m = sstc_session_model(c->s);
     for (int k = 0; k < c->ncoded; k++) {
         sstc_coded_layer *cl = &c->coded[k];
         float d;
@@ -413,7 +405,7 @@ static int refit_deltas(sstc_compressor *c) {
 }
 
 static void apply_masks(sstc_compressor *c) {
-    sstc_model *m = c->s->model;
+    sstc_model *m = sstc_session_model(c->s);
     for (int k = 0; k < c->ncoded; k++) {
         sstc_coded_layer *cl = &c->coded[k];
         if (!cl->mask) continue;
@@ -443,9 +435,12 @@ static int after_step(void *user, sstc_session *s) {
 }
 
 static void install_hooks(sstc_compressor *c) {
-    c->s->hooks.user = c;
-    c->s->hooks.before_forward = before_forward;
-    c->s->hooks.after_step = after_step;
+    const sstc_train_hooks *cur = sstc_session_hooks(c->s);
+    if (cur->user == c) return;
+    /* the caller's hooks run after the pipeline's own */
+    if (cur->before_forward || cur->after_step) c->chain = *cur;
+    sstc_train_hooks h = {c, before_forward, after_step};
+    sstc_session_set_hooks(c->s, &h);
 }
 
 static void reset_optimizer(sstc_optimizer *o) {
@@ -458,8 +453,8 @@ static void reset_optimizer(sstc_optimizer *o) {
 
 static int start_phase(sstc_compressor *c, int p) {
     const sstc_phase *ph = &c->phases[p];
-    sstc_model *m = c->s->model;
-    reset_optimizer(c->s->opt);
+    sstc_model *m = sstc_session_model(c->s);
+    reset_optimizer(sstc_session_optimizer(c->s));
     c->steps_in_phase = 0;
     if (ph->kind == SSTC_PHASE_PRUNE) {
         c->quantizing = 0;
@@ -488,11 +483,13 @@ static int start_phase(sstc_compressor *c, int p) {
 
 int sstc_compress_train_epoch(sstc_compressor *c, double *train_loss, double *train_err, float *lr_out) {
     sstc_session *s = c->s;
-    int e = s->state.epoch;
+    const sstc_config *cfg = sstc_session_config(s);
+    sstc_epoch_state *st = sstc_session_state(s);
+    int e = st->epoch;
     int p = sstc_compress_phase_of(c, e);
     if (p >= c->nphases) return sstc_fail(SSTC_ESTATE, "compress: epoch %d is past the last phase", e + 1);
     install_hooks(c);
-    if (c->phase_started < p && s->state.batch == 0) {
+    if (c->phase_started < p && st->batch == 0) {
         if (start_phase(c, p)) return sstc_errcode();
     } else if (c->phase_started < p) {
         return sstc_fail(SSTC_ESTATE, "compress: phase %d was never set up (corrupt state)", p + 1);
@@ -500,19 +497,19 @@ int sstc_compress_train_epoch(sstc_compressor *c, double *train_loss, double *tr
     const sstc_phase *ph = &c->phases[p];
     /* a function of the position alone, so that a resumed run refits delta at
      * the same batches as an uninterrupted one */
-    c->steps_in_phase = (long)(e - ph->first_epoch) * sstc_batcher_num_batches(&s->batcher) + s->state.batch;
-    if (ph->kind == SSTC_PHASE_QUANT && s->state.batch == 0 && e > ph->first_epoch) {
+    c->steps_in_phase = (long)(e - ph->first_epoch) * sstc_session_batches_per_epoch(s) + st->batch;
+    if (ph->kind == SSTC_PHASE_QUANT && st->batch == 0 && e > ph->first_epoch) {
         /* delta is refitted at least once per epoch */
         if (refit_deltas(c)) return sstc_errcode();
     }
     sstc_lr_schedule lr = {0};
     lr.kind = c->spec.retrain_schedule;
-    lr.base_lr = c->spec.retrain_lr > 0 ? c->spec.retrain_lr : s->cfg.optim.lr;
+    lr.base_lr = c->spec.retrain_lr > 0 ? c->spec.retrain_lr : cfg->optim.lr;
     lr.total_epochs = ph->epochs;
     lr.min_lr = lr.base_lr * 0.01f;
-    lr.step_epochs = s->cfg.lr.step_epochs;
-    lr.gamma = s->cfg.lr.gamma;
-    s->lr_epoch_offset = ph->first_epoch;
+    lr.step_epochs = cfg->lr.step_epochs;
+    lr.gamma = cfg->lr.gamma;
+    sstc_session_set_lr_offset(s, ph->first_epoch);
     *lr_out = sstc_lr_at(&lr, e - ph->first_epoch);
     char tag[64];
     if (ph->kind == SSTC_PHASE_PRUNE) snprintf(tag, sizeof tag, "prune %d/%d", ph->K, c->N);
@@ -522,7 +519,7 @@ int sstc_compress_train_epoch(sstc_compressor *c, double *train_loss, double *tr
 
 int sstc_compress_finish(sstc_compressor *c) {
     sstc_session *s = c->s;
-    sstc_model *m = s->model;
+    sstc_model *m = sstc_session_model(s);
     install_hooks(c);
     /* a final phase of zero epochs still has to be set up (masks or codes) */
     if (c->phase_started < c->nphases - 1 && start_phase(c, c->nphases - 1)) return sstc_errcode();
@@ -533,43 +530,11 @@ int sstc_compress_finish(sstc_compressor *c) {
     }
     int nbn = 0;
     for (int i = 0; i < m->nlayers; i++) nbn += m->layers[i].kind == SSTC_LAYER_BATCHNORM;
-    int batches = c->spec.bn_batches;
-    if (nbn && batches > 0 && s->batcher_ready) {
-        /* Cumulative average of batch statistics over `batches` training
-         * batches, dropout off, no weight updates. */
-        float saved_p[SSTC_MAX_LAYERS], saved_mom[SSTC_MAX_LAYERS];
-        for (int i = 0; i < m->nlayers; i++) {
-            saved_p[i] = m->layers[i].p;
-            saved_mom[i] = m->layers[i].momentum;
-            if (m->layers[i].kind == SSTC_LAYER_DROPOUT) m->layers[i].p = 0;
-        }
-        sstc_rng_seed(&s->batch_rng, s->cfg.seed * 31 + 977);
-        sstc_batcher_start_epoch(&s->batcher);
-        sstc_model_train(m, 1);
-        int rc = 0;
-        for (int k = 0; k < batches && !rc; k++) {
-            if (s->stop && *s->stop) {
-                rc = sstc_fail(SSTC_EINTR, "interrupted during the batch-norm re-estimation");
-                break;
-            }
-            int n = sstc_batcher_next(&s->batcher, s->x, s->y);
-            if (n <= 1) {
-                sstc_batcher_start_epoch(&s->batcher);
-                n = sstc_batcher_next(&s->batcher, s->x, s->y);
-            }
-            for (int i = 0; i < m->nlayers; i++)
-                if (m->layers[i].kind == SSTC_LAYER_BATCHNORM) m->layers[i].momentum = 1.0f / (float)(k + 1);
-            sstc_ctx_reset(s->ctx);
-            if (c->quantizing) rc = quantize_all(c);
-            sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
-            if (!rc && !sstc_model_forward(m, s->ctx, xt)) rc = sstc_errcode();
-        }
-        sstc_ctx_reset(s->ctx);
-        for (int i = 0; i < m->nlayers; i++) {
-            m->layers[i].p = saved_p[i];
-            m->layers[i].momentum = saved_mom[i];
-        }
-        sstc_model_train(m, 0);
+    /* the coded weights shift every batch norm's input statistics: estimate
+     * them again over bn_batches training batches (the before_forward hook
+     * keeps the quantized weights in place) */
+    if (nbn && c->spec.bn_batches > 0 && sstc_session_batches_per_epoch(s) > 0) {
+        int rc = sstc_session_reestimate_batchnorm(s, c->spec.bn_batches, sstc_session_config(s)->seed * 31 + 977);
         if (rc) return rc;
     }
     c->bn_reestimated = 1;
@@ -585,7 +550,7 @@ int sstc_compress_state_present(const void *blob, size_t len) {
 }
 
 int sstc_compress_state_save(const sstc_compressor *c, void **blob, size_t *len) {
-    const sstc_model *m = c->s->model;
+    const sstc_model *m = sstc_session_model(c->s);
     int F = m->in_perm ? sstc_model_input_size(m) : 0;
     size_t n = 8 + 4 * 6;
     for (int k = 0; k < c->ncoded; k++)
@@ -654,7 +619,7 @@ int sstc_compress_state_load(sstc_compressor *c, const void *blob, size_t len) {
     if (end - p >= 4) {
         int32_t nf;
         memcpy(&nf, p, 4), p += 4;
-        sstc_model *m = c->s->model;
+        sstc_model *m = sstc_session_model(c->s);
         if (nf != 0 && nf != sstc_model_input_size(m))
             return sstc_fail(SSTC_EFORMAT, "compression state: input permutation of %d, the network's input has %d values",
                              nf, sstc_model_input_size(m));

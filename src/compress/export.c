@@ -23,8 +23,11 @@ static void bn_affine(const sstc_layer *bn, int ch, float *a, float *b) {
 int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
     if (c->method == SSTC_METHOD_NM)
         return sstc_fail(SSTC_EINVAL, "write_sst: float N:M sparse networks have no ternary codes to store");
-    const sstc_session *s = c->s;
-    const sstc_model *m = s->model;
+    sstc_session *s = c->s;
+    const sstc_model *m = sstc_session_model(s);
+    int in_c, in_h, in_w, classes;
+    sstc_session_shape(s, &in_c, &in_h, &in_w, &classes);
+    const sstc_normalizer *norm = sstc_session_normalizer(s);
     /* count records: dropout is dropped, a batch norm after a weight layer is folded */
     int n = m->in_perm ? 1 : 0; /* a permute record first */
     for (int i = 0; i < m->nlayers; i++) {
@@ -37,13 +40,13 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
     }
     sstc_sst_model *sm = sstc_sst_model_new(n);
     if (!sm) return sstc_errcode() ? sstc_errcode() : sstc_fail(SSTC_ENOMEM, "write_sst: out of memory");
-    sm->in_c = s->in_c;
-    sm->in_h = s->in_h;
-    sm->in_w = s->in_w;
-    sm->num_classes = s->classes;
-    for (int ch = 0; ch < s->in_c && ch < 4; ch++) {
-        sm->in_mean[ch] = s->norm.mean[ch];
-        sm->in_std[ch] = s->norm.std[ch];
+    sm->in_c = in_c;
+    sm->in_h = in_h;
+    sm->in_w = in_w;
+    sm->num_classes = classes;
+    for (int ch = 0; ch < in_c && ch < 4; ch++) {
+        sm->in_mean[ch] = norm->mean[ch];
+        sm->in_std[ch] = norm->std[ch];
     }
     int rc = 0, r = 0;
     int8_t *T = NULL;
@@ -143,7 +146,7 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
 }
 
 int sstc_compress_write_npz(const sstc_compressor *c, const char *path) {
-    sstc_model *m = c->s->model;
+    sstc_model *m = sstc_session_model(c->s);
     float *saved[SSTC_MAX_CODED] = {0};
     if (c->quantizing)
         for (int k = 0; k < c->ncoded; k++) {

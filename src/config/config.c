@@ -4,6 +4,9 @@
  * every key against the tables below. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -16,7 +19,7 @@
 
 /* ---- key tables ------------------------------------------------------- */
 
-typedef enum { K_INT, K_U64, K_FLOAT, K_BOOL, K_STR, K_ENUM, K_FLOATLIST, K_INTLIST } key_type;
+typedef enum { K_INT, K_U64, K_FLOAT, K_BOOL, K_STR, K_ENUM, K_FLOATLIST, K_INTLIST, K_LAYERSEL } key_type;
 
 typedef struct {
     const char *key;
@@ -70,16 +73,17 @@ static const key_def train_keys[] = {
     {0}};
 
 static const key_def compress_keys[] = {
-    {"method", K_STR, PF(method), 0, 0, NULL, sizeof(((sstc_compress_spec *)0)->method)},
+    {"method", K_ENUM, PF(method), 0, 0, "sst|ternary|nm", 0},
     {"N", K_INT, PF(N), 1, 16, NULL, 0},
     {"K", K_INT, PF(K), 1, 16, NULL, 0},
-    {"normalize", K_STR, PF(normalize), 0, 0, NULL, sizeof(((sstc_compress_spec *)0)->normalize)},
+    /* the order gives the flags: row = 1, interleave = 2 */
+    {"normalize", K_ENUM, PF(normalize), 0, 0, "none|row|interleave|row+interleave", 0},
     {"schedule", K_INTLIST, PF(schedule), 1, SSTC_MAX_STAGES, NULL, 0},
     {"stage_epochs", K_INT, PF(stage_epochs), 0, 1e6, NULL, 0},
     {"retrain_epochs", K_INT, PF(retrain_epochs), 0, 1e6, NULL, 0},
     {"retrain_lr", K_FLOAT, PF(retrain_lr), 0, 100, NULL, 0},
     {"retrain_schedule", K_ENUM, PF(retrain_schedule), 0, 0, "constant|step|exp|cosine", 0},
-    {"layers", K_STR, PF(layers), 0, 0, NULL, sizeof(((sstc_compress_spec *)0)->layers)},
+    {"layers", K_LAYERSEL, PF(layers), 0, 0, NULL, 0},
     {"skip_first", K_BOOL, PF(skip_first), 0, 1, NULL, 0},
     {"skip_last", K_BOOL, PF(skip_last), 0, 1, NULL, 0},
     {"refit_every", K_INT, PF(refit_every), 0, 1e9, NULL, 0},
@@ -127,6 +131,34 @@ static const struct {
     {"dropout", SSTC_LAYER_DROPOUT, dropout_keys}, {"flatten", SSTC_LAYER_FLATTEN, name_keys},
 };
 #define N_LAYER_SECTIONS (sizeof layer_sections / sizeof layer_sections[0])
+
+const char *sstc_method_name(sstc_method m) {
+    switch (m) {
+    case SSTC_METHOD_SST: return "sst";
+    case SSTC_METHOD_TERNARY: return "ternary";
+    case SSTC_METHOD_NM: return "nm";
+    }
+    return "?";
+}
+
+const char *sstc_compress_norm_name(sstc_compress_norm n) {
+    static const char *const names[] = {"none", "row", "interleave", "row+interleave"};
+    return (unsigned)n < 4 ? names[n] : "?";
+}
+
+void sstc_layer_select_str(const sstc_layer_select *sel, char *buf, size_t n) {
+    if (!n) return;
+    buf[0] = 0;
+    switch (sel->mode) {
+    case SSTC_SELECT_ALL: snprintf(buf, n, "all"); return;
+    case SSTC_SELECT_FC: snprintf(buf, n, "fc"); return;
+    case SSTC_SELECT_CONV: snprintf(buf, n, "conv"); return;
+    case SSTC_SELECT_NAMES: break;
+    }
+    size_t off = 0;
+    for (int i = 0; i < sel->nnames && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%s", i ? "," : "", sel->names[i]);
+}
 
 /* ---- parser state ----------------------------------------------------- */
 
@@ -268,6 +300,38 @@ static int set_value(parser *p, const key_def *k, void *base, const char *value)
         }
         return perr(p, "[%s] %s = '%s': expected one of %s", sec, k->key, value, k->choices);
     }
+    case K_LAYERSEL: {
+        sstc_layer_select *sel = dst;
+        memset(sel, 0, sizeof *sel);
+        if (!strcmp(value, "all")) sel->mode = SSTC_SELECT_ALL;
+        else if (!strcmp(value, "fc")) sel->mode = SSTC_SELECT_FC;
+        else if (!strcmp(value, "conv")) sel->mode = SSTC_SELECT_CONV;
+        else {
+            sel->mode = SSTC_SELECT_NAMES;
+            const char *q = value;
+            while (*q) {
+                while (*q == ' ' || *q == ',') q++;
+                if (!*q) break;
+                const char *e = q;
+                while (*e && *e != ',') e++;
+                size_t len = (size_t)(e - q);
+                while (len && q[len - 1] == ' ') len--;
+                if (len >= sizeof sel->names[0])
+                    return perr(p, "[%s] %s: layer name '%.*s' longer than %zu characters", sec, k->key, (int)len, q,
+                                sizeof sel->names[0] - 1);
+                if (sel->nnames >= SSTC_MAX_CODED) return perr(p, "[%s] %s: more than %d layers", sec, k->key, SSTC_MAX_CODED);
+                snprintf(sel->names[sel->nnames], sizeof sel->names[0], "%.*s", (int)len, q);
+                for (int i = 0; i < sel->nnames; i++)
+                    if (!strcmp(sel->names[i], sel->names[sel->nnames]))
+                        return perr(p, "[%s] %s: layer '%s' listed twice", sec, k->key, sel->names[i]);
+                sel->nnames++;
+                q = e;
+            }
+            if (!sel->nnames)
+                return perr(p, "[%s] %s = '%s': expected all, fc, conv or a comma-separated list of layer names", sec, k->key, value);
+        }
+        return 1;
+    }
     case K_FLOATLIST: case K_INTLIST: {
         if (k->type == K_INTLIST && !strcmp(value, "direct")) {
             p->cfg->compress.nstages = 0; /* the only int list: the pruning schedule */
@@ -386,15 +450,15 @@ static void config_defaults(sstc_config *c, const char *path) {
     c->lr.gamma = 0.1f;
     c->init = SSTC_INIT_HE;
     sstc_compress_spec *z = &c->compress;
-    snprintf(z->method, sizeof z->method, "sst");
+    z->method = SSTC_METHOD_SST;
     z->N = 8;
     z->K = 2;
-    snprintf(z->normalize, sizeof z->normalize, "row");
+    z->normalize = SSTC_CNORM_ROW;
     z->stage_epochs = 2;
     z->retrain_epochs = 5;
     z->retrain_lr = 0; /* 0 = the training lr */
     z->retrain_schedule = SSTC_LR_COSINE;
-    snprintf(z->layers, sizeof z->layers, "all");
+    z->layers.mode = SSTC_SELECT_ALL;
     z->bn_batches = 100;
 }
 
@@ -483,14 +547,9 @@ static int finish(parser *p) {
                       p->path, z->line, z->schedule[z->nstages - 1], z->K);
             return SSTC_ECONFIG;
         }
-        if (strcmp(z->method, "sst") && strcmp(z->method, "ternary") && strcmp(z->method, "nm")) {
-            sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] method = '%s'; expected sst, ternary or nm", p->path, z->line, z->method);
-            return SSTC_ECONFIG;
-        }
-        if (strcmp(z->normalize, "none") && strcmp(z->normalize, "row") && strcmp(z->normalize, "interleave") &&
-            strcmp(z->normalize, "row+interleave")) {
-            sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] normalize = '%s'; expected none, row, interleave or row+interleave",
-                      p->path, z->line, z->normalize);
+        if (z->method == SSTC_METHOD_TERNARY && z->nstages) {
+            sstc_fail(SSTC_ECONFIG, "%s:%d: [compress] plain ternary has no group structure to prune gradually; remove schedule",
+                      p->path, z->line);
             return SSTC_ECONFIG;
         }
     }
@@ -521,28 +580,50 @@ int sstc_config_parse(const char *text, const char *path, const char *const *ove
     return finish(&p);
 }
 
-int sstc_config_load(const char *path, const char *const *overrides, int noverrides, sstc_config *out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return sstc_fail(SSTC_EIO, "%s: cannot open config: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0 || n > (1 << 22)) {
-        fclose(f);
-        return sstc_fail(SSTC_EIO, "%s: not a config file (size %ld)", path, n);
+int sstc_read_config_file(const char *path, char **text_out) {
+    *text_out = NULL;
+    /* a FIFO or a device would block or never end: only regular files */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot open config: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return sstc_fail(SSTC_EIO, "%s: not a regular file; expected an INI config", path);
     }
-    char *text = malloc((size_t)n + 1);
+    if (st.st_size == 0 || st.st_size > SSTC_MAX_CONFIG_BYTES) {
+        close(fd);
+        return sstc_fail(SSTC_EIO, "%s: %s (%lld bytes); expected an INI config of at most %d bytes", path,
+                         st.st_size ? "too large" : "empty", (long long)st.st_size, SSTC_MAX_CONFIG_BYTES);
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    char *text = malloc(n + 1);
     if (!text) {
-        fclose(f);
+        close(fd);
         return sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);
     }
-    size_t got = fread(text, 1, (size_t)n, f);
-    fclose(f);
-    text[got] = 0;
-    if (memchr(text, 0, got)) {
+    while (got < n) {
+        ssize_t r = read(fd, text + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != n) {
+        free(text);
+        return sstc_fail(SSTC_EIO, "%s: read %zu of %zu bytes", path, got, n);
+    }
+    text[n] = 0;
+    if (memchr(text, 0, n)) {
         free(text);
         return sstc_fail(SSTC_EFORMAT, "%s: contains NUL bytes, expected a text INI file", path);
     }
+    *text_out = text;
+    return 0;
+}
+
+int sstc_config_load(const char *path, const char *const *overrides, int noverrides, sstc_config *out) {
+    char *text;
+    if (sstc_read_config_file(path, &text)) return sstc_errcode();
     int rc = sstc_config_parse(text, path, overrides, noverrides, out);
     free(text);
     return rc;

@@ -110,8 +110,16 @@ static char *get_str(rbuf *r, const char *what) {
 
 int sstc_write_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    /* only a regular file is ever replaced: renaming over a device node or a
+     * FIFO would destroy it */
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return sstc_fail(SSTC_EIO, "%s: exists and is not a regular file; not replacing it", path);
+    /* a per-process temporary name: two writers never share one */
+    int tn = snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+    if (tn < 0 || (size_t)tn >= sizeof tmp) return sstc_fail(SSTC_EIO, "%.200s...: path too long", path);
+    unlink(tmp); /* left by a killed process that had our pid */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot create: %s", tmp, strerror(errno));
     const unsigned char *p = data;
     size_t left = len;
@@ -139,7 +147,7 @@ int sstc_write_atomic(const char *path, const void *data, size_t len) {
     /* make the rename itself durable */
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
-    int dfd = open(dirname(dir), O_RDONLY);
+    int dfd = open(dirname(dir), O_RDONLY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
@@ -360,12 +368,17 @@ static int restore_body(sstc_session *s, rbuf *r, void **extra, size_t *extra_le
     return 0;
 }
 
-int sstc_checkpoint_open(sstc_session *s, const char *path, int load_data, void **extra, size_t *extra_len) {
+int sstc_checkpoint_open(sstc_session **out, const char *path, int load_data, void **extra, size_t *extra_len) {
     unsigned char *data = NULL;
     rbuf r;
     char *text = NULL, **ovr = NULL;
     uint32_t nov = 0;
-    memset(s, 0, sizeof *s); /* safe to close whatever happens below */
+    if (!out) return sstc_fail(SSTC_EINVAL, "checkpoint_open: NULL out");
+    *out = NULL;
+    if (extra) *extra = NULL;
+    if (extra_len) *extra_len = 0;
+    sstc_session *s = calloc(1, sizeof *s); /* safe to close whatever happens below */
+    if (!s) return sstc_fail(SSTC_ENOMEM, "checkpoint_open: out of memory");
     int rc = open_checked(path, &data, &r);
     if (rc) goto done;
     text = get_str(&r, "config text");
@@ -376,8 +389,11 @@ int sstc_checkpoint_open(sstc_session *s, const char *path, int load_data, void 
         goto done;
     }
     ovr = calloc(nov + 1, sizeof *ovr);
+    if (!ovr) {
+        rc = sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);
+        goto done;
+    }
     for (uint32_t i = 0; i < nov && !r.err; i++) ovr[i] = get_str(&r, "override");
-    memset(s, 0, sizeof *s);
     int in_c = (int)get_u32(&r, "input shape");
     int in_h = (int)get_u32(&r, "input shape");
     int in_w = (int)get_u32(&r, "input shape");
@@ -416,6 +432,15 @@ done:
     free(ovr);
     free(text);
     free(data);
+    if (rc) {
+        if (extra && *extra) {
+            free(*extra);
+            *extra = NULL;
+        }
+        sstc_session_close(s);
+    } else {
+        *out = s;
+    }
     return rc;
 }
 
@@ -446,6 +471,51 @@ int sstc_checkpoint_restore(sstc_session *s, const char *path, void **extra, siz
     rc = restore_body(s, &r, extra, extra_len);
     s->norm = keep;
 done:
+    free(data);
+    return rc;
+}
+
+/* Names the first differing line of two texts (for the message). */
+static void first_difference(const char *a, const char *b, char *out, size_t n) {
+    int line = 1;
+    const char *la = a, *lb = b;
+    while (*a && *a == *b) {
+        if (*a == '\n') line++, la = a + 1, lb = b + 1;
+        a++, b++;
+    }
+    int ea = (int)strcspn(la, "\n"), eb = (int)strcspn(lb, "\n");
+    snprintf(out, n, "line %d is now '%.*s', it was '%.*s'", line, ea > 80 ? 80 : ea, la, eb > 80 ? 80 : eb, lb);
+}
+
+int sstc_checkpoint_check_config(const sstc_session *s, const char *path) {
+    unsigned char *data = NULL;
+    rbuf r;
+    int rc = open_checked(path, &data, &r);
+    if (rc) return rc;
+    char *text = get_str(&r, "config text");
+    uint32_t nov = get_u32(&r, "override count");
+    if (r.err || nov > 1024) {
+        free(text);
+        free(data);
+        return r.err ? sstc_errcode() : sstc_fail(SSTC_EFORMAT, "%s: %u overrides, expected at most 1024", path, nov);
+    }
+    char diff[300] = "";
+    if (strcmp(text, s->cfg_text ? s->cfg_text : "")) first_difference(s->cfg_text ? s->cfg_text : "", text, diff, sizeof diff);
+    for (uint32_t i = 0; i < nov && !r.err; i++) {
+        char *o = get_str(&r, "override");
+        if (!diff[0] && (i >= (uint32_t)s->noverrides || strcmp(o, s->overrides[i])))
+            snprintf(diff, sizeof diff, "the run was started with --set %s%s", o ? o : "?",
+                     i < (uint32_t)s->noverrides ? "" : " (missing now)");
+        free(o);
+    }
+    if (!diff[0] && (uint32_t)s->noverrides > nov)
+        snprintf(diff, sizeof diff, "--set %s was not given when the run started", s->overrides[nov]);
+    rc = r.err ? sstc_errcode() : 0;
+    if (!rc && diff[0])
+        rc = sstc_fail(SSTC_ECONFIG, "%s was written with another configuration than %s now gives: %s; "
+                       "resume with the same config and --set options (or --allow-config-change to accept and record it)",
+                       path, s->cfg.path, diff);
+    free(text);
     free(data);
     return rc;
 }

@@ -125,12 +125,27 @@ static int open_text(sstc_session *s, const char *text, const char *path, const 
     return build(s);
 }
 
-int sstc_session_open_text(sstc_session *s, const char *text, const char *path, const char *const *overrides,
+/* Allocates a session, runs `init` on it, frees it again on failure. */
+static int finish_open(sstc_session **out, sstc_session *s, int rc) {
+    if (rc) {
+        sstc_session_close(s);
+        *out = NULL;
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+int sstc_session_open_text(sstc_session **out, const char *text, const char *path, const char *const *overrides,
                            int noverrides, int load_data) {
-    memset(s, 0, sizeof *s);
+    if (!out) return sstc_fail(SSTC_EINVAL, "session_open: NULL out");
+    *out = NULL;
+    if (!text) return sstc_fail(SSTC_EINVAL, "session_open: NULL config text");
     if (!load_data)
         return sstc_fail(SSTC_EINVAL, "session_open: without data the input shape is unknown (open a checkpoint instead)");
-    return open_text(s, text, path, overrides, noverrides, 1);
+    sstc_session *s = calloc(1, sizeof *s);
+    if (!s) return sstc_fail(SSTC_ENOMEM, "session_open: out of memory");
+    return finish_open(out, s, open_text(s, text, path, overrides, noverrides, 1));
 }
 
 int sstc_session_open_known(sstc_session *s, const char *text, const char *path, const char *const *overrides,
@@ -141,42 +156,24 @@ int sstc_session_open_known(sstc_session *s, const char *text, const char *path,
     return open_text(s, text, path, overrides, noverrides, 0);
 }
 
-int sstc_session_open(sstc_session *s, const char *config_path, const char *const *overrides, int noverrides,
+int sstc_session_open(sstc_session **out, const char *config_path, const char *const *overrides, int noverrides,
                       int load_data) {
-    memset(s, 0, sizeof *s); /* closing a session that failed to open is safe */
-    FILE *f = fopen(config_path, "rb");
-    if (!f) return sstc_fail(SSTC_EIO, "%s: cannot open config", config_path);
+    if (!out) return sstc_fail(SSTC_EINVAL, "session_open: NULL out");
+    *out = NULL;
     char *text = NULL;
-    size_t len = 0, cap = 0;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            char *t = realloc(text, cap);
-            if (!t) break;
-            text = t;
-        }
-        memcpy(text + len, buf, n);
-        len += n;
-        if (len > (1 << 22)) break;
-    }
-    fclose(f);
-    if (!text || len > (1 << 22)) {
-        free(text);
-        return sstc_fail(SSTC_EIO, "%s: empty or too large for a config", config_path);
-    }
-    text[len] = 0;
-    if (memchr(text, 0, len)) {
-        free(text);
-        return sstc_fail(SSTC_EFORMAT, "%s: contains NUL bytes, expected a text INI file", config_path);
-    }
-    int rc = sstc_session_open_text(s, text, config_path, overrides, noverrides, load_data);
+    if (sstc_read_config_file(config_path, &text)) return sstc_errcode();
+    int rc = sstc_session_open_text(out, text, config_path, overrides, noverrides, load_data);
     free(text);
     return rc;
 }
 
 void sstc_session_close(sstc_session *s) {
+    if (!s) return;
+    sstc_session_release(s);
+    free(s);
+}
+
+void sstc_session_release(sstc_session *s) {
     if (!s) return;
     sstc_dataset_free(&s->train);
     sstc_dataset_free(&s->test);
@@ -378,3 +375,98 @@ int sstc_session_logits(sstc_session *s, const sstc_dataset *ds, int count, floa
     sstc_ctx_reset(s->ctx);
     return 0;
 }
+
+int sstc_session_evaluate_test(sstc_session *s, sstc_eval_result *out) {
+    if (!s->data_loaded) return sstc_fail(SSTC_ESTATE, "evaluate: no data loaded");
+    return sstc_session_evaluate(s, &s->test, NULL, s->test.n, out);
+}
+
+int sstc_session_evaluate_val(sstc_session *s, sstc_eval_result *out) {
+    if (!s->data_loaded) return sstc_fail(SSTC_ESTATE, "evaluate: no data loaded");
+    if (!s->nval) {
+        *out = (sstc_eval_result){0};
+        return 0;
+    }
+    return sstc_session_evaluate(s, &s->train, s->val_idx, s->nval, out);
+}
+
+int sstc_session_reestimate_batchnorm(sstc_session *s, int batches, uint64_t seed) {
+    sstc_model *m = s->model;
+    if (!s->batcher_ready) return sstc_fail(SSTC_ESTATE, "batch-norm re-estimation: no data loaded");
+    float *saved_p = malloc((size_t)m->nlayers * sizeof(float)), *saved_mom = malloc((size_t)m->nlayers * sizeof(float));
+    if (!saved_p || !saved_mom) {
+        free(saved_p), free(saved_mom);
+        return sstc_fail(SSTC_ENOMEM, "batch-norm re-estimation: out of memory");
+    }
+    for (int i = 0; i < m->nlayers; i++) {
+        saved_p[i] = m->layers[i].p;
+        saved_mom[i] = m->layers[i].momentum;
+        if (m->layers[i].kind == SSTC_LAYER_DROPOUT) m->layers[i].p = 0;
+    }
+    sstc_rng_seed(&s->batch_rng, seed);
+    sstc_batcher_start_epoch(&s->batcher);
+    sstc_model_train(m, 1);
+    int rc = 0;
+    for (int k = 0; k < batches && !rc; k++) {
+        if (s->stop && *s->stop) {
+            rc = sstc_fail(SSTC_EINTR, "interrupted during the batch-norm re-estimation");
+            break;
+        }
+        int n = sstc_batcher_next(&s->batcher, s->x, s->y);
+        if (n <= 1) { /* a batch of one has no variance: wrap around */
+            sstc_batcher_start_epoch(&s->batcher);
+            n = sstc_batcher_next(&s->batcher, s->x, s->y);
+        }
+        /* momentum 1/(k+1): the running value becomes the mean of the k+1 batches */
+        for (int i = 0; i < m->nlayers; i++)
+            if (m->layers[i].kind == SSTC_LAYER_BATCHNORM) m->layers[i].momentum = 1.0f / (float)(k + 1);
+        sstc_ctx_reset(s->ctx);
+        if (s->hooks.before_forward && s->hooks.before_forward(s->hooks.user, s)) {
+            rc = sstc_errcode();
+            break;
+        }
+        sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
+        if (!sstc_model_forward(m, s->ctx, xt)) rc = sstc_errcode();
+    }
+    sstc_ctx_reset(s->ctx);
+    for (int i = 0; i < m->nlayers; i++) {
+        m->layers[i].p = saved_p[i];
+        m->layers[i].momentum = saved_mom[i];
+    }
+    free(saved_p), free(saved_mom);
+    sstc_model_train(m, 0);
+    return rc;
+}
+
+/* ---- accessors ----------------------------------------------------------- */
+
+const sstc_config *sstc_session_config(const sstc_session *s) { return &s->cfg; }
+sstc_config *sstc_session_config_mut(sstc_session *s) { return &s->cfg; }
+sstc_model *sstc_session_model(sstc_session *s) { return s->model; }
+sstc_optimizer *sstc_session_optimizer(sstc_session *s) { return s->opt; }
+sstc_epoch_state *sstc_session_state(sstc_session *s) { return &s->state; }
+const sstc_dataset *sstc_session_train_set(const sstc_session *s) { return s->data_loaded ? &s->train : NULL; }
+const sstc_dataset *sstc_session_test_set(const sstc_session *s) { return s->data_loaded ? &s->test : NULL; }
+int sstc_session_num_train(const sstc_session *s) { return s->ntrain; }
+int sstc_session_num_val(const sstc_session *s) { return s->nval; }
+const sstc_normalizer *sstc_session_normalizer(const sstc_session *s) { return &s->norm; }
+void sstc_session_shape(const sstc_session *s, int *c, int *h, int *w, int *classes) {
+    if (c) *c = s->in_c;
+    if (h) *h = s->in_h;
+    if (w) *w = s->in_w;
+    if (classes) *classes = s->classes;
+}
+int sstc_session_batches_per_epoch(const sstc_session *s) {
+    return s->batcher_ready ? sstc_batcher_num_batches(&s->batcher) : 0;
+}
+void sstc_session_set_hooks(sstc_session *s, const sstc_train_hooks *hooks) {
+    if (hooks) s->hooks = *hooks;
+    else memset(&s->hooks, 0, sizeof s->hooks);
+}
+const sstc_train_hooks *sstc_session_hooks(const sstc_session *s) { return &s->hooks; }
+void sstc_session_set_stop(sstc_session *s, volatile sig_atomic_t *stop) { s->stop = stop; }
+volatile sig_atomic_t *sstc_session_stop_flag(const sstc_session *s) { return s->stop; }
+void sstc_session_set_quiet(sstc_session *s, int quiet) { s->quiet = quiet; }
+int sstc_session_quiet(const sstc_session *s) { return s->quiet; }
+void sstc_session_set_log(sstc_session *s, FILE *log) { s->log = log; }
+void sstc_session_set_lr_offset(sstc_session *s, int offset) { s->lr_epoch_offset = offset; }

@@ -26,27 +26,28 @@ static const char *config(const char *compress) {
     return text;
 }
 
-static void open_trained(sstc_session *s, const char *compress, const char *const *ovr, int nov) {
-    cr_assert_eq(sstc_session_open_text(s, config(compress), "c.ini", ovr, nov, 1), 0, "%s", sstc_errmsg());
-    s->quiet = 1;
+static void open_trained(sstc_session **sp, const char *compress, const char *const *ovr, int nov) {
+    cr_assert_eq(sstc_session_open_text(sp, config(compress), "c.ini", ovr, nov, 1), 0, "%s", sstc_errmsg());
+    sstc_session *s = *sp;
+    sstc_session_set_quiet(s, 1);
     double tl, te;
     for (int e = 0; e < 2; e++) {
-        cr_assert_eq(sstc_session_train_epoch(s, &s->cfg.lr, 2, "f", &tl, &te), 0, "%s", sstc_errmsg());
-        s->state.epoch++;
-        s->state.batch = 0;
+        cr_assert_eq(sstc_session_train_epoch(s, &sstc_session_config(s)->lr, 2, "f", &tl, &te), 0, "%s", sstc_errmsg());
+        sstc_session_state(s)->epoch++;
+        sstc_session_state(s)->batch = 0;
     }
-    s->state = (sstc_epoch_state){0};
+    *sstc_session_state(s) = (sstc_epoch_state){0};
 }
 
 Test(compress, row_normalization_keeps_the_networks_outputs) {
-    sstc_session s;
+    sstc_session *s = NULL;
     sstc_compressor c;
     open_trained(&s, "N = 8\nK = 2\nnormalize = row\n", NULL, 0);
-    cr_assert_eq(sstc_compress_init(&c, &s), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_compress_init(&c, s), 0, "%s", sstc_errmsg());
     /* a row with tiny weights: its batch-norm variance is comparable to eps,
      * where an inexact fold would show */
     {
-        sstc_layer *l0 = &s.model->layers[0], *bn = &s.model->layers[1];
+        sstc_layer *l0 = &sstc_session_model(s)->layers[0], *bn = &sstc_session_model(s)->layers[1];
         for (int j = 0; j < l0->in_features; j++) l0->weight->data[j] *= 1e-3f;
         bn->running_mean->data[0] *= 1e-3f;
         bn->running_var->data[0] *= 1e-6f;
@@ -55,7 +56,7 @@ Test(compress, row_normalization_keeps_the_networks_outputs) {
     cr_assert_eq(sstc_compress_normalize(&c, 32, &diff), 0, "%s", sstc_errmsg());
     cr_assert_lt(diff, 1e-4, "logits changed by %g", diff);
     /* rows now share one RMS */
-    sstc_layer *l = &s.model->layers[c.coded[0].layer];
+    sstc_layer *l = &sstc_session_model(s)->layers[c.coded[0].layer];
     double rms[2];
     for (int r = 0; r < 2; r++) {
         double ss = 0;
@@ -65,10 +66,10 @@ Test(compress, row_normalization_keeps_the_networks_outputs) {
     cr_assert_gt(rms[0], 0);
     cr_assert_float_eq(rms[0], rms[1], 1e-5 * rms[1]);
     /* the last layer has no batch norm after it: it got an output scale */
-    cr_assert_not_null(s.model->layers[s.model->nlayers - 1].out_scale);
-    cr_assert_null(s.model->layers[0].out_scale);
+    cr_assert_not_null(sstc_session_model(s)->layers[sstc_session_model(s)->nlayers - 1].out_scale);
+    cr_assert_null(sstc_session_model(s)->layers[0].out_scale);
     sstc_compress_free(&c);
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }
 
 /* Energy of layer l's weights in each group of N consecutive columns; returns max/min. */
@@ -88,13 +89,13 @@ static double group_energy_spread(const sstc_layer *l, int N) {
 Test(compress, interleaving_keeps_the_outputs_and_balances_the_groups) {
     const char *modes[] = {"interleave", "row+interleave"};
     for (int mode = 0; mode < 2; mode++) {
-        sstc_session s;
+        sstc_session *s = NULL;
         sstc_compressor c;
         char spec[128];
         snprintf(spec, sizeof spec, "N = 8\nK = 2\nnormalize = %s\n", modes[mode]);
         open_trained(&s, spec, NULL, 0);
-        cr_assert_eq(sstc_compress_init(&c, &s), 0, "%s", sstc_errmsg());
-        sstc_layer *fc2 = &s.model->layers[c.coded[1].layer];
+        cr_assert_eq(sstc_compress_init(&c, s), 0, "%s", sstc_errmsg());
+        sstc_layer *fc2 = &sstc_session_model(s)->layers[c.coded[1].layer];
         /* make the fan-in of fc2 clearly uneven: channels 0-7 (one group) strong */
         for (int r = 0; r < fc2->out_features; r++)
             for (int j = 0; j < 8; j++) fc2->weight->data[(size_t)r * fc2->in_features + j] *= 8.0f;
@@ -105,13 +106,13 @@ Test(compress, interleaving_keeps_the_outputs_and_balances_the_groups) {
         /* fc2 (fan-in 24 from fc1) and fc3 (16 from fc2) through their predecessors' outputs,
          * fc1 (fan-in: the 8x8 image) through an input permutation */
         cr_assert_eq(c.interleaved, 3, "%s: %d layers reordered", modes[mode], c.interleaved);
-        cr_assert_not_null(s.model->in_perm);
+        cr_assert_not_null(sstc_session_model(s)->in_perm);
         if (mode == 0) {
             double after = group_energy_spread(fc2, 8);
             cr_assert_lt(after * 4, before, "group energy max/min %g before, %g after", before, after);
         }
         sstc_compress_free(&c);
-        sstc_session_close(&s);
+        sstc_session_close(s);
     }
 }
 
@@ -127,10 +128,10 @@ static int max_nonzeros_per_group(const float *w, int rows, int cols, int N) {
 }
 
 Test(compress, pruning_and_quantization_respect_the_code) {
-    sstc_session s;
+    sstc_session *s = NULL;
     sstc_compressor c;
     open_trained(&s, "N = 8\nK = 2\nnormalize = row\nschedule = 4,2\nstage_epochs = 1\nretrain_epochs = 2\n", NULL, 0);
-    cr_assert_eq(sstc_compress_init(&c, &s), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_compress_init(&c, s), 0, "%s", sstc_errmsg());
     cr_assert_eq(c.nphases, 3);
     cr_assert_eq(c.total_epochs, 4);
     double diff, tl, te;
@@ -139,11 +140,11 @@ Test(compress, pruning_and_quantization_respect_the_code) {
     int expect_k[] = {4, 2};
     for (int e = 0; e < c.total_epochs; e++) {
         cr_assert_eq(sstc_compress_train_epoch(&c, &tl, &te, &lr), 0, "%s", sstc_errmsg());
-        s.state.epoch++;
-        s.state.batch = 0;
+        sstc_session_state(s)->epoch++;
+        sstc_session_state(s)->batch = 0;
         for (int k = 0; k < c.ncoded; k++) {
             const sstc_coded_layer *cl = &c.coded[k];
-            sstc_layer *l = &s.model->layers[cl->layer];
+            sstc_layer *l = &sstc_session_model(s)->layers[cl->layer];
             if (e < 2) {
                 int nz = max_nonzeros_per_group(l->weight->data, cl->rows, cl->cols, 8);
                 cr_assert_leq(nz, expect_k[e], "epoch %d layer %s: %d non-zeros in a group", e, l->name, nz);
@@ -157,10 +158,10 @@ Test(compress, pruning_and_quantization_respect_the_code) {
     }
     cr_assert_eq(sstc_compress_finish(&c), 0, "%s", sstc_errmsg());
     sstc_eval_result r;
-    cr_assert_eq(sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r), 0);
+    cr_assert_eq(sstc_session_evaluate(s, sstc_session_test_set(s), NULL, sstc_session_test_set(s)->n, &r), 0);
     cr_assert_lt(r.error, 0.25, "coded network error %g", r.error);
     sstc_compress_free(&c);
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }
 
 /* Runs the whole pipeline; with stop_at >= 0 interrupts at that global batch,
@@ -176,53 +177,53 @@ static const char *resume_spec = "N = 4\nK = 1\nnormalize = row+interleave\nsche
                                   "refit_every = 3\n";
 
 static double pipeline(int stop_batch, const char *ck, float *w_out) {
-    sstc_session s;
+    sstc_session *s = NULL;
     sstc_compressor c;
     open_trained(&s, resume_spec, NULL, 0);
-    cr_assert_eq(sstc_compress_init(&c, &s), 0);
+    cr_assert_eq(sstc_compress_init(&c, s), 0);
     double diff, tl, te;
     float lr;
     cr_assert_eq(sstc_compress_normalize(&c, 0, &diff), 0);
     stop = 0;
     nb = 0;
     stop_at = stop_batch;
-    s.stop = &stop;
+    sstc_session_set_stop(s, &stop);
     c.chain.after_step = count_batches;
-    while (s.state.epoch < c.total_epochs) {
+    while (sstc_session_state(s)->epoch < c.total_epochs) {
         int rc = sstc_compress_train_epoch(&c, &tl, &te, &lr);
         if (rc == SSTC_EINTR) {
             void *blob;
             size_t len;
             cr_assert_eq(sstc_compress_state_save(&c, &blob, &len), 0);
-            cr_assert_eq(sstc_checkpoint_save(&s, ck, blob, len), 0, "%s", sstc_errmsg());
+            cr_assert_eq(sstc_checkpoint_save(s, ck, blob, len), 0, "%s", sstc_errmsg());
             free(blob);
             sstc_compress_free(&c);
-            sstc_session_close(&s);
+            sstc_session_close(s);
             /* as a new process would: config, structure, checkpoint, state */
             cr_assert_eq(sstc_session_open_text(&s, config(resume_spec), "c.ini", NULL, 0, 1), 0);
-            s.quiet = 1;
-            cr_assert_eq(sstc_compress_init(&c, &s), 0);
+            sstc_session_set_quiet(s, 1);
+            cr_assert_eq(sstc_compress_init(&c, s), 0);
             cr_assert_eq(sstc_compress_prepare_structure(&c), 0);
             void *extra = NULL;
             size_t elen = 0;
-            cr_assert_eq(sstc_checkpoint_restore(&s, ck, &extra, &elen), 0, "%s", sstc_errmsg());
+            cr_assert_eq(sstc_checkpoint_restore(s, ck, &extra, &elen), 0, "%s", sstc_errmsg());
             cr_assert_eq(sstc_compress_state_load(&c, extra, elen), 0, "%s", sstc_errmsg());
             free(extra);
             stop = 0;
-            s.stop = &stop;
+            sstc_session_set_stop(s, &stop);
             c.chain.after_step = count_batches;
             continue;
         }
         cr_assert_eq(rc, 0, "%s", sstc_errmsg());
-        s.state.epoch++;
-        s.state.batch = 0;
+        sstc_session_state(s)->epoch++;
+        sstc_session_state(s)->batch = 0;
     }
     cr_assert_eq(sstc_compress_finish(&c), 0);
     sstc_eval_result r;
-    cr_assert_eq(sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r), 0);
+    cr_assert_eq(sstc_session_evaluate(s, sstc_session_test_set(s), NULL, sstc_session_test_set(s)->n, &r), 0);
     memcpy(w_out, c.coded[0].q, 24 * 64 * sizeof(float));
     sstc_compress_free(&c);
-    sstc_session_close(&s);
+    sstc_session_close(s);
     return r.loss;
 }
 
@@ -273,17 +274,17 @@ static void sst_forward(const sstc_sst_model *m, const float *x0, float *logits)
 }
 
 static void sst_export_check(const char *normalize) {
-    sstc_session s;
+    sstc_session *s = NULL;
     sstc_compressor c;
     char spec[128];
     snprintf(spec, sizeof spec, "N = 8\nK = 2\nnormalize = %s\nretrain_epochs = 1\n", normalize);
     open_trained(&s, spec, NULL, 0);
-    cr_assert_eq(sstc_compress_init(&c, &s), 0);
+    cr_assert_eq(sstc_compress_init(&c, s), 0);
     double diff, tl, te;
     float lr;
     cr_assert_eq(sstc_compress_normalize(&c, 0, &diff), 0);
     cr_assert_eq(sstc_compress_train_epoch(&c, &tl, &te, &lr), 0, "%s", sstc_errmsg());
-    s.state.epoch++;
+    sstc_session_state(s)->epoch++;
     cr_assert_eq(sstc_compress_finish(&c), 0);
     char path[300];
     snprintf(path, sizeof path, "%s/m.sst", dir);
@@ -293,12 +294,12 @@ static void sst_export_check(const char *normalize) {
     int perm = strstr(normalize, "interleave") != NULL;
     cr_assert_eq(m->n_layers, 5 + perm, "[permute], fc(+bn folded), relu, fc, relu, fc");
     cr_assert_eq(m->layers[0].kind == SSTC_SST_PERMUTE, perm);
-    cr_assert_float_eq(m->in_mean[0], s.norm.mean[0], 0);
-    float *logits = malloc((size_t)s.test.n * 2 * sizeof(float));
-    cr_assert_eq(sstc_session_logits(&s, &s.test, s.test.n, logits), 0);
-    for (int i = 0; i < s.test.n; i++) {
+    cr_assert_float_eq(m->in_mean[0], sstc_session_normalizer(s)->mean[0], 0);
+    float *logits = malloc((size_t)sstc_session_test_set(s)->n * 2 * sizeof(float));
+    cr_assert_eq(sstc_session_logits(s, sstc_session_test_set(s), sstc_session_test_set(s)->n, logits), 0);
+    for (int i = 0; i < sstc_session_test_set(s)->n; i++) {
         float x[64], z[2];
-        for (int k = 0; k < 64; k++) x[k] = (s.test.pixels[i * 64 + k] / 255.0f - m->in_mean[0]) / m->in_std[0];
+        for (int k = 0; k < 64; k++) x[k] = (sstc_session_test_set(s)->pixels[i * 64 + k] / 255.0f - m->in_mean[0]) / m->in_std[0];
         sst_forward(m, x, z);
         for (int k = 0; k < 2; k++)
             cr_assert(fabsf(z[k] - logits[i * 2 + k]) <= 1e-4f * (1 + fabsf(logits[i * 2 + k])),
@@ -307,7 +308,7 @@ static void sst_export_check(const char *normalize) {
     free(logits);
     sstc_sst_free(m);
     sstc_compress_free(&c);
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }
 
 Test(compress, sst_export_reproduces_the_networks_logits) {
@@ -316,75 +317,82 @@ Test(compress, sst_export_reproduces_the_networks_logits) {
 }
 
 Test(compress, zero_retraining_epochs_still_code_the_network) {
-    sstc_session s;
+    sstc_session *s = NULL;
     sstc_compressor c;
     open_trained(&s, "N = 4\nK = 1\nnormalize = none\nretrain_epochs = 0\n", NULL, 0);
-    cr_assert_eq(sstc_compress_init(&c, &s), 0);
+    cr_assert_eq(sstc_compress_init(&c, s), 0);
     cr_assert_eq(c.total_epochs, 0);
     cr_assert_eq(sstc_compress_finish(&c), 0, "%s", sstc_errmsg());
     for (int k = 0; k < c.ncoded; k++) {
         const sstc_coded_layer *cl = &c.coded[k];
-        cr_assert_eq(s.model->layers[cl->layer].weight_override, cl->q);
+        cr_assert_eq(sstc_session_model(s)->layers[cl->layer].weight_override, cl->q);
         cr_assert_leq(max_nonzeros_per_group(cl->q, cl->rows, cl->cols, 4), 1);
     }
     char path[300];
     snprintf(path, sizeof path, "%s/z.sst", dir);
     cr_assert_eq(sstc_compress_write_sst(&c, path), 0, "%s", sstc_errmsg());
     sstc_compress_free(&c);
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }
 
 Test(compress, an_interrupt_during_the_final_batch_norm_pass_is_reported) {
-    sstc_session s;
+    sstc_session *s = NULL;
     sstc_compressor c;
     open_trained(&s, "N = 4\nK = 1\nnormalize = none\nretrain_epochs = 0\nbn_batches = 3\n", NULL, 0);
-    cr_assert_eq(sstc_compress_init(&c, &s), 0);
+    cr_assert_eq(sstc_compress_init(&c, s), 0);
     volatile sig_atomic_t flag = 1;
-    s.stop = &flag;
+    sstc_session_set_stop(s, &flag);
     cr_assert_eq(sstc_compress_finish(&c), SSTC_EINTR, "%s", sstc_errmsg());
     cr_assert_eq(c.bn_reestimated, 0);
     flag = 0;
     cr_assert_eq(sstc_compress_finish(&c), 0, "%s", sstc_errmsg());
     cr_assert_eq(c.bn_reestimated, 1);
-    s.stop = NULL;
+    sstc_session_set_stop(s, NULL);
     sstc_compress_free(&c);
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }
 
 Test(compress, bad_plans_are_rejected_before_training) {
-    sstc_session s;
+    sstc_session *s = NULL;
     sstc_compressor c;
     cr_assert_eq(sstc_session_open_text(&s, config("layers = fc1,fc9\n"), "c.ini", NULL, 0, 1), 0);
-    cr_assert_neq(sstc_compress_init(&c, &s), 0);
+    cr_assert_neq(sstc_compress_init(&c, s), 0);
     cr_assert_not_null(strstr(sstc_errmsg(), "fc9"), "%s", sstc_errmsg());
     sstc_compress_free(&c);
-    sstc_session_close(&s);
+    sstc_session_close(s);
     cr_assert_eq(sstc_session_open_text(&s, config("layers = bn1\n"), "c.ini", NULL, 0, 1), 0);
-    cr_assert_neq(sstc_compress_init(&c, &s), 0);
+    cr_assert_neq(sstc_compress_init(&c, s), 0);
     cr_assert_not_null(strstr(sstc_errmsg(), "not a fc or conv"), "%s", sstc_errmsg());
     sstc_compress_free(&c);
-    sstc_session_close(&s);
-    cr_assert_eq(sstc_session_open_text(&s, config("method = ternary\nschedule = 1\nK = 1\n"), "c.ini", NULL, 0, 1), 0);
-    cr_assert_neq(sstc_compress_init(&c, &s), 0);
+    sstc_session_close(s);
+    /* plain ternary has no groups to prune gradually: the config says so */
+    cr_assert_neq(sstc_session_open_text(&s, config("method = ternary\nschedule = 1\nK = 1\n"), "c.ini", NULL, 0, 1), 0);
+    cr_assert_null(s);
     cr_assert_not_null(strstr(sstc_errmsg(), "schedule"), "%s", sstc_errmsg());
-    sstc_compress_free(&c);
-    sstc_session_close(&s);
+    cr_assert_not_null(strstr(sstc_errmsg(), "c.ini:"), "%s", sstc_errmsg());
+    /* an unknown method or normalization is refused where it is written */
+    cr_assert_neq(sstc_session_open_text(&s, config("method = sts\n"), "c.ini", NULL, 0, 1), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "sst|ternary|nm"), "%s", sstc_errmsg());
+    cr_assert_neq(sstc_session_open_text(&s, config("normalize = rows\n"), "c.ini", NULL, 0, 1), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "row+interleave"), "%s", sstc_errmsg());
+    cr_assert_neq(sstc_session_open_text(&s, config("layers = fc1, fc1\n"), "c.ini", NULL, 0, 1), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "twice"), "%s", sstc_errmsg());
     /* a schedule that does not end at K is a config error */
     cr_assert_neq(sstc_session_open_text(&s, config("N = 8\nK = 2\nschedule = 6,4\n"), "c.ini", NULL, 0, 1), 0);
     cr_assert_not_null(strstr(sstc_errmsg(), "c.ini:"), "%s", sstc_errmsg());
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }
 
 Test(compress, float_checkpoint_of_another_network_is_rejected) {
-    sstc_session s, o;
+    sstc_session *s = NULL, *o = NULL;
     cr_assert_eq(sstc_session_open_text(&s, config("N = 8\nK = 2\n"), "c.ini", NULL, 0, 1), 0);
     char ck[300];
     snprintf(ck, sizeof ck, "%s/f.sstc", dir);
-    cr_assert_eq(sstc_checkpoint_save(&s, ck, NULL, 0), 0);
+    cr_assert_eq(sstc_checkpoint_save(s, ck, NULL, 0), 0);
     const char *ov[] = {"fc2.outputs=12"};
     cr_assert_eq(sstc_session_open_text(&o, config("N = 8\nK = 2\n"), "c.ini", ov, 1, 1), 0);
-    cr_assert_neq(sstc_checkpoint_restore(&o, ck, NULL, NULL), 0);
+    cr_assert_neq(sstc_checkpoint_restore(o, ck, NULL, NULL), 0);
     cr_assert_not_null(strstr(sstc_errmsg(), "fc2.weight"), "%s", sstc_errmsg());
-    sstc_session_close(&o);
-    sstc_session_close(&s);
+    sstc_session_close(o);
+    sstc_session_close(s);
 }

@@ -7,6 +7,12 @@
 
 #include "../tiny_dataset.h"
 #include "sstc/compress.h"
+
+static int sess_classes(const sstc_session *s) {
+    int k;
+    sstc_session_shape(s, NULL, NULL, NULL, &k);
+    return k;
+}
 #include "sstc/infer.h"
 #include "sstc/sst.h"
 
@@ -22,40 +28,41 @@ static const char cnn[] = "[conv]\nfilters = 6\nsize = 3\npad = 1\nbias = false\
                           "[avgpool]\nsize = 3\nstride = 1\npad = 1\n[flatten]\n[fc]\noutputs = 12\n[batchnorm]\n"
                           "[relu]\n[fc]\noutputs = 2\n";
 
-static void compressed(sstc_session *s, sstc_compressor *c, const char *net, const char *code, const char *sst) {
+static void compressed(sstc_session **sp, sstc_compressor *c, const char *net, const char *code, const char *sst) {
     char text[2048];
     snprintf(text, sizeof text,
              "[experiment]\nseed = 3\nthreads = 1\n[data]\ndataset = %s\n"
              "[train]\nepochs = 2\nbatch_size = 16\nlr = 0.01\n%s[compress]\n%s",
              dir, net, code);
-    cr_assert_eq(sstc_session_open_text(s, text, "c.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
-    s->quiet = 1;
+    cr_assert_eq(sstc_session_open_text(sp, text, "c.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
+    sstc_session *s = *sp;
+    sstc_session_set_quiet(s, 1);
     double tl, te;
     for (int e = 0; e < 2; e++) {
-        cr_assert_eq(sstc_session_train_epoch(s, &s->cfg.lr, 2, "f", &tl, &te), 0, "%s", sstc_errmsg());
-        s->state.epoch++;
-        s->state.batch = 0;
+        cr_assert_eq(sstc_session_train_epoch(s, &sstc_session_config(s)->lr, 2, "f", &tl, &te), 0, "%s", sstc_errmsg());
+        sstc_session_state(s)->epoch++;
+        sstc_session_state(s)->batch = 0;
     }
-    s->state = (sstc_epoch_state){0};
+    *sstc_session_state(s) = (sstc_epoch_state){0};
     cr_assert_eq(sstc_compress_init(c, s), 0, "%s", sstc_errmsg());
     double diff;
     float lr;
     cr_assert_eq(sstc_compress_normalize(c, 0, &diff), 0, "%s", sstc_errmsg());
     cr_assert_eq(sstc_compress_train_epoch(c, &tl, &te, &lr), 0, "%s", sstc_errmsg());
-    s->state.epoch++;
+    sstc_session_state(s)->epoch++;
     cr_assert_eq(sstc_compress_finish(c), 0, "%s", sstc_errmsg());
     cr_assert_eq(sstc_compress_write_sst(c, sst), 0, "%s", sstc_errmsg());
 }
 
 static void check(const char *net, const char *code, const char *what) {
-    sstc_session s;
+    sstc_session *s = NULL;
     sstc_compressor c;
     char path[300];
     snprintf(path, sizeof path, "%s/m.sst", dir);
     compressed(&s, &c, net, code, path);
-    int n = s.test.n, K = s.classes;
+    int n = sstc_session_test_set(s)->n, K = sess_classes(s);
     float *want = malloc((size_t)n * K * sizeof(float)), *got = malloc((size_t)n * K * sizeof(float));
-    cr_assert_eq(sstc_session_logits(&s, &s.test, n, want), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_session_logits(s, sstc_session_test_set(s), n, want), 0, "%s", sstc_errmsg());
     sstc_engine *e;
     cr_assert_eq(sstc_engine_load(path, &e), SSTC_OK, "%s", sstc_errmsg());
     sstc_engine_info info;
@@ -64,7 +71,7 @@ static void check(const char *net, const char *code, const char *what) {
     for (int batch = 1; batch <= n; batch += n - 1) {
         for (int b0 = 0; b0 < n; b0 += batch) {
             int m = n - b0 < batch ? n - b0 : batch;
-            cr_assert_eq(sstc_engine_forward_pixels(e, s.test.pixels + (size_t)b0 * 64, m, got + (size_t)b0 * K),
+            cr_assert_eq(sstc_engine_forward_pixels(e, sstc_session_test_set(s)->pixels + (size_t)b0 * 64, m, got + (size_t)b0 * K),
                          SSTC_OK, "%s", sstc_errmsg());
         }
         int *pw = malloc(n * sizeof(int)), *pg = malloc(n * sizeof(int));
@@ -85,7 +92,7 @@ static void check(const char *net, const char *code, const char *what) {
     free(want), free(got);
     sstc_engine_free(e);
     sstc_compress_free(&c);
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }
 
 Test(infer_pipeline, engine_reproduces_a_compressed_mlp_from_the_file_alone) {

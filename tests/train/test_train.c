@@ -12,6 +12,12 @@
 
 #include "sstc/train.h"
 
+static int sess_classes(const sstc_session *s) {
+    int k;
+    sstc_session_shape(s, NULL, NULL, NULL, &k);
+    return k;
+}
+
 #include "../tiny_dataset.h"
 
 static char dir[256];
@@ -41,47 +47,47 @@ static int count_batches(void *u, sstc_session *s) {
 }
 
 static float *run(int stop, double *final_loss) {
-    sstc_session s;
+    sstc_session *s = NULL;
     cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
     stop_flag = 0;
     batches = 0;
     stop_at = stop;
-    s.stop = &stop_flag;
-    s.quiet = 1;
-    s.hooks.after_step = count_batches;
+    sstc_session_set_stop(s, &stop_flag);
+    sstc_session_set_quiet(s, 1);
+    sstc_session_set_hooks(s, &(sstc_train_hooks){.after_step = count_batches});
     char ck[300];
     snprintf(ck, sizeof ck, "%s/ck.sstc", dir);
     double tl = 0, te = 0;
-    while (s.state.epoch < s.cfg.epochs) {
-        int rc = sstc_session_train_epoch(&s, &s.cfg.lr, s.cfg.epochs, "t", &tl, &te);
+    while (sstc_session_state(s)->epoch < sstc_session_config_mut(s)->epochs) {
+        int rc = sstc_session_train_epoch(s, &sstc_session_config(s)->lr, sstc_session_config_mut(s)->epochs, "t", &tl, &te);
         if (rc == SSTC_EINTR) {
-            cr_assert_eq(sstc_checkpoint_save(&s, ck, "xyz", 3), 0, "%s", sstc_errmsg());
-            sstc_session_close(&s);
+            cr_assert_eq(sstc_checkpoint_save(s, ck, "xyz", 3), 0, "%s", sstc_errmsg());
+            sstc_session_close(s);
             cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0);
             void *extra = NULL;
             size_t elen = 0;
-            cr_assert_eq(sstc_checkpoint_restore(&s, ck, &extra, &elen), 0, "%s", sstc_errmsg());
+            cr_assert_eq(sstc_checkpoint_restore(s, ck, &extra, &elen), 0, "%s", sstc_errmsg());
             cr_assert_eq(elen, 3);
             cr_assert_eq(memcmp(extra, "xyz", 3), 0);
             free(extra);
             stop_flag = 0;
-            s.stop = &stop_flag;
-            s.quiet = 1;
-            s.hooks.after_step = count_batches;
+            sstc_session_set_stop(s, &stop_flag);
+            sstc_session_set_quiet(s, 1);
+            sstc_session_set_hooks(s, &(sstc_train_hooks){.after_step = count_batches});
             continue;
         }
         cr_assert_eq(rc, 0, "%s", sstc_errmsg());
-        s.state.epoch++;
-        s.state.batch = 0;
+        sstc_session_state(s)->epoch++;
+        sstc_session_state(s)->batch = 0;
     }
     sstc_eval_result r;
-    cr_assert_eq(sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r), 0);
+    cr_assert_eq(sstc_session_evaluate(s, sstc_session_test_set(s), NULL, sstc_session_test_set(s)->n, &r), 0);
     cr_assert_lt(r.error, 0.2, "the tiny problem is learnable (error %g)", r.error);
     *final_loss = tl;
-    sstc_tensor *w = s.model->layers[0].weight;
+    sstc_tensor *w = sstc_session_model(s)->layers[0].weight;
     float *copy = malloc(w->size * sizeof(float));
     memcpy(copy, w->data, w->size * sizeof(float));
-    sstc_session_close(&s);
+    sstc_session_close(s);
     return copy;
 }
 
@@ -100,19 +106,19 @@ Test(train, interrupted_and_resumed_run_equals_uninterrupted_run) {
 }
 
 static int poison(void *u, sstc_session *s) {
-    s->model->layers[0].weight->data[0] = NAN;
+    sstc_session_model(s)->layers[0].weight->data[0] = NAN;
     return 0;
 }
 
 Test(train, nan_loss_stops_with_a_clear_error) {
-    sstc_session s;
+    sstc_session *s = NULL;
     cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
-    s.quiet = 1;
-    s.hooks.before_forward = poison;
+    sstc_session_set_quiet(s, 1);
+    sstc_session_set_hooks(s, &(sstc_train_hooks){.before_forward = poison});
     double tl, te;
-    cr_assert_eq(sstc_session_train_epoch(&s, &s.cfg.lr, 1, "t", &tl, &te), SSTC_ENUMERIC);
+    cr_assert_eq(sstc_session_train_epoch(s, &sstc_session_config(s)->lr, 1, "t", &tl, &te), SSTC_ENUMERIC);
     cr_assert_not_null(strstr(sstc_errmsg(), "NaN"), "%s", sstc_errmsg());
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }
 
 static size_t file_size(const char *p) {
@@ -121,12 +127,12 @@ static size_t file_size(const char *p) {
 }
 
 Test(train, corrupt_truncated_and_foreign_checkpoints_are_rejected) {
-    sstc_session s;
+    sstc_session *s = NULL;
     cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0);
     char ck[300], bad[300];
     snprintf(ck, sizeof ck, "%s/good.sstc", dir);
     snprintf(bad, sizeof bad, "%s/bad.sstc", dir);
-    cr_assert_eq(sstc_checkpoint_save(&s, ck, NULL, 0), 0);
+    cr_assert_eq(sstc_checkpoint_save(s, ck, NULL, 0), 0);
     size_t n = file_size(ck);
     unsigned char *buf = malloc(n);
     FILE *f = fopen(ck, "rb");
@@ -135,16 +141,16 @@ Test(train, corrupt_truncated_and_foreign_checkpoints_are_rejected) {
     /* a flipped byte in the middle */
     buf[n / 2] ^= 0x40;
     sstc_write_atomic(bad, buf, n);
-    cr_assert_neq(sstc_checkpoint_restore(&s, bad, NULL, NULL), 0);
+    cr_assert_neq(sstc_checkpoint_restore(s, bad, NULL, NULL), 0);
     cr_assert_not_null(strstr(sstc_errmsg(), "checksum"), "%s", sstc_errmsg());
     buf[n / 2] ^= 0x40;
     /* truncated */
     sstc_write_atomic(bad, buf, n - 100);
-    cr_assert_neq(sstc_checkpoint_restore(&s, bad, NULL, NULL), 0);
+    cr_assert_neq(sstc_checkpoint_restore(s, bad, NULL, NULL), 0);
     /* wrong magic */
     buf[0] = 'X';
     sstc_write_atomic(bad, buf, n);
-    cr_assert_neq(sstc_checkpoint_restore(&s, bad, NULL, NULL), 0);
+    cr_assert_neq(sstc_checkpoint_restore(s, bad, NULL, NULL), 0);
     cr_assert_not_null(strstr(sstc_errmsg(), "magic"), "%s", sstc_errmsg());
     buf[0] = 'S';
     /* a hostile tensor-name length (CRC recomputed) must not read past the file */
@@ -164,39 +170,40 @@ Test(train, corrupt_truncated_and_foreign_checkpoints_are_rejected) {
         uint32_t crc = (uint32_t)crc32(0L, h, (uInt)(n - 4));
         memcpy(h + n - 4, &crc, 4);
         sstc_write_atomic(bad, h, n);
-        cr_assert_neq(sstc_checkpoint_restore(&s, bad, NULL, NULL), 0);
+        cr_assert_neq(sstc_checkpoint_restore(s, bad, NULL, NULL), 0);
         cr_assert_not_null(strstr(sstc_errmsg(), "past the end"), "%s", sstc_errmsg());
         free(h);
     }
     free(buf);
     /* opening garbage fails cleanly and leaves a session that is safe to close */
-    sstc_session g;
+    sstc_session *g = NULL;
     sstc_write_atomic(bad, "not a checkpoint at all", 23);
     cr_assert_neq(sstc_checkpoint_open(&g, bad, 0, NULL, NULL), 0);
-    sstc_session_close(&g);
+    cr_assert_null(g, "a failed open leaves no session");
+    sstc_session_close(g);
     /* a different network */
-    sstc_session o;
+    sstc_session *o = NULL;
     const char *ov[] = {"fc1.outputs=12"};
     cr_assert_eq(sstc_session_open_text(&o, config(), "tiny.ini", ov, 1, 1), 0);
-    cr_assert_neq(sstc_checkpoint_restore(&o, ck, NULL, NULL), 0);
+    cr_assert_neq(sstc_checkpoint_restore(o, ck, NULL, NULL), 0);
     cr_assert_not_null(strstr(sstc_errmsg(), "fc1.weight"), "%s", sstc_errmsg());
-    sstc_session_close(&o);
+    sstc_session_close(o);
     /* a checkpoint opens by itself and evaluates identically */
     sstc_eval_result r1, r2;
-    cr_assert_eq(sstc_session_evaluate(&s, &s.test, NULL, s.test.n, &r1), 0);
+    cr_assert_eq(sstc_session_evaluate(s, sstc_session_test_set(s), NULL, sstc_session_test_set(s)->n, &r1), 0);
     cr_assert_eq(sstc_checkpoint_open(&o, ck, 1, NULL, NULL), 0, "%s", sstc_errmsg());
-    cr_assert_eq(sstc_session_evaluate(&o, &o.test, NULL, o.test.n, &r2), 0);
+    cr_assert_eq(sstc_session_evaluate(o, sstc_session_test_set(o), NULL, sstc_session_test_set(o)->n, &r2), 0);
     cr_assert_eq(r1.loss, r2.loss);
-    sstc_session_close(&o);
-    sstc_session_close(&s);
+    sstc_session_close(o);
+    sstc_session_close(s);
 }
 
 Test(train, npz_export_holds_every_tensor_as_npy) {
-    sstc_session s;
+    sstc_session *s = NULL;
     cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0);
     char p[300];
     snprintf(p, sizeof p, "%s/w.npz", dir);
-    cr_assert_eq(sstc_export_npz(s.model, p), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_export_npz(sstc_session_model(s), p), 0, "%s", sstc_errmsg());
     int err;
     zip_t *z = zip_open(p, ZIP_RDONLY, &err);
     cr_assert_not_null(z);
@@ -212,22 +219,22 @@ Test(train, npz_export_holds_every_tensor_as_npy) {
     cr_assert_eq((10 + hlen) % 64, 0);
     cr_assert_not_null(strstr(buf + 10, "'shape': (16, 64)"));
     cr_assert_eq(st.size, 10 + hlen + 16 * 64 * 4);
-    cr_assert_eq(memcmp(buf + 10 + hlen, s.model->layers[0].weight->data, 16 * 64 * 4), 0);
+    cr_assert_eq(memcmp(buf + 10 + hlen, sstc_session_model(s)->layers[0].weight->data, 16 * 64 * 4), 0);
     free(buf);
     zip_close(z);
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }
 
 /* test_flip: the class probabilities of each image and its mirror image are
  * averaged; checked against logits computed separately on a mirrored copy. */
 Test(train, test_flip_averages_each_image_with_its_mirror) {
-    sstc_session s;
+    sstc_session *s = NULL;
     cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
-    s.quiet = 1;
+    sstc_session_set_quiet(s, 1);
     double tl, te;
-    cr_assert_eq(sstc_session_train_epoch(&s, &s.cfg.lr, s.cfg.epochs, "t", &tl, &te), 0, "%s", sstc_errmsg());
-    const sstc_dataset *ds = &s.test;
-    int n = ds->n, C = s.classes;
+    cr_assert_eq(sstc_session_train_epoch(s, &sstc_session_config(s)->lr, sstc_session_config_mut(s)->epochs, "t", &tl, &te), 0, "%s", sstc_errmsg());
+    const sstc_dataset *ds = sstc_session_test_set(s);
+    int n = ds->n, C = sess_classes(s);
     size_t per = (size_t)ds->c * ds->h * ds->w;
     sstc_dataset m = *ds;
     m.pixels = malloc((size_t)n * per);
@@ -235,8 +242,8 @@ Test(train, test_flip_averages_each_image_with_its_mirror) {
     for (size_t r = 0; r < (size_t)n * ds->c * ds->h; r++)
         for (int x = 0; x < ds->w; x++) m.pixels[r * ds->w + x] = ds->pixels[r * ds->w + (ds->w - 1 - x)];
     float *z1 = malloc((size_t)n * C * sizeof(float)), *z2 = malloc((size_t)n * C * sizeof(float));
-    cr_assert_eq(sstc_session_logits(&s, ds, n, z1), 0, "%s", sstc_errmsg());
-    cr_assert_eq(sstc_session_logits(&s, &m, n, z2), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_session_logits(s, ds, n, z1), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_session_logits(s, &m, n, z2), 0, "%s", sstc_errmsg());
     double loss = 0;
     long err = 0, differ = 0;
     for (int i = 0; i < n; i++) {
@@ -256,15 +263,15 @@ Test(train, test_flip_averages_each_image_with_its_mirror) {
     }
     cr_assert_gt(differ, 0, "mirroring changes the logits of this network");
     sstc_eval_result plain, flip;
-    cr_assert_eq(sstc_session_evaluate(&s, ds, NULL, n, &plain), 0);
-    s.cfg.test_flip = 1;
-    s.cfg.eval_batch_size = 7; /* batches of uneven size */
-    cr_assert_eq(sstc_session_evaluate(&s, ds, NULL, n, &flip), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_session_evaluate(s, ds, NULL, n, &plain), 0);
+    sstc_session_config_mut(s)->test_flip = 1;
+    sstc_session_config_mut(s)->eval_batch_size = 7; /* batches of uneven size */
+    cr_assert_eq(sstc_session_evaluate(s, ds, NULL, n, &flip), 0, "%s", sstc_errmsg());
     cr_assert_float_eq(flip.loss, loss / n, 1e-4, "flip loss %g, expected %g", flip.loss, loss / n);
     cr_assert_float_eq(flip.error, (double)err / n, 1e-12);
     cr_assert(fabs(flip.loss - plain.loss) > 1e-6, "flip averaging changes the loss");
     free(z1);
     free(z2);
     free(m.pixels);
-    sstc_session_close(&s);
+    sstc_session_close(s);
 }

@@ -1,0 +1,352 @@
+/* The run driver (see include/sstc/run.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "internal.h"
+#include "sstc/run.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int sstc_path(char *buf, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= n) return sstc_fail(SSTC_EINVAL, "path too long (%d characters, at most %zu): %.120s...", k, n - 1, buf);
+    return 0;
+}
+
+int sstc_mkdirs(const char *path) {
+    char buf[4096];
+    if (sstc_path(buf, sizeof buf, "%s", path)) return sstc_errcode();
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) && errno != EEXIST) return sstc_fail(SSTC_EIO, "cannot create folder %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) && errno != EEXIST) return sstc_fail(SSTC_EIO, "cannot create folder %s: %s", buf, strerror(errno));
+    struct stat st;
+    if (stat(buf, &st) || !S_ISDIR(st.st_mode)) return sstc_fail(SSTC_EIO, "%s: exists and is not a folder", buf);
+    return 0;
+}
+
+int sstc_write_json(const char *path, const cJSON *obj) {
+    char *text = cJSON_Print(obj);
+    if (!text) return sstc_fail(SSTC_ENOMEM, "%s: cannot format JSON (out of memory)", path);
+    size_t n = strlen(text);
+    char *buf = realloc(text, n + 2);
+    if (!buf) {
+        free(text);
+        return sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);
+    }
+    buf[n] = '\n';
+    int rc = sstc_write_atomic(path, buf, n + 1);
+    free(buf);
+    return rc;
+}
+
+int sstc_read_json(const char *path, cJSON **obj) {
+    *obj = NULL;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (16 << 20)) {
+        close(fd);
+        return sstc_fail(SSTC_EIO, "%s: not a regular file of at most 16 MiB", path);
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    char *text = malloc(n + 1);
+    if (!text) {
+        close(fd);
+        return sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);
+    }
+    while (got < n) {
+        ssize_t r = read(fd, text + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    text[got] = 0;
+    *obj = cJSON_ParseWithLength(text, got);
+    free(text);
+    if (!*obj || !cJSON_IsObject(*obj)) {
+        cJSON_Delete(*obj);
+        *obj = NULL;
+        return sstc_fail(SSTC_EFORMAT, "%s: not a JSON object", path);
+    }
+    return 0;
+}
+
+/* ---- metrics.csv ---------------------------------------------------------- */
+
+static const char metrics_header[] =
+    "epoch,phase,K,lr,train_loss,train_error,test_loss,test_error,val_loss,val_error,seconds,images_per_s\n";
+
+/* Keeps the header and the rows of epochs <= keep (for --resume): rows of an
+ * epoch that the checkpoint does not hold are dropped and run again. */
+static int trim_metrics(const char *path, int keep) {
+    FILE *f = fopen(path, "r");
+    if (!f) return keep > 0 ? sstc_fail(SSTC_EIO, "%s: missing; earlier epochs' rows are lost", path) : 0;
+    char *out = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&out, &len);
+    if (!mem) {
+        fclose(f);
+        return sstc_fail(SSTC_ENOMEM, "out of memory");
+    }
+    char line[1024];
+    int first = 1;
+    while (fgets(line, sizeof line, f)) {
+        if (first) fputs(metrics_header, mem);
+        else if (atoi(line) >= 1 && atoi(line) <= keep) fputs(line, mem);
+        first = 0;
+    }
+    if (first) fputs(metrics_header, mem);
+    fclose(f);
+    fclose(mem);
+    int rc = sstc_write_atomic(path, out, len);
+    free(out);
+    return rc;
+}
+
+static int append_line(const char *path, const char *line) {
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot append: %s", path, strerror(errno));
+    size_t n = strlen(line);
+    ssize_t w = write(fd, line, n);
+    int e = errno;
+    if (w != (ssize_t)n || fsync(fd)) {
+        close(fd);
+        return sstc_fail(SSTC_EIO, "%s: write failed: %s", path, w < 0 ? strerror(e) : "short write");
+    }
+    if (close(fd)) return sstc_fail(SSTC_EIO, "%s: close failed: %s", path, strerror(errno));
+    return 0;
+}
+
+/* ---- the loop --------------------------------------------------------------- */
+
+typedef struct {
+    sstc_session *s;
+    const sstc_run_opts *o;
+    const sstc_run_hooks *h;
+    char ckpt[4096], metrics[4096], summary[4096], lock[4096];
+    int lock_fd;
+    int config_changed;
+} run_ctx;
+
+static int default_train_epoch(sstc_session *s, double *loss, double *err, float *lr) {
+    const sstc_config *c = &s->cfg;
+    *lr = sstc_lr_at(&c->lr, s->state.epoch);
+    return sstc_session_train_epoch(s, &c->lr, c->epochs, "float", loss, err);
+}
+
+static void phase_of(const run_ctx *r, int epoch, char *name, size_t n, int *K) {
+    *K = 0;
+    if (r->h && r->h->phase) r->h->phase(r->h->user, epoch, name, n, K);
+    else snprintf(name, n, "float");
+}
+
+static int save_checkpoint(run_ctx *r) {
+    void *blob = NULL;
+    size_t len = 0;
+    if (r->h && r->h->save_state && r->h->save_state(r->h->user, &blob, &len)) return sstc_errcode();
+    int rc = sstc_checkpoint_save(r->s, r->ckpt, blob, len);
+    free(blob);
+    return rc;
+}
+
+/* Saves after an interrupt and says how to continue. */
+static int interrupted(run_ctx *r, const char *where) {
+    if (save_checkpoint(r)) return sstc_fail_prefix(sstc_errcode(), "interrupted, and saving the checkpoint failed: ");
+    return sstc_fail(SSTC_EINTR, "interrupted %s; checkpoint saved to %s%s%s", where, r->ckpt,
+                     r->o->resume_hint ? "\ncontinue with: " : "", r->o->resume_hint ? r->o->resume_hint : "");
+}
+
+static int restore(run_ctx *r) {
+    sstc_session *s = r->s;
+    struct stat st;
+    if (stat(r->ckpt, &st))
+        return sstc_fail(SSTC_EIO, "--resume: no checkpoint at %s (nothing to resume; run without --resume)", r->ckpt);
+    if (sstc_checkpoint_check_config(s, r->ckpt)) {
+        if (!r->o->allow_config_change) return sstc_fail_prefix(sstc_errcode(), "--resume: ");
+        r->config_changed = 1;
+        if (!s->quiet) fprintf(s->log, "warning: resuming with a changed configuration: %s\n", sstc_errmsg());
+    }
+    void *blob = NULL;
+    size_t len = 0;
+    if (sstc_checkpoint_restore(s, r->ckpt, &blob, &len)) return sstc_fail_prefix(sstc_errcode(), "--resume: ");
+    int rc = 0;
+    if (r->h && r->h->load_state) rc = r->h->load_state(r->h->user, len ? blob : NULL, len);
+    else if (len) rc = sstc_fail(SSTC_EFORMAT, "%s holds the state of another kind of run (e.g. a compression)", r->ckpt);
+    free(blob);
+    if (rc) return sstc_fail_prefix(rc, "--resume: ");
+    return 0;
+}
+
+static int write_summary(run_ctx *r, const sstc_run_result *res) {
+    sstc_session *s = r->s;
+    const sstc_config *c = &s->cfg;
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return sstc_fail(SSTC_ENOMEM, "summary: out of memory");
+    cJSON_AddStringToObject(o, "name", c->name);
+    cJSON_AddStringToObject(o, "config", c->path);
+    cJSON_AddStringToObject(o, "dataset", c->dataset);
+    cJSON_AddStringToObject(o, "method", r->o->method ? r->o->method : "float");
+    cJSON_AddNumberToObject(o, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(o, "threads", c->threads);
+    cJSON_AddNumberToObject(o, "epochs", res->epochs);
+    cJSON_AddNumberToObject(o, "params", (double)sstc_model_num_params(s->model));
+    cJSON_AddNumberToObject(o, "train_loss", res->train_loss);
+    cJSON_AddNumberToObject(o, "train_error", res->train_error);
+    cJSON_AddNumberToObject(o, "test_loss", res->test.loss);
+    cJSON_AddNumberToObject(o, "test_error", res->test.error);
+    cJSON_AddBoolToObject(o, "test_flip", c->test_flip != 0);
+    if (s->nval) cJSON_AddNumberToObject(o, "val_error", res->val.error);
+    cJSON_AddNumberToObject(o, "seconds", round(res->seconds * 10) / 10);
+    if (r->config_changed) cJSON_AddBoolToObject(o, "config_changed_on_resume", 1);
+    int rc = 0;
+    if (r->h && r->h->summary) rc = r->h->summary(r->h->user, s, o);
+    if (!rc) rc = sstc_write_json(r->summary, o);
+    cJSON_Delete(o);
+    return rc;
+}
+
+static void print_header(const sstc_session *s) {
+    const sstc_config *c = &s->cfg;
+    fprintf(s->log, "%s: %s, %d train / %d validation / %d test images of %dx%dx%d, %zu parameters\n", c->name,
+            c->dataset, s->ntrain, s->nval, s->test.n, s->in_c, s->in_h, s->in_w, sstc_model_num_params(s->model));
+    sstc_model_print(s->model, s->log);
+}
+
+/* One epoch: train, evaluate, a metrics row, a checkpoint. */
+static int run_epoch(run_ctx *r, int total, sstc_run_result *res) {
+    sstc_session *s = r->s;
+    double t0 = now();
+    float lr = 0;
+    char phase[32];
+    int K;
+    phase_of(r, s->state.epoch, phase, sizeof phase, &K);
+    int rc = r->h && r->h->train_epoch ? r->h->train_epoch(r->h->user, s, &res->train_loss, &res->train_error, &lr)
+                                       : default_train_epoch(s, &res->train_loss, &res->train_error, &lr);
+    if (rc == SSTC_EINTR) {
+        s->state.total_seconds += now() - t0;
+        char where[64];
+        snprintf(where, sizeof where, "at epoch %d, batch %d", s->state.epoch + 1, s->state.batch);
+        return interrupted(r, where);
+    }
+    if (rc == SSTC_ENUMERIC) {
+        struct stat st;
+        return sstc_fail_prefix(rc, "%s", stat(r->ckpt, &st) ? "(no checkpoint was written yet) "
+                                                              : "(the last epoch's checkpoint is left as it was) ");
+    }
+    if (rc) return rc;
+    rc = sstc_session_evaluate_test(s, &res->test);
+    if (!rc) rc = sstc_session_evaluate_val(s, &res->val);
+    if (rc == SSTC_EINTR) {
+        /* the epoch's training is done: the checkpoint says so, and --resume
+         * goes straight to this evaluation */
+        s->state.total_seconds += now() - t0;
+        return interrupted(r, "during the evaluation");
+    }
+    if (rc) return sstc_fail_prefix(rc, "evaluation: ");
+    double secs = now() - t0;
+    double ips = s->state.seen / (s->state.seconds > 0 ? s->state.seconds : 1);
+    s->state.epoch++;
+    s->state.batch = 0;
+    s->state.total_seconds += secs;
+    char line[512], kbuf[16] = "", val[64] = ",";
+    if (K > 0) snprintf(kbuf, sizeof kbuf, "%d", K);
+    if (s->nval) snprintf(val, sizeof val, "%.6f,%.6f", res->val.loss, res->val.error);
+    snprintf(line, sizeof line, "%d,%s,%s,%.6g,%.6f,%.6f,%.6f,%.6f,%s,%.3f,%.1f\n", s->state.epoch, phase, kbuf, (double)lr,
+             res->train_loss, res->train_error, res->test.loss, res->test.error, val, secs, ips);
+    if (append_line(r->metrics, line) || save_checkpoint(r)) return sstc_errcode();
+    if (!s->quiet) {
+        fprintf(s->log, "epoch %d/%d  %s", s->state.epoch, total, phase);
+        if (K > 0) fprintf(s->log, " K=%d", K);
+        fprintf(s->log, "  lr %.3g  train loss %.4f err %.2f%%  test loss %.4f err %.2f%%", (double)lr, res->train_loss,
+                100 * res->train_error, res->test.loss, 100 * res->test.error);
+        if (s->nval) fprintf(s->log, "  val err %.2f%%", 100 * res->val.error);
+        fprintf(s->log, "  %.1fs %.0f img/s\n", secs, ips);
+    }
+    return 0;
+}
+
+static int lock_outdir(run_ctx *r) {
+    r->lock_fd = open(r->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (r->lock_fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot create the run lock: %s", r->lock, strerror(errno));
+    if (flock(r->lock_fd, LOCK_EX | LOCK_NB)) {
+        close(r->lock_fd);
+        r->lock_fd = -1;
+        return sstc_fail(SSTC_EBUSY, "%s is in use by another run (it holds %s); give this run another --out", r->o->outdir, r->lock);
+    }
+    return 0;
+}
+
+int sstc_run(sstc_session *s, const sstc_run_opts *o, const sstc_run_hooks *h, sstc_run_result *result) {
+    if (!s || !o || !o->outdir) return sstc_fail(SSTC_EINVAL, "run: NULL session or output folder");
+    if (!s->data_loaded) return sstc_fail(SSTC_ESTATE, "run: the session has no data loaded");
+    run_ctx r = {.s = s, .o = o, .h = h, .lock_fd = -1};
+    sstc_run_result res = {0};
+    if (sstc_path(r.ckpt, sizeof r.ckpt, "%s/checkpoint.sstc", o->outdir) ||
+        sstc_path(r.metrics, sizeof r.metrics, "%s/metrics.csv", o->outdir) ||
+        sstc_path(r.summary, sizeof r.summary, "%s/summary.json", o->outdir) ||
+        sstc_path(r.lock, sizeof r.lock, "%s/.lock", o->outdir) || sstc_mkdirs(o->outdir) || lock_outdir(&r))
+        return sstc_errcode();
+    int rc = 0;
+    if (o->resume) {
+        if (!(rc = restore(&r))) {
+            rc = trim_metrics(r.metrics, s->state.epoch);
+            if (!s->quiet)
+                fprintf(s->log, "resuming from %s at epoch %d, batch %d\n", r.ckpt, s->state.epoch + 1, s->state.batch);
+        }
+    } else {
+        unlink(r.summary); /* a summary is only ever the result of a finished run */
+        rc = sstc_write_atomic(r.metrics, metrics_header, strlen(metrics_header));
+    }
+    if (rc) goto done;
+    int total = h && h->train_epoch ? h->total_epochs : s->cfg.epochs;
+    if (!s->quiet) print_header(s);
+    /* the last epoch's training figures, also when nothing is left to run */
+    res.train_loss = s->state.seen ? s->state.loss_sum / s->state.seen : 0;
+    res.train_error = s->state.seen ? s->state.err_sum / s->state.seen : 0;
+    while (s->state.epoch < total && !rc) rc = run_epoch(&r, total, &res);
+    if (rc) goto done;
+    double t0 = now();
+    if (h && h->finish && (rc = h->finish(h->user, s))) {
+        if (rc == SSTC_EINTR)
+            rc = sstc_fail(SSTC_EINTR, "interrupted during the final step; the last epoch's checkpoint is %s%s%s", r.ckpt,
+                           o->resume_hint ? "\ncontinue with: " : "", o->resume_hint ? o->resume_hint : "");
+        goto done;
+    }
+    if ((h && h->finish) || res.test.count == 0) {
+        if ((rc = sstc_session_evaluate_test(s, &res.test)) || (rc = sstc_session_evaluate_val(s, &res.val))) goto done;
+    }
+    s->state.total_seconds += now() - t0;
+    if ((h && h->finish && (rc = save_checkpoint(&r))) ||
+        (h && h->write_outputs && (rc = h->write_outputs(h->user, s, o->outdir))))
+        goto done;
+    res.seconds = s->state.total_seconds;
+    res.epochs = total;
+    rc = write_summary(&r, &res);
+done:
+    if (r.lock_fd >= 0) close(r.lock_fd);
+    if (result) *result = res;
+    return rc;
+}
