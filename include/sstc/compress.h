@@ -2,7 +2,7 @@
  * (gradual) pruning with masked retraining, ternarization into the (N,K)
  * structured sparse ternary constraint and retraining with the quantizer in
  * the loop (straight-through estimator), batch-norm re-estimation, export.
- * The method is described in ../shared/method.md and the README.
+ * The method is described in docs/method.md and the README.
  *
  * A run is a sequence of phases over one global epoch counter:
  *   prune stage s (keep K_s of N, float, mask held)   stage_epochs each
