@@ -39,7 +39,7 @@ VARIANTS = {  # column -> (normalize, gradual)
     "+norm": ("row", False),
     "+gradual": ("none", True),
     "+both": ("row", True),
-    # beyond the paper: fan-in interleaving (method.md section 3)
+    # beyond the paper: fan-in interleaving (docs/method.md section 8.1)
     "+interleave": ("interleave", False),
     "+both+interleave": ("row+interleave", True),
 }
@@ -103,7 +103,7 @@ def table_cifar10():
             spec("sst", 8, 2, "+norm", 1), spec("sst", 8, 2, "+gradual", 1),
             spec("sst", 8, 2, "+norm", 1, layers="fc"), spec("sst", 8, 2, "+gradual", 1, layers="fc"),
             spec("ternary", 1, 1, "direct", 1)]
-    # Levers beyond the paper (method.md section 7) for the all-layer target, each its own row.
+    # Levers beyond the paper (docs/method.md section 8.4) for the all-layer target, each its own row.
     longer = lever(spec("sst", 8, 2, "+both", 1, retrain_epochs=6), "_r6",
                    "6 epochs of final retraining instead of 2", [])
     skip = lever(spec("sst", 8, 2, "+both", 1), "_skipfirst",
@@ -227,7 +227,7 @@ def write_results(table, spec, rows, float_summary):
     md.append("")
     levers = [r for r in rows if r.get("lever")]
     if levers:
-        md.append("Levers beyond the paper (method.md section 7), each changing one setting of a table run:")
+        md.append("Levers beyond the paper (docs/method.md section 8.4), each changing one setting of a table run:")
         md.append("")
         md.append("| run | code | variant | what changes | epochs | test error % |")
         md.append("|---|---|---|---|---|---|")

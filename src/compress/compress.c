@@ -118,7 +118,7 @@ static int permute_rows(float *a, int n, size_t len, const int *old_of) {
     return 0;
 }
 
-/* Interleaving (method.md section 3, beyond the paper): the fan-in of coded
+/* Interleaving (docs/method.md section 8.1, beyond the paper): the fan-in of coded
  * layer L comes from the output channels of an earlier weight layer P through
  * per-channel layers only (batch norm, ReLU, dropout, pooling, flatten), so
  * the channels can be renumbered without changing the network's function:
