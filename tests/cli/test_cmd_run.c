@@ -1,0 +1,111 @@
+/* sstc run / train / compress as a user meets them: careless paths and
+ * hostile config files give a clean error (never a crash or a hang), and
+ * `sstc run` goes from a config to a checked .sst file. Runs the built
+ * program from the repository root. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cjson/cJSON.h>
+
+#include "../data/data_helpers.h"
+#include "../tiny_dataset.h"
+#include "sstc/run.h"
+
+static char dir[256];
+static void setup(void) { tiny_dataset_make(dir, sizeof dir, 64, 32); }
+static void teardown(void) { tiny_dataset_remove(dir); }
+
+TestSuite(run_cli, .init = setup, .fini = teardown);
+
+static int run(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p, "cannot run %s", cmd);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void write_file(const char *path, const char *text, size_t n) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    fwrite(text, 1, n, f);
+    fclose(f);
+}
+
+Test(run_cli, unusable_config_paths_fail_cleanly_in_every_run_command) {
+    static char out[8192];
+    char empty[400], nul[400], fifo[400], cmd[1200];
+    snprintf(empty, sizeof empty, "%s/empty.ini", dir);
+    snprintf(nul, sizeof nul, "%s/nul.ini", dir);
+    snprintf(fifo, sizeof fifo, "%s/fifo.ini", dir);
+    write_file(empty, "", 0);
+    write_file(nul, "[data]\0x", 8);
+    cr_assert_eq(mkfifo(fifo, 0644), 0);
+    const char *paths[] = {"/nonexistent/config.ini", empty, nul, fifo, dir, "/dev/zero"};
+    const char *expect[] = {"No such file", "empty", "NUL", "not a regular file", "not a regular file",
+                            "not a regular file"};
+    const char *cmds[] = {"train", "compress", "run"};
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < 6; i++) {
+            /* timeout: a FIFO must not block the reader */
+            snprintf(cmd, sizeof cmd, "timeout 10 ./build/sstc %s '%s' --quiet 2>&1", cmds[c], paths[i]);
+            int rc = run(cmd, out, sizeof out);
+            cr_assert_eq(rc, 1, "sstc %s %s: exit %d: %s", cmds[c], paths[i], rc, out);
+            cr_assert(th_has(out, expect[i]), "sstc %s %s: %s", cmds[c], paths[i], out);
+        }
+}
+
+Test(run_cli, usage_errors_exit_2) {
+    static char out[8192];
+    cr_assert_eq(run("./build/sstc run 2>&1", out, sizeof out), 2);
+    cr_assert(th_has(out, "missing CONFIG"), "%s", out);
+    cr_assert_eq(run("./build/sstc run a.ini --frobnicate 2>&1", out, sizeof out), 2);
+    cr_assert_eq(run("./build/sstc train a.ini --epochs -3 2>&1", out, sizeof out), 2);
+    cr_assert_eq(run("./build/sstc train a.ini --from x.sstc 2>&1", out, sizeof out), 2);
+    cr_assert_eq(run("./build/sstc run --help", out, sizeof out), 0);
+    cr_assert(th_has(out, "usage: sstc run CONFIG"), "%s", out);
+}
+
+Test(run_cli, run_trains_compresses_and_checks_the_sst_file) {
+    static char out[1 << 15];
+    char cfg[400], odir[400], cmd[1200];
+    snprintf(cfg, sizeof cfg, "%s/exp.ini", dir);
+    snprintf(odir, sizeof odir, "%s/out", dir);
+    char text[1024];
+    int n = snprintf(text, sizeof text,
+                     "[experiment]\nname = exp\nseed = 2\nthreads = 1\n[data]\ndataset = %s\n"
+                     "[train]\nepochs = 2\nbatch_size = 16\nlr = 0.01\n"
+                     "[fc]\noutputs = 24\nbias = false\n[batchnorm]\n[relu]\n[fc]\noutputs = 2\n"
+                     "[compress]\nN = 8\nK = 2\nschedule = 4,2\nstage_epochs = 1\nretrain_epochs = 1\nbn_batches = 2\n",
+                     dir);
+    write_file(cfg, text, (size_t)n);
+    snprintf(cmd, sizeof cmd, "./build/sstc run '%s' --out '%s' --quiet 2>&1", cfg, odir);
+    int rc = run(cmd, out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    cr_assert(th_has(out, "model.sst alone (engine)"), "%s", out);
+    char p[600];
+    snprintf(p, sizeof p, "%s/summary.json", odir);
+    cJSON *j = NULL;
+    cr_assert_eq(sstc_read_json(p, &j), 0, "%s", sstc_errmsg());
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "sst_check")), "agrees");
+    double e1 = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "test_error"));
+    double e2 = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "sst_test_error"));
+    cr_assert(e1 == e1 && e2 == e2, "both errors present");
+    cr_assert_leq(e1 > e2 ? e1 - e2 : e2 - e1, 2.5 / 32, "run %g, .sst %g", e1, e2);
+    cJSON_Delete(j);
+    snprintf(p, sizeof p, "%s/float/summary.json", odir);
+    struct stat st;
+    cr_assert_eq(stat(p, &st), 0, "the float network's summary is in float/");
+    /* a finished run resumed again changes nothing and still agrees */
+    snprintf(cmd, sizeof cmd, "./build/sstc run '%s' --out '%s' --quiet --resume 2>&1", cfg, odir);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    /* ... but not with other settings */
+    snprintf(cmd, sizeof cmd, "./build/sstc run '%s' --out '%s' --quiet --resume --set compress.bn_batches=3 2>&1", cfg, odir);
+    cr_assert_eq(run(cmd, out, sizeof out), 1, "%s", out);
+    cr_assert(th_has(out, "another configuration"), "%s", out);
+}
