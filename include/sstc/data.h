@@ -132,6 +132,12 @@ void sstc_image_free(sstc_image *img);
 /* Writes an 8-bit PNG (c = 1 gray, 3 RGB, 4 RGBA) from HWC pixels. */
 int sstc_image_write_png(const char *path, int w, int h, int c, const uint8_t *hwc);
 
+/* A grid of sample images (interleaved h x w x c, for sstc_image_write_png):
+ * one row per class (at most 20), up to per_class images each, drawn at
+ * random (seed), each pixel scaled up `scale` times (0: to about 64 pixels). */
+int sstc_dataset_sample_grid(const sstc_dataset *ds, int per_class, uint64_t seed, int scale, uint8_t **img, int *w,
+                             int *h, int *rows);
+
 /* An IDX images file (3 dims n,h,w, or 4 dims n,h,w,c with c <= 4) and its
  * labels file (1 dim n), both unsigned bytes, each gzip-compressed or not.
  * num_classes 0: max label + 1; otherwise labels must be below it. */

@@ -135,6 +135,44 @@ static int one_name(const char *cmd, int argc, char **argv, void (*help)(FILE *)
     return 0;
 }
 
+/* The per-class image counts of `sstc data info`, and the pixel statistics. */
+static int print_classes(const char *name, sstc_dataset ds[2], const int have[2], const char *split0) {
+    sstc_dataset *first = &ds[0];
+    int k = first->num_classes;
+    printf("classes  %d\n\n", k);
+    int width = 5;
+    for (int c = 0; c < k; c++)
+        if ((int)strlen(first->class_names[c]) > width) width = (int)strlen(first->class_names[c]);
+    printf("%-*s  %7s  %7s\n", width, "class", split0, have[1] ? "test" : "");
+    int *counts = calloc((size_t)k * 2 + 2, sizeof(int));
+    if (!counts) {
+        fprintf(stderr, "sstc data info: out of memory\n");
+        return 1;
+    }
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; have[s] && i < ds[s].n; i++)
+            if (ds[s].labels[i] >= 0 && ds[s].labels[i] < k) counts[s * k + ds[s].labels[i]]++;
+    for (int c = 0; c < k; c++) {
+        printf("%-*s  %7d", width, first->class_names[c], counts[c]);
+        if (have[1]) printf("  %7d", counts[k + c]);
+        printf("\n");
+    }
+    printf("%-*s  %7d", width, "total", ds[0].n);
+    if (have[1]) printf("  %7d", ds[1].n);
+    printf("\n");
+    sstc_normalizer norm;
+    if (sstc_dataset_channel_stats(first, NULL, 0, &norm) == 0) {
+        printf("\ntrain pixel mean/std (per channel, [0,1] scale):");
+        for (int c = 0; c < norm.c; c++) printf(" %.4f/%.4f", norm.mean[c], norm.std[c]);
+        printf("\n");
+    }
+    if (!strcmp(name, "cifar10") && !strcmp(first->format ? first->format : "", "image folder"))
+        printf("note: these are JPEG re-encodings of CIFAR-10 (slightly lossy); accuracies on them are close to,\n"
+               "      but not the same as, accuracies on the original binary batches\n");
+    free(counts);
+    return 0;
+}
+
 static int cmd_info(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
         usage_info(stdout);
@@ -179,43 +217,10 @@ static int cmd_info(int argc, char **argv) {
     if (have[1] && (ds[1].c != ds[0].c || ds[1].h != ds[0].h || ds[1].w != ds[0].w))
         printf("warning: the test images are %dx%dx%d, the training images %dx%dx%d\n", ds[1].c, ds[1].h, ds[1].w,
                ds[0].c, ds[0].h, ds[0].w);
-    int k = first->num_classes;
-    printf("classes  %d\n\n", k);
-    int width = 5;
-    for (int c = 0; c < k; c++)
-        if ((int)strlen(first->class_names[c]) > width) width = (int)strlen(first->class_names[c]);
-    printf("%-*s  %7s  %7s\n", width, "class", splits[0], have[1] ? "test" : "");
-    int *counts = calloc((size_t)k * 2 + 2, sizeof(int));
-    if (!counts) {
-        fprintf(stderr, "sstc data info: out of memory\n");
-        sstc_dataset_free(&ds[0]);
-        sstc_dataset_free(&ds[1]);
-        return 1;
-    }
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; have[s] && i < ds[s].n; i++)
-            if (ds[s].labels[i] >= 0 && ds[s].labels[i] < k) counts[s * k + ds[s].labels[i]]++;
-    for (int c = 0; c < k; c++) {
-        printf("%-*s  %7d", width, first->class_names[c], counts[c]);
-        if (have[1]) printf("  %7d", counts[k + c]);
-        printf("\n");
-    }
-    printf("%-*s  %7d", width, "total", ds[0].n);
-    if (have[1]) printf("  %7d", ds[1].n);
-    printf("\n");
-    sstc_normalizer norm;
-    if (sstc_dataset_channel_stats(first, NULL, 0, &norm) == 0) {
-        printf("\ntrain pixel mean/std (per channel, [0,1] scale):");
-        for (int c = 0; c < norm.c; c++) printf(" %.4f/%.4f", norm.mean[c], norm.std[c]);
-        printf("\n");
-    }
-    if (!strcmp(name, "cifar10") && !strcmp(first->format ? first->format : "", "image folder"))
-        printf("note: these are JPEG re-encodings of CIFAR-10 (slightly lossy); accuracies on them are close to,\n"
-               "      but not the same as, accuracies on the original binary batches\n");
-    free(counts);
+    rc = print_classes(name, ds, have, splits[0]);
     sstc_dataset_free(&ds[0]);
     sstc_dataset_free(&ds[1]);
-    return 0;
+    return rc;
 }
 
 static int cmd_show(int argc, char **argv) {
@@ -268,40 +273,12 @@ static int cmd_show(int argc, char **argv) {
         fprintf(stderr, "sstc data show: %s\n", sstc_errmsg());
         return 1;
     }
-    int rows = ds.num_classes < 20 ? ds.num_classes : 20;
-    int side = ds.h > ds.w ? ds.h : ds.w;
-    if (!scale) scale = side >= 64 ? 1 : (64 + side - 1) / side;
-    int gap = 2, cw = ds.w * scale, ch = ds.h * scale;
-    int W = gap + per_class * (cw + gap), H = gap + rows * (ch + gap);
-    int C = ds.c;
-    uint8_t *img = calloc((size_t)W * H * C, 1);
-    int *pick = malloc(sizeof(int) * (size_t)ds.n);
-    if (!img || !pick) {
-        fprintf(stderr, "sstc data show: out of memory for a %dx%d grid\n", W, H);
-        free(img), free(pick);
+    uint8_t *img = NULL;
+    int W, H, C = ds.c, rows;
+    if (sstc_dataset_sample_grid(&ds, per_class, (uint64_t)seed, scale, &img, &W, &H, &rows)) {
+        fprintf(stderr, "sstc data show: %s\n", sstc_errmsg());
         sstc_dataset_free(&ds);
         return 1;
-    }
-    memset(img, 48, (size_t)W * H * C);
-    for (int i = 0; i < ds.n; i++) pick[i] = i;
-    sstc_rng rng;
-    sstc_rng_seed(&rng, (uint64_t)seed);
-    sstc_rng_shuffle(&rng, pick, ds.n);
-    size_t hw = (size_t)ds.h * ds.w;
-    for (int r = 0; r < rows; r++) {
-        int col = 0;
-        for (int j = 0; j < ds.n && col < per_class; j++) {
-            int k = pick[j];
-            if (ds.labels[k] != r) continue;
-            const uint8_t *src = ds.pixels + (size_t)k * C * hw;
-            int x0 = gap + col * (cw + gap), y0 = gap + r * (ch + gap);
-            for (int y = 0; y < ch; y++)
-                for (int x = 0; x < cw; x++)
-                    for (int c = 0; c < C; c++)
-                        img[((size_t)(y0 + y) * W + (size_t)(x0 + x)) * C + c] =
-                            src[(size_t)c * hw + (size_t)(y / scale) * ds.w + (size_t)(x / scale)];
-            col++;
-        }
     }
     int rc = sstc_image_write_png(out, W, H, C, img);
     if (rc) fprintf(stderr, "sstc data show: %s\n", sstc_errmsg());
@@ -311,7 +288,6 @@ static int cmd_show(int argc, char **argv) {
         printf(" top to bottom) of up to %d %s images each\n", per_class, split);
     }
     free(img);
-    free(pick);
     sstc_dataset_free(&ds);
     return rc ? 1 : 0;
 }
