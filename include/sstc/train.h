@@ -36,6 +36,8 @@ typedef struct {
 
 /* Progress of the epoch under way; saved in checkpoints so a run stopped
  * mid-epoch resumes at the next batch with the same running sums. */
+#define SSTC_MAX_EPOCHS 1000000 /* as [train] epochs allows */
+
 typedef struct {
     int epoch;            /* 0-based epoch under way (== epochs done) */
     int batch;            /* batches done in this epoch */

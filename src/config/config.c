@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stdarg.h>
@@ -266,7 +267,7 @@ static int set_value(parser *p, const key_def *k, void *base, const char *value)
     case K_FLOAT: {
         errno = 0;
         double v = strtod(value, &end);
-        if (end == value || *end || errno || v != v)
+        if (end == value || *end || errno || !isfinite(v))
             return perr(p, "[%s] %s = '%s': expected %s", sec, k->key, value, type_name(k->type));
         if (v < k->lo || v > k->hi)
             return perr(p, "[%s] %s = %s: out of range, expected %g..%g", sec, k->key, value, k->lo, k->hi);
@@ -342,7 +343,8 @@ static int set_value(parser *p, const key_def *k, void *base, const char *value)
         while (*s) {
             errno = 0;
             double v = strtod(s, &end);
-            if (end == s || errno) return perr(p, "[%s] %s = '%s': expected %s", sec, k->key, value, type_name(k->type));
+            if (end == s || errno || !isfinite(v))
+                return perr(p, "[%s] %s = '%s': expected %s", sec, k->key, value, type_name(k->type));
             if (n >= (int)k->hi) return perr(p, "[%s] %s: more than %d values", sec, k->key, (int)k->hi);
             if (v < k->lo) return perr(p, "[%s] %s: value %g below %g", sec, k->key, v, k->lo);
             if (k->type == K_INTLIST) {
@@ -438,6 +440,10 @@ static void config_defaults(sstc_config *c, const char *path) {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     snprintf(c->name, sizeof c->name, "%.*s", (int)strcspn(base, "."), base);
+    /* the default name is the file's: keep it a plain folder name */
+    for (char *q = c->name; *q; q++)
+        if (!(isalnum((unsigned char)*q) || *q == '_' || *q == '-' || *q == '+')) *q = '_';
+    if (!c->name[0]) snprintf(c->name, sizeof c->name, "experiment");
     c->seed = 1;
     c->threads = 2;
     c->normalize = SSTC_NORM_DATASET;
@@ -501,6 +507,17 @@ static int apply_override(parser *p, const char *ov) {
 
 static int finish(parser *p) {
     sstc_config *c = p->cfg;
+    /* the name becomes a folder under runs/: one plain path component */
+    for (const char *q = c->name; *q; q++)
+        if (!(isalnum((unsigned char)*q) || *q == '_' || *q == '-' || *q == '.' || *q == '+') || c->name[0] == '.') {
+            sstc_fail(SSTC_ECONFIG, "%s: [experiment] name = '%s': expected letters, digits, '_', '-', '+' or '.' "
+                      "(not first), as it names the run's folder", p->path, c->name);
+            return SSTC_ECONFIG;
+        }
+    if (!c->name[0]) {
+        sstc_fail(SSTC_ECONFIG, "%s: [experiment] name is empty", p->path);
+        return SSTC_ECONFIG;
+    }
     if (!c->dataset[0]) {
         sstc_fail(SSTC_ECONFIG, "%s: [data] dataset is missing; expected mnist, cifar10, fashion-mnist or a path", p->path);
         return SSTC_ECONFIG;
@@ -561,6 +578,8 @@ int sstc_config_parse(const char *text, const char *path, const char *const *ove
     if (!text || !out) return sstc_fail(SSTC_EINVAL, "config_parse: NULL argument");
     if (!path) path = "<config>";
     config_defaults(out, path);
+    /* a UTF-8 byte-order mark (some editors write one) is not part of the text */
+    if (!strncmp(text, "\xEF\xBB\xBF", 3)) text += 3;
     parser p = {.cfg = out, .path = path, .text = text, .override_idx = -1};
     int rc = ini_parse_stream(reader, &p, handler, &p);
     if (!p.error && rc > 0) {

@@ -15,6 +15,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
+#include <math.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,6 +281,23 @@ static int restore_body(sstc_session *s, rbuf *r, void **extra, size_t *extra_le
     st.seconds = get_f64(r, "seconds");
     st.total_seconds = get_f64(r, "total seconds");
     if (r->err) return sstc_errcode();
+    /* a valid checksum only says the bytes are as written: every field is
+     * checked against what it can be before it is used */
+    if (s->norm.c < 1 || s->norm.c > 4)
+        return sstc_fail(SSTC_EFORMAT, "%s: normalization for %d channels, expected 1 to 4", r->path, s->norm.c);
+    for (int c = 0; c < s->norm.c; c++)
+        if (!isfinite(s->norm.mean[c]) || !(s->norm.std[c] > 0 && isfinite(s->norm.std[c])))
+            return sstc_fail(SSTC_EFORMAT, "%s: impossible input normalization (channel %d: mean %g, std %g)", r->path, c,
+                             (double)s->norm.mean[c], (double)s->norm.std[c]);
+    {
+        int nb = s->batcher_ready ? sstc_batcher_num_batches(&s->batcher) : INT32_MAX;
+        uint32_t raw_epoch = (uint32_t)st.epoch, raw_batch = (uint32_t)st.batch;
+        if (raw_epoch > SSTC_MAX_EPOCHS || raw_batch > (uint32_t)nb || raw_batch > (uint32_t)INT32_MAX / 65536 ||
+            st.seen < 0 || !(st.loss_sum >= 0) || !isfinite(st.loss_sum) || !(st.err_sum >= 0) || st.err_sum > st.seen ||
+            !(st.seconds >= 0) || !isfinite(st.seconds) || !(st.total_seconds >= 0) || !isfinite(st.total_seconds))
+            return sstc_fail(SSTC_EFORMAT, "%s: impossible position or running sums (epoch %u, batch %u of %d, %ld seen, "
+                             "loss sum %g, errors %g)", r->path, raw_epoch, raw_batch, nb, st.seen, st.loss_sum, st.err_sum);
+    }
     uint32_t nscaled = get_u32(r, "scaled layer count");
     if (r->err) return sstc_errcode();
     if (nscaled > (uint32_t)s->model->nlayers)
@@ -334,6 +353,10 @@ static int restore_body(sstc_session *s, rbuf *r, void **extra, size_t *extra_le
                              sstc_shape_str(t, sb, sizeof sb));
         }
         if (get(r, t->data, t->size * sizeof(float), name)) return sstc_errcode();
+        for (size_t k = 0; k < t->size; k++)
+            if (!isfinite(t->data[k]))
+                return sstc_fail(SSTC_EFORMAT, "%s: tensor '%s' holds %g at index %zu; a checkpoint holds finite values only",
+                                 r->path, name, (double)t->data[k], k);
     }
     sstc_optimizer *o = s->opt;
     uint32_t kind = get_u32(r, "optimizer kind");

@@ -126,3 +126,31 @@ Test(config, shipped_configs_parse) {
         cr_assert_eq(sstc_config_load(files[i], NULL, 0, &c), 0, "%s", sstc_errmsg());
     }
 }
+
+Test(config, hostile_values_are_refused_where_they_are_written) {
+    sstc_config c;
+    const char *base = "[data]\ndataset = mnist\n[fc]\noutputs = 10\n";
+    char text[512];
+    /* a name that would leave runs/ */
+    snprintf(text, sizeof text, "[experiment]\nname = ../../x\n%s", base);
+    cr_assert_neq(sstc_config_parse(text, "h.ini", NULL, 0, &c), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "names the run's folder"), "%s", sstc_errmsg());
+    snprintf(text, sizeof text, "[experiment]\nname = .hidden\n%s", base);
+    cr_assert_neq(sstc_config_parse(text, "h.ini", NULL, 0, &c), 0);
+    /* a file name that is not a plain folder name gives a cleaned default */
+    cr_assert_eq(sstc_config_parse(base, "/some/dir/my exp.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
+    cr_assert_str_eq(c.name, "my_exp");
+    /* NaN and infinity are not numbers a config can mean */
+    const char *bad[] = {"mean = nan\nstd = 1\nnormalize = given\n", "mean = 0\nstd = inf\nnormalize = given\n"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(text, sizeof text, "[data]\ndataset = mnist\n%s[fc]\noutputs = 10\n", bad[i]);
+        cr_assert_neq(sstc_config_parse(text, "h.ini", NULL, 0, &c), 0, "case %d accepted", i);
+        cr_assert_not_null(strstr(sstc_errmsg(), "h.ini:"), "%s", sstc_errmsg());
+    }
+    const char *ov[] = {"train.lr=nan"};
+    cr_assert_neq(sstc_config_parse(base, "h.ini", ov, 1, &c), 0);
+    /* a UTF-8 byte-order mark before the first section is skipped */
+    snprintf(text, sizeof text, "\xEF\xBB\xBF%s", base);
+    cr_assert_eq(sstc_config_parse(text, "h.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
+    cr_assert_str_eq(c.dataset, "mnist");
+}

@@ -175,6 +175,49 @@ Test(train, corrupt_truncated_and_foreign_checkpoints_are_rejected) {
         free(h);
     }
     free(buf);
+    /* checksum-valid files with impossible values: a position past the end of
+     * the epoch, an epoch beyond any run, a NaN weight */
+    {
+        sstc_epoch_state keep = *sstc_session_state(s);
+        sstc_session_state(s)->epoch = 7;
+        sstc_session_state(s)->batch = 3;
+        cr_assert_eq(sstc_checkpoint_save(s, ck, NULL, 0), 0);
+        *sstc_session_state(s) = keep;
+        size_t m = file_size(ck);
+        unsigned char *h = malloc(m);
+        f = fopen(ck, "rb");
+        cr_assert_eq(fread(h, 1, m, f), m);
+        fclose(f);
+        size_t pos = 0, wat = 0;
+        const uint32_t pair[2] = {7, 3};
+        for (size_t i = 0; i + 8 < m && !pos; i++)
+            if (!memcmp(h + i, pair, 8)) pos = i;
+        for (size_t i = 2; i + 10 < m && !wat; i++)
+            if (!memcmp(h + i, "fc1.weight", 10)) wat = i + 10 + 4 + 16;
+        cr_assert(pos > 0 && wat > 0);
+        const uint32_t cases[3][2] = {{7, 1000}, {0x80000000u, 0}, {7, 0xffffffffu}};
+        for (int k = 0; k < 4; k++) {
+            unsigned char *c = malloc(m);
+            memcpy(c, h, m);
+            if (k < 3) memcpy(c + pos, cases[k], 8);
+            else {
+                float nan = NAN;
+                memcpy(c + wat + 4 * 5, &nan, 4);
+            }
+            uint32_t crc = (uint32_t)crc32(0L, c, (uInt)(m - 4));
+            memcpy(c + m - 4, &crc, 4);
+            sstc_write_atomic(bad, c, m);
+            cr_assert_neq(sstc_checkpoint_restore(s, bad, NULL, NULL), 0, "case %d accepted", k);
+            cr_assert_not_null(strstr(sstc_errmsg(), k < 3 ? "impossible position" : "finite values"), "case %d: %s", k,
+                               sstc_errmsg());
+            free(c);
+        }
+        free(h);
+        /* a refused restore may have overwritten part of the network: start afresh */
+        sstc_session_close(s);
+        cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0);
+        cr_assert_eq(sstc_checkpoint_save(s, ck, NULL, 0), 0);
+    }
     /* opening garbage fails cleanly and leaves a session that is safe to close */
     sstc_session *g = NULL;
     sstc_write_atomic(bad, "not a checkpoint at all", 23);
