@@ -5,7 +5,7 @@
 CC      ?= gcc
 BUILD   := build
 PKGS    := libopenblas-openmp-dev libcriterion-dev libpng-dev libstb-dev zlib1g-dev \
-           libinih-dev libzip-dev libcjson-dev pkg-config
+           libinih-dev libzip-dev libcjson-dev nettle-dev pkg-config
 
 # OpenBLAS's OpenMP build, so that BLAS calls and sstc's own OpenMP loops share
 # one thread pool (the pthread build's threads and OpenMP's compete for cores).
@@ -19,7 +19,7 @@ OPT     ?= -O3 -march=x86-64-v2 -g
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -Iinclude -Isrc \
               -I/usr/include/libpng16 -I/usr/include/stb $(BLAS_CFLAGS)
 CFLAGS  = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
-LDLIBS  = $(BLAS_LIBS) -lpng16 -lz -linih -lzip -lcjson -lm -fopenmp -pthread
+LDLIBS  = $(BLAS_LIBS) -lpng16 -lz -linih -lzip -lcjson -lnettle -lm -fopenmp -pthread
 
 LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
 CLI_SRC  := $(shell find src/cli -name '*.c' | sort)
@@ -129,10 +129,12 @@ bench: $(BENCH_BIN)
 bench-infer: $(BUILD)/bench_infer
 	./$(BUILD)/bench_infer
 
-# ---- the main job: MNIST from the mirror, default experiment ---------------
+# ---- the main job: MNIST from the mirror, the whole method ------------------
+# float training, (8,2) compression with normalization and gradual pruning,
+# model.sst checked with the multiplication-free engine, a short table
 run: $(BUILD)/sstc
 	./$(BUILD)/sstc data prepare mnist
-	./$(BUILD)/sstc train configs/mnist_fc.ini
+	./$(BUILD)/sstc run configs/mnist_fc.ini
 
 # sstc against PyTorch (needs python3-torch), alternating, same net/data/threads
 bench-train: $(BUILD)/sstc

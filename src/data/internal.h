@@ -48,26 +48,6 @@ int sstc_data_dataset_set_classes(sstc_dataset *ds, const char *const *names, in
 
 /* ---- checksums ---- */
 
-typedef struct {
-    uint32_t h[8];
-    uint64_t bytes;
-    uint8_t block[64];
-    size_t fill;
-} data_sha256;
-void sstc_data_sha256_init(data_sha256 *s);
-void sstc_data_sha256_update(data_sha256 *s, const void *data, size_t len);
-void sstc_data_sha256_final(data_sha256 *s, char hex[65]);
-
-typedef struct {
-    uint32_t h[4];
-    uint64_t bytes;
-    uint8_t block[64];
-    size_t fill;
-} data_md5;
-void sstc_data_md5_init(data_md5 *s);
-void sstc_data_md5_update(data_md5 *s, const void *data, size_t len);
-void sstc_data_md5_final(data_md5 *s, char hex[33]);
-
 /* Hex digest of a file: algo "sha256" or "md5". */
 int sstc_data_file_digest(const char *path, const char *algo, char *hex, size_t hex_size);
 
