@@ -21,11 +21,12 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "sstc/error.h"
 
 #define CACHE_MAGIC "SSTCDSC\n"
-#define CACHE_VERSION 1u
+#define CACHE_VERSION 2u /* 2: a CRC-32 of labels and pixels at the end */
 
 typedef struct {
     char *name;   /* file name inside its class folder */
@@ -155,7 +156,20 @@ typedef struct {
     int32_t n, c, h, w, num_classes, pad;
 } cache_header;
 
-/* Returns 1 and fills ds if the cache is present and matches; 0 otherwise. */
+/* CRC-32 of the labels and pixels (zlib's crc32 takes at most 4 GiB a call). */
+static uint32_t cache_crc(const sstc_dataset *ds, int n, size_t per) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    crc = crc32(crc, (const Bytef *)ds->labels, (uInt)(sizeof(int32_t) * (size_t)n));
+    const uint8_t *p = ds->pixels;
+    for (size_t left = per * (size_t)n; left;) {
+        size_t k = left < (1u << 30) ? left : (1u << 30);
+        crc = crc32(crc, p, (uInt)k);
+        p += k, left -= k;
+    }
+    return (uint32_t)crc;
+}
+
+/* Returns 1 and fills ds if the cache is present, intact and matches; 0 otherwise. */
 static int cache_read(const char *path, uint64_t fp, int n, char **classes, int nclasses, sstc_dataset *ds) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
@@ -175,12 +189,15 @@ static int cache_read(const char *path, uint64_t fp, int n, char **classes, int 
         struct stat st;
         long pos = ftell(f);
         ok = pos > 0 && fstat(fileno(f), &st) == 0 &&
-             (uint64_t)st.st_size == (uint64_t)pos + sizeof(int32_t) * (size_t)n + per * (size_t)n;
+             (uint64_t)st.st_size == (uint64_t)pos + sizeof(int32_t) * (size_t)n + per * (size_t)n + 4;
         if (ok) ok = sstc_data_dataset_alloc(ds, n, hd.c, hd.h, hd.w) == 0;
         if (ok) {
             int32_t *lab = (int32_t *)ds->labels; /* int is 32 bits on every target we build for */
+            uint32_t stored = 0;
             ok = sizeof(int) == 4 && fread(lab, sizeof(int32_t), (size_t)n, f) == (size_t)n &&
-                 fread(ds->pixels, 1, per * (size_t)n, f) == per * (size_t)n;
+                 fread(ds->pixels, 1, per * (size_t)n, f) == per * (size_t)n && fread(&stored, 4, 1, f) == 1;
+            /* the decoded data are only trusted as written: a CRC-32 of labels and pixels */
+            if (ok) ok = stored == cache_crc(ds, n, per);
             for (int i = 0; ok && i < n; i++) ok = ds->labels[i] >= 0 && ds->labels[i] < nclasses;
         }
     }
@@ -217,6 +234,8 @@ static int cache_write(const char *path, uint64_t fp, const sstc_dataset *ds) {
     size_t per = (size_t)ds->c * ds->h * ds->w;
     if (ok) ok = fwrite(ds->labels, sizeof(int32_t), (size_t)ds->n, f) == (size_t)ds->n;
     if (ok) ok = fwrite(ds->pixels, 1, per * (size_t)ds->n, f) == per * (size_t)ds->n;
+    uint32_t crc = cache_crc(ds, ds->n, per);
+    if (ok) ok = fwrite(&crc, 4, 1, f) == 1;
     if (fclose(f) != 0) ok = 0;
     if (ok) ok = rename(tmp, path) == 0;
     if (!ok) remove(tmp);

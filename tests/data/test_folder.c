@@ -155,6 +155,31 @@ Test(data_folder, damaged_cache_is_rebuilt_not_trusted) {
     free(buf);
 }
 
+Test(data_folder, changed_pixels_or_labels_in_a_cache_of_the_same_size_are_not_trusted) {
+    make_small_gray();
+    cr_assert_eq(load_from_cache(), 0);
+    const char *cache = th_path("%s/train.sstcache", dir);
+    size_t n;
+    uint8_t *buf = th_read(cache, &n);
+    struct stat st;
+    cr_assert_eq(stat(cache, &st), 0);
+    /* a pixel (the file ends with the pixels and a 4-byte checksum), then a label */
+    size_t at[2] = {n - 4 - 3, n - 4 - 5 * 5 * 6 - 4};
+    for (int k = 0; k < 2; k++) {
+        buf[at[k]] ^= 1;
+        th_write(cache, buf, n);
+        struct timespec t[2] = {st.st_atim, st.st_mtim}; /* size and times kept */
+        cr_assert_eq(utimensat(AT_FDCWD, cache, t, 0), 0);
+        sstc_dataset ds;
+        cr_assert_eq(sstc_dataset_load(dir, "train", &ds), 0, "%s", sstc_errmsg());
+        cr_assert_eq(ds.from_cache, 0, "change %d: the damaged cache was used", k);
+        for (int i = 0; i < 5; i++) check_image(&ds, i, i);
+        sstc_dataset_free(&ds);
+        buf[at[k]] ^= 1;
+    }
+    free(buf);
+}
+
 Test(data_folder, test_split_uses_the_training_class_list) {
     make_small_gray();
     put_png("test", "10", "5.png", 7, 6, 5, 1); /* no "2" folder in test/ */
