@@ -265,6 +265,15 @@ Test(train, npz_export_holds_every_tensor_as_npy) {
     cr_assert_eq(memcmp(buf + 10 + hlen, sstc_session_model(s)->layers[0].weight->data, 16 * 64 * 4), 0);
     free(buf);
     zip_close(z);
+    /* a FIFO (or a device) in the way is refused and left as it was */
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "%s/fifo.npz", dir);
+    cr_assert_eq(mkfifo(fifo, 0644), 0);
+    cr_assert_neq(sstc_export_npz(sstc_session_model(s), fifo), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "not a regular file"), "%s", sstc_errmsg());
+    struct stat fst;
+    cr_assert_eq(lstat(fifo, &fst), 0);
+    cr_assert(S_ISFIFO(fst.st_mode), "the FIFO was replaced");
     sstc_session_close(s);
 }
 
