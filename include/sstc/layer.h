@@ -121,8 +121,10 @@ typedef struct sstc_layer_desc {
     void (*describe)(const sstc_model *m, const sstc_layer *l, char *buf, size_t n);
 } sstc_layer_desc;
 
-/* Every kind's descriptor, indexed by sstc_layer_kind. */
-extern const sstc_layer_desc *const sstc_layer_registry[SSTC_LAYER_KIND_COUNT];
+/* Every kind's descriptor, indexed by sstc_layer_kind: SSTC_LAYER_KIND_COUNT
+ * entries (declared without a size so that registry.c's _Static_assert
+ * counts its initializer). */
+extern const sstc_layer_desc *const sstc_layer_registry[];
 
 /* The descriptor of a kind (NULL if out of range), of a config section name
  * (NULL if none). */
