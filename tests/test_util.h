@@ -23,7 +23,7 @@ typedef struct {
 
 typedef struct {
     int count;
-    fx_array a[16];
+    fx_array a[48];
 } fx_file;
 
 static inline void fx_load(fx_file *f, const char *case_name) {
@@ -32,7 +32,7 @@ static inline void fx_load(fx_file *f, const char *case_name) {
     FILE *fp = fopen(path, "r");
     cr_assert_not_null(fp, "cannot open fixture %s (run the tests from the repository root)", path);
     memset(f, 0, sizeof *f);
-    while (f->count < 16) {
+    while (f->count < 48) {
         fx_array *a = &f->a[f->count];
         if (fscanf(fp, "%31s %d", a->name, &a->ndim) != 2) break;
         a->n = 1;

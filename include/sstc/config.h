@@ -8,22 +8,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sstc/layer.h"
 #include "sstc/nn.h"
 #include "sstc/optim.h"
 
-#define SSTC_MAX_LAYERS 64
+#define SSTC_MAX_LAYERS 256
 #define SSTC_MAX_STAGES 16
 #define SSTC_MAX_CODED 64
 
-typedef struct {
-    sstc_layer_kind kind;
-    char name[32];   /* "" = default name */
-    int line;        /* line of the section header */
-    int outputs;     /* fc: outputs; conv: filters */
-    int size, stride, pad;
-    int bias;
-    float p, eps, momentum;
-} sstc_layer_spec;
+/* Layer sections fill a sstc_layer_spec each (sstc/layer.h). */
 
 typedef enum { SSTC_NORM_NONE = 0, SSTC_NORM_DATASET, SSTC_NORM_GIVEN } sstc_norm_mode;
 

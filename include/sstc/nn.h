@@ -1,17 +1,23 @@
-/* sstc layers (modules) and the sequential model.
+/* sstc layers (modules) and the model.
  *
- * A model is a Sequential list of layers. Its parameters (weights, biases,
- * batch-norm scales) and buffers (running statistics) live in one long-lived
- * context owned by the model; forward passes build their graph in a separate
- * step context that the caller resets every iteration.
+ * A model is a list of layers run in order. Each layer reads the previous
+ * layer's output; shortcut and route layers also read the outputs of earlier
+ * layers (skip connections, as in Darknet), which the forward pass keeps in
+ * the step context. Its parameters (weights, biases, batch-norm scales) and
+ * buffers (running statistics) live in one long-lived context owned by the
+ * model; forward passes build their graph in a separate step context that the
+ * caller resets every iteration.
+ *
+ * Each layer kind is described once (sstc/layer.h, src/nn/layers/): the model
+ * loops over that registry.
  *
  * Shapes: the model's input is (B,C,H,W) for image networks or (B,F); a Linear
  * layer that follows an image-shaped output flattens it (C*H*W features).
  * Weights: Linear (out,in); Conv2d (OC,C,KH,KW); BatchNorm gamma/beta (C).
  *
  * Named parameters: "<layer name>.weight", ".bias", ".running_mean",
- * ".running_var". Layer names default to "<kind><index>" (fc1, conv1, bn1...)
- * counting each kind from 1. */
+ * ".running_var". Layer names default to "<prefix><index>" (fc1, conv1, bn1,
+ * shortcut1, route1, gap1...) counting each kind from 1. */
 #ifndef SSTC_NN_H
 #define SSTC_NN_H
 
@@ -26,8 +32,17 @@ typedef enum {
     SSTC_LAYER_AVGPOOL,
     SSTC_LAYER_DROPOUT,
     SSTC_LAYER_FLATTEN,
+    SSTC_LAYER_SHORTCUT,      /* y = act(x + out[from]) */
+    SSTC_LAYER_ROUTE,         /* channel concatenation of earlier outputs */
+    SSTC_LAYER_GLOBALAVGPOOL, /* (C,H,W) -> (C), the mean of each plane */
     SSTC_LAYER_KIND_COUNT
 } sstc_layer_kind;
+
+/* Most layers a route concatenates. */
+#define SSTC_MAX_ROUTE 8
+
+/* Activation of a shortcut layer. */
+typedef enum { SSTC_ACT_LINEAR = 0, SSTC_ACT_RELU = 1 } sstc_activation;
 
 typedef struct sstc_layer {
     sstc_layer_kind kind;
@@ -41,6 +56,14 @@ typedef struct sstc_layer {
     int kernel, stride, pad;
     int has_bias;
     float p, eps, momentum;
+    /* Shortcut: the absolute index of the added layer (-1 = the model's
+     * input) and the activation (sstc_activation) applied to the sum. */
+    int from;
+    int activation;
+    /* Route: the absolute indices of the concatenated layers, in order
+     * (-1 = the model's input). */
+    int nroute;
+    int route[SSTC_MAX_ROUTE];
     sstc_tensor *weight, *bias;                /* params (NULL if none) */
     sstc_tensor *running_mean, *running_var;   /* batch-norm buffers */
     /* When set, the forward pass computes with these values instead of
@@ -81,6 +104,12 @@ int sstc_model_add_maxpool(sstc_model *m, const char *name, int kernel, int stri
 int sstc_model_add_avgpool(sstc_model *m, const char *name, int kernel, int stride, int pad);
 int sstc_model_add_dropout(sstc_model *m, const char *name, float p);
 int sstc_model_add_flatten(sstc_model *m, const char *name);
+/* Layer references as in a config: negative = relative (-1 the previous
+ * layer), >= 0 = absolute index; the model's input is the index before layer 0.
+ * activation: SSTC_ACT_LINEAR or SSTC_ACT_RELU. */
+int sstc_model_add_shortcut(sstc_model *m, const char *name, int from, int activation);
+int sstc_model_add_route(sstc_model *m, const char *name, int n, const int *layers);
+int sstc_model_add_globalavgpool(sstc_model *m, const char *name);
 
 const char *sstc_layer_kind_name(sstc_layer_kind k);
 
@@ -97,7 +126,7 @@ void sstc_model_train(sstc_model *m, int training);
 /* Forward pass in ctx: x (B, in_shape...) -> logits (B, num_classes). */
 sstc_tensor *sstc_model_forward(sstc_model *m, sstc_ctx *ctx, sstc_tensor *x);
 
-/* Gives a Linear/Conv layer a per-output scale (initialized to 1). */
+/* Gives a weighted (Linear/Conv) layer a per-output scale (initialized to 1). */
 int sstc_layer_add_out_scale(sstc_model *m, sstc_layer *l);
 
 /* Named parameters and buffers, in layer order. */
@@ -121,7 +150,7 @@ sstc_tensor *sstc_model_find(sstc_model *m, const char *name);
 size_t sstc_model_num_params(sstc_model *m);
 void sstc_model_zero_grad(sstc_model *m);
 
-/* A one-line-per-layer description ("fc1 linear 784->1024") into f. */
+/* A one-line-per-layer description ("fc1 linear 784 -> 1024") into f. */
 #include <stdio.h>
 void sstc_model_print(const sstc_model *m, FILE *f);
 

@@ -49,6 +49,8 @@ typedef enum {
     SSTC_OP_MEAN,
     SSTC_OP_SOFTMAX_CE,
     SSTC_OP_CHANNEL_SCALE,
+    SSTC_OP_CONCAT,
+    SSTC_OP_GLOBAL_AVGPOOL,
     SSTC_OP_COUNT
 } sstc_op;
 
@@ -141,6 +143,12 @@ sstc_tensor *sstc_avgpool2d(sstc_ctx *ctx, sstc_tensor *x, int k, int stride, in
 sstc_tensor *sstc_batchnorm(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, sstc_tensor *beta,
                             sstc_tensor *running_mean, sstc_tensor *running_var, float momentum,
                             float eps);
+/* Mean over each (H,W) plane: x (B,C,H,W) -> (B,C). */
+sstc_tensor *sstc_global_avgpool(sstc_ctx *ctx, sstc_tensor *x);
+/* Concatenation along axis 1 of n >= 1 tensors (B,C_i) or (B,C_i,H,W) that
+ * agree in every other dimension -> (B, C_0+...+C_{n-1}, ...), in list order.
+ * The same tensor may appear more than once. */
+sstc_tensor *sstc_concat(sstc_ctx *ctx, int n, sstc_tensor *const *xs);
 /* Inverted dropout with drop probability p in training mode; identity otherwise. */
 sstc_tensor *sstc_dropout(sstc_ctx *ctx, sstc_tensor *x, float p);
 /* Same data, new shape (same element count). */

@@ -19,119 +19,77 @@
 #include "sstc/config.h"
 
 /* ---- key tables ------------------------------------------------------- */
-
-typedef enum { K_INT, K_U64, K_FLOAT, K_BOOL, K_STR, K_ENUM, K_FLOATLIST, K_INTLIST, K_LAYERSEL } key_type;
-
-typedef struct {
-    const char *key;
-    key_type type;
-    size_t off;          /* offset into the struct the section fills */
-    double lo, hi;       /* range for numbers; for lists: max count in hi */
-    const char *choices; /* K_ENUM: "a|b|c" (value stored as its index) */
-    size_t size;         /* K_STR: buffer size */
-} key_def;
+/* The sections besides the layers; each layer kind declares its own keys in
+ * its descriptor (src/nn/layers/). */
 
 #define CF(f) offsetof(sstc_config, f)
-#define LF(f) offsetof(sstc_layer_spec, f)
 #define PF(f) offsetof(sstc_compress_spec, f)
+#define KINT(k, f, l, h) {.key = k, .type = SSTC_KEY_INT, .off = f, .lo = l, .hi = h}
+#define KFLOAT(k, f, l, h) {.key = k, .type = SSTC_KEY_FLOAT, .off = f, .lo = l, .hi = h}
+#define KBOOL(k, f) {.key = k, .type = SSTC_KEY_BOOL, .off = f, .lo = 0, .hi = 1}
+#define KENUM(k, f, c) {.key = k, .type = SSTC_KEY_ENUM, .off = f, .choices = c}
+#define KSTR(k, f, n) {.key = k, .type = SSTC_KEY_STR, .off = f, .size = n}
 
-static const key_def experiment_keys[] = {
-    {"name", K_STR, CF(name), 0, 0, NULL, sizeof(((sstc_config *)0)->name)},
-    {"seed", K_U64, CF(seed), 0, 1.8e19, NULL, 0},
-    {"threads", K_INT, CF(threads), 1, 256, NULL, 0},
+static const sstc_key_def experiment_keys[] = {
+    KSTR("name", CF(name), sizeof(((sstc_config *)0)->name)),
+    {.key = "seed", .type = SSTC_KEY_U64, .off = CF(seed), .lo = 0, .hi = 1.8e19},
+    KINT("threads", CF(threads), 1, 256),
     {0}};
 
-static const key_def data_keys[] = {
-    {"dataset", K_STR, CF(dataset), 0, 0, NULL, sizeof(((sstc_config *)0)->dataset)},
-    {"normalize", K_ENUM, CF(normalize), 0, 0, "none|dataset|given", 0},
-    {"mean", K_FLOATLIST, CF(mean), -1e9, 4, NULL, 0},
-    {"std", K_FLOATLIST, CF(std), 1e-12, 4, NULL, 0},
-    {"augment_crop", K_INT, CF(augment_crop), 0, 64, NULL, 0},
-    {"augment_flip", K_BOOL, CF(augment_flip), 0, 1, NULL, 0},
-    {"augment_cutout", K_INT, CF(augment_cutout), 0, 64, NULL, 0},
-    {"test_flip", K_BOOL, CF(test_flip), 0, 1, NULL, 0},
-    {"validation", K_INT, CF(validation), 0, 1e9, NULL, 0},
+static const sstc_key_def data_keys[] = {
+    KSTR("dataset", CF(dataset), sizeof(((sstc_config *)0)->dataset)),
+    KENUM("normalize", CF(normalize), "none|dataset|given"),
+    {.key = "mean", .type = SSTC_KEY_FLOATLIST, .off = CF(mean), .lo = -1e9, .hi = 4, .count_off = CF(norm_channels)},
+    {.key = "std", .type = SSTC_KEY_FLOATLIST, .off = CF(std), .lo = 1e-12, .hi = 4, .count_off = CF(norm_std_channels)},
+    KINT("augment_crop", CF(augment_crop), 0, 64),
+    KBOOL("augment_flip", CF(augment_flip)),
+    KINT("augment_cutout", CF(augment_cutout), 0, 64),
+    KBOOL("test_flip", CF(test_flip)),
+    KINT("validation", CF(validation), 0, 1e9),
     {0}};
 
-static const key_def train_keys[] = {
-    {"epochs", K_INT, CF(epochs), 0, 1e6, NULL, 0},
-    {"batch_size", K_INT, CF(batch_size), 1, 1e6, NULL, 0},
-    {"eval_batch_size", K_INT, CF(eval_batch_size), 1, 1e6, NULL, 0},
-    {"label_smoothing", K_FLOAT, CF(label_smoothing), 0, 0.999, NULL, 0},
-    {"optimizer", K_ENUM, CF(optim.kind), 0, 0, "sgd|adam", 0},
-    {"lr", K_FLOAT, CF(optim.lr), 0, 100, NULL, 0},
-    {"momentum", K_FLOAT, CF(optim.momentum), 0, 1, NULL, 0},
-    {"beta1", K_FLOAT, CF(optim.beta1), 0, 0.999999, NULL, 0},
-    {"beta2", K_FLOAT, CF(optim.beta2), 0, 0.99999999, NULL, 0},
-    {"eps", K_FLOAT, CF(optim.eps), 1e-30, 1, NULL, 0},
-    {"weight_decay", K_FLOAT, CF(optim.weight_decay), 0, 10, NULL, 0},
-    {"decoupled_weight_decay", K_BOOL, CF(optim.decoupled_wd), 0, 1, NULL, 0},
-    {"schedule", K_ENUM, CF(lr.kind), 0, 0, "constant|step|exp|cosine", 0},
-    {"step_epochs", K_INT, CF(lr.step_epochs), 1, 1e6, NULL, 0},
-    {"gamma", K_FLOAT, CF(lr.gamma), 0, 10, NULL, 0},
-    {"min_lr", K_FLOAT, CF(lr.min_lr), 0, 100, NULL, 0},
-    {"init", K_ENUM, CF(init), 0, 0, "he|xavier", 0},
+static const sstc_key_def train_keys[] = {
+    KINT("epochs", CF(epochs), 0, 1e6),
+    KINT("batch_size", CF(batch_size), 1, 1e6),
+    KINT("eval_batch_size", CF(eval_batch_size), 1, 1e6),
+    KFLOAT("label_smoothing", CF(label_smoothing), 0, 0.999),
+    KENUM("optimizer", CF(optim.kind), "sgd|adam"),
+    KFLOAT("lr", CF(optim.lr), 0, 100),
+    KFLOAT("momentum", CF(optim.momentum), 0, 1),
+    KFLOAT("beta1", CF(optim.beta1), 0, 0.999999),
+    KFLOAT("beta2", CF(optim.beta2), 0, 0.99999999),
+    KFLOAT("eps", CF(optim.eps), 1e-30, 1),
+    KFLOAT("weight_decay", CF(optim.weight_decay), 0, 10),
+    KBOOL("decoupled_weight_decay", CF(optim.decoupled_wd)),
+    KENUM("schedule", CF(lr.kind), "constant|step|exp|cosine"),
+    KINT("step_epochs", CF(lr.step_epochs), 1, 1e6),
+    KFLOAT("gamma", CF(lr.gamma), 0, 10),
+    KFLOAT("min_lr", CF(lr.min_lr), 0, 100),
+    KENUM("init", CF(init), "he|xavier"),
     {0}};
 
-static const key_def compress_keys[] = {
-    {"method", K_ENUM, PF(method), 0, 0, "sst|ternary|nm", 0},
-    {"N", K_INT, PF(N), 1, 16, NULL, 0},
-    {"K", K_INT, PF(K), 1, 16, NULL, 0},
+static const sstc_key_def compress_keys[] = {
+    KENUM("method", PF(method), "sst|ternary|nm"),
+    KINT("N", PF(N), 1, 16),
+    KINT("K", PF(K), 1, 16),
     /* the order gives the flags: row = 1, interleave = 2 */
-    {"normalize", K_ENUM, PF(normalize), 0, 0, "none|row|interleave|row+interleave", 0},
-    {"schedule", K_INTLIST, PF(schedule), 1, SSTC_MAX_STAGES, NULL, 0},
-    {"stage_epochs", K_INT, PF(stage_epochs), 0, 1e6, NULL, 0},
-    {"retrain_epochs", K_INT, PF(retrain_epochs), 0, 1e6, NULL, 0},
-    {"retrain_lr", K_FLOAT, PF(retrain_lr), 0, 100, NULL, 0},
-    {"retrain_schedule", K_ENUM, PF(retrain_schedule), 0, 0, "constant|step|exp|cosine", 0},
-    {"layers", K_LAYERSEL, PF(layers), 0, 0, NULL, 0},
-    {"skip_first", K_BOOL, PF(skip_first), 0, 1, NULL, 0},
-    {"skip_last", K_BOOL, PF(skip_last), 0, 1, NULL, 0},
-    {"refit_every", K_INT, PF(refit_every), 0, 1e9, NULL, 0},
-    {"bn_batches", K_INT, PF(bn_batches), 0, 1e6, NULL, 0},
+    KENUM("normalize", PF(normalize), "none|row|interleave|row+interleave"),
+    /* "direct" stands for no stages: one jump to K */
+    {.key = "schedule", .type = SSTC_KEY_INTLIST, .off = PF(schedule), .lo = 1, .hi = SSTC_MAX_STAGES,
+     .choices = "direct", .count_off = PF(nstages)},
+    KINT("stage_epochs", PF(stage_epochs), 0, 1e6),
+    KINT("retrain_epochs", PF(retrain_epochs), 0, 1e6),
+    KFLOAT("retrain_lr", PF(retrain_lr), 0, 100),
+    KENUM("retrain_schedule", PF(retrain_schedule), "constant|step|exp|cosine"),
+    {.key = "layers", .type = SSTC_KEY_LAYERSEL, .off = PF(layers)},
+    KBOOL("skip_first", PF(skip_first)),
+    KBOOL("skip_last", PF(skip_last)),
+    KINT("refit_every", PF(refit_every), 0, 1e9),
+    KINT("bn_batches", PF(bn_batches), 0, 1e6),
     {0}};
 
-static const key_def fc_keys[] = {
-    {"name", K_STR, LF(name), 0, 0, NULL, 32},
-    {"outputs", K_INT, LF(outputs), 1, 1 << 24, NULL, 0},
-    {"bias", K_BOOL, LF(bias), 0, 1, NULL, 0},
-    {0}};
-static const key_def conv_keys[] = {
-    {"name", K_STR, LF(name), 0, 0, NULL, 32},
-    {"filters", K_INT, LF(outputs), 1, 1 << 16, NULL, 0},
-    {"size", K_INT, LF(size), 1, 64, NULL, 0},
-    {"stride", K_INT, LF(stride), 1, 64, NULL, 0},
-    {"pad", K_INT, LF(pad), 0, 64, NULL, 0},
-    {"bias", K_BOOL, LF(bias), 0, 1, NULL, 0},
-    {0}};
-static const key_def bn_keys[] = {
-    {"name", K_STR, LF(name), 0, 0, NULL, 32},
-    {"eps", K_FLOAT, LF(eps), 1e-12, 1, NULL, 0},
-    {"momentum", K_FLOAT, LF(momentum), 0, 1, NULL, 0},
-    {0}};
-static const key_def pool_keys[] = {
-    {"name", K_STR, LF(name), 0, 0, NULL, 32},
-    {"size", K_INT, LF(size), 1, 64, NULL, 0},
-    {"stride", K_INT, LF(stride), 1, 64, NULL, 0},
-    {"pad", K_INT, LF(pad), 0, 32, NULL, 0},
-    {0}};
-static const key_def dropout_keys[] = {
-    {"name", K_STR, LF(name), 0, 0, NULL, 32},
-    {"p", K_FLOAT, LF(p), 0, 0.999, NULL, 0},
-    {0}};
-static const key_def name_keys[] = {{"name", K_STR, LF(name), 0, 0, NULL, 32}, {0}};
-
-static const struct {
-    const char *section;
-    sstc_layer_kind kind;
-    const key_def *keys;
-} layer_sections[] = {
-    {"fc", SSTC_LAYER_LINEAR, fc_keys},          {"conv", SSTC_LAYER_CONV2D, conv_keys},
-    {"batchnorm", SSTC_LAYER_BATCHNORM, bn_keys}, {"relu", SSTC_LAYER_RELU, name_keys},
-    {"maxpool", SSTC_LAYER_MAXPOOL, pool_keys},  {"avgpool", SSTC_LAYER_AVGPOOL, pool_keys},
-    {"dropout", SSTC_LAYER_DROPOUT, dropout_keys}, {"flatten", SSTC_LAYER_FLATTEN, name_keys},
-};
-#define N_LAYER_SECTIONS (sizeof layer_sections / sizeof layer_sections[0])
+/* Every layer section takes a name besides its kind's keys. */
+static const sstc_key_def layer_name_key = KSTR("name", offsetof(sstc_layer_spec, name), 32);
 
 const char *sstc_method_name(sstc_method m) {
     switch (m) {
@@ -178,8 +136,9 @@ typedef struct {
     const char *where;     /* "file:line" or "--set ..." prefix source */
     int override_idx;      /* >= 0 while applying overrides */
     /* what the current section fills */
-    const key_def *keys;
+    const sstc_key_def *keys;
     void *target;
+    sstc_layer_spec *layer;   /* the layer section's spec, or NULL */
     char section[32];
     int seen_experiment, seen_data, seen_train;
 } parser;
@@ -230,160 +189,19 @@ static char *reader(char *str, int num, void *stream) {
     return str;
 }
 
-static const char *type_name(key_type t) {
-    switch (t) {
-    case K_INT: case K_U64: return "an integer";
-    case K_FLOAT: return "a number";
-    case K_BOOL: return "true or false";
-    case K_FLOATLIST: return "a comma-separated list of numbers";
-    case K_INTLIST: return "a comma-separated list of integers";
-    default: return "a value";
-    }
-}
-
-static int set_value(parser *p, const key_def *k, void *base, const char *value) {
-    char *end;
-    void *dst = (char *)base + k->off;
-    const char *sec = p->section;
-    switch (k->type) {
-    case K_INT: case K_U64: {
-        errno = 0;
-        double v = strtod(value, &end);
-        if (end == value || *end || errno || v != (double)(long long)v)
-            return perr(p, "[%s] %s = '%s': expected %s", sec, k->key, value, type_name(k->type));
-        if (v < k->lo || v > k->hi)
-            return perr(p, "[%s] %s = %s: out of range, expected %g..%g", sec, k->key, value, k->lo, k->hi);
-        if (k->type == K_INT) {
-            *(int *)dst = (int)v;
-        } else {
-            errno = 0;
-            unsigned long long u = strtoull(value, &end, 10);
-            if (*end || errno || value[0] == '-')
-                return perr(p, "[%s] %s = '%s': expected a whole number written in digits", sec, k->key, value);
-            *(uint64_t *)dst = u;
-        }
-        return 1;
-    }
-    case K_FLOAT: {
-        errno = 0;
-        double v = strtod(value, &end);
-        if (end == value || *end || errno || !isfinite(v))
-            return perr(p, "[%s] %s = '%s': expected %s", sec, k->key, value, type_name(k->type));
-        if (v < k->lo || v > k->hi)
-            return perr(p, "[%s] %s = %s: out of range, expected %g..%g", sec, k->key, value, k->lo, k->hi);
-        *(float *)dst = (float)v;
-        return 1;
-    }
-    case K_BOOL:
-        if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "yes")) *(int *)dst = 1;
-        else if (!strcmp(value, "false") || !strcmp(value, "0") || !strcmp(value, "no")) *(int *)dst = 0;
-        else return perr(p, "[%s] %s = '%s': expected true or false", sec, k->key, value);
-        return 1;
-    case K_STR:
-        if (!*value) return perr(p, "[%s] %s is empty, expected a value", sec, k->key);
-        if (strlen(value) >= k->size)
-            return perr(p, "[%s] %s: value longer than %zu characters", sec, k->key, k->size - 1);
-        snprintf(dst, k->size, "%s", value);
-        return 1;
-    case K_ENUM: {
-        const char *c = k->choices;
-        int idx = 0;
-        size_t n = strlen(value);
-        while (c && *c) {
-            const char *bar = strchr(c, '|');
-            size_t len = bar ? (size_t)(bar - c) : strlen(c);
-            if (len == n && !strncmp(c, value, n)) {
-                *(int *)dst = idx;
-                return 1;
-            }
-            idx++;
-            c = bar ? bar + 1 : NULL;
-        }
-        return perr(p, "[%s] %s = '%s': expected one of %s", sec, k->key, value, k->choices);
-    }
-    case K_LAYERSEL: {
-        sstc_layer_select *sel = dst;
-        memset(sel, 0, sizeof *sel);
-        if (!strcmp(value, "all")) sel->mode = SSTC_SELECT_ALL;
-        else if (!strcmp(value, "fc")) sel->mode = SSTC_SELECT_FC;
-        else if (!strcmp(value, "conv")) sel->mode = SSTC_SELECT_CONV;
-        else {
-            sel->mode = SSTC_SELECT_NAMES;
-            const char *q = value;
-            while (*q) {
-                while (*q == ' ' || *q == ',') q++;
-                if (!*q) break;
-                const char *e = q;
-                while (*e && *e != ',') e++;
-                size_t len = (size_t)(e - q);
-                while (len && q[len - 1] == ' ') len--;
-                if (len >= sizeof sel->names[0])
-                    return perr(p, "[%s] %s: layer name '%.*s' longer than %zu characters", sec, k->key, (int)len, q,
-                                sizeof sel->names[0] - 1);
-                if (sel->nnames >= SSTC_MAX_CODED) return perr(p, "[%s] %s: more than %d layers", sec, k->key, SSTC_MAX_CODED);
-                snprintf(sel->names[sel->nnames], sizeof sel->names[0], "%.*s", (int)len, q);
-                for (int i = 0; i < sel->nnames; i++)
-                    if (!strcmp(sel->names[i], sel->names[sel->nnames]))
-                        return perr(p, "[%s] %s: layer '%s' listed twice", sec, k->key, sel->names[i]);
-                sel->nnames++;
-                q = e;
-            }
-            if (!sel->nnames)
-                return perr(p, "[%s] %s = '%s': expected all, fc, conv or a comma-separated list of layer names", sec, k->key, value);
-        }
-        return 1;
-    }
-    case K_FLOATLIST: case K_INTLIST: {
-        if (k->type == K_INTLIST && !strcmp(value, "direct")) {
-            p->cfg->compress.nstages = 0; /* the only int list: the pruning schedule */
-            return 1;
-        }
-        int n = 0;
-        const char *s = value;
-        while (*s) {
-            errno = 0;
-            double v = strtod(s, &end);
-            if (end == s || errno || !isfinite(v))
-                return perr(p, "[%s] %s = '%s': expected %s", sec, k->key, value, type_name(k->type));
-            if (n >= (int)k->hi) return perr(p, "[%s] %s: more than %d values", sec, k->key, (int)k->hi);
-            if (v < k->lo) return perr(p, "[%s] %s: value %g below %g", sec, k->key, v, k->lo);
-            if (k->type == K_INTLIST) {
-                if (v != (double)(int)v) return perr(p, "[%s] %s = '%s': expected %s", sec, k->key, value, type_name(k->type));
-                ((int *)dst)[n++] = (int)v;
-            } else {
-                ((float *)dst)[n++] = (float)v;
-            }
-            while (*end == ' ') end++;
-            if (*end == ',') end++;
-            else if (*end) return perr(p, "[%s] %s = '%s': expected %s", sec, k->key, value, type_name(k->type));
-            while (*end == ' ') end++;
-            s = end;
-        }
-        if (n == 0) return perr(p, "[%s] %s is empty, expected %s", sec, k->key, type_name(k->type));
-        if (k->type == K_INTLIST) p->cfg->compress.nstages = n;
-        else if (!strcmp(k->key, "std")) p->cfg->norm_std_channels = n;
-        else p->cfg->norm_channels = n;
-        return 1;
-    }
-    }
-    return 0;
-}
-
-static void layer_defaults(sstc_layer_spec *l, sstc_layer_kind kind) {
-    memset(l, 0, sizeof *l);
-    l->kind = kind;
-    l->bias = 1;
-    l->size = kind == SSTC_LAYER_CONV2D ? 3 : 2;
-    l->stride = kind == SSTC_LAYER_CONV2D ? 1 : -1; /* pools: -1 = size */
-    l->pad = 0;
-    l->p = 0.5f;
-    l->eps = 1e-5f;
-    l->momentum = 0.1f;
+/* "fc, conv, batchnorm, ..." from the registry. */
+static const char *layer_section_list(char *buf, size_t n) {
+    size_t off = 0;
+    buf[0] = 0;
+    for (int k = 0; k < SSTC_LAYER_KIND_COUNT && off < n; k++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%s", k ? ", " : "", sstc_layer_registry[k]->section);
+    return buf;
 }
 
 static int begin_section(parser *p, const char *section) {
     sstc_config *c = p->cfg;
     snprintf(p->section, sizeof p->section, "%s", section);
+    p->layer = NULL;
     if (!strcmp(section, "experiment") || !strcmp(section, "data") || !strcmp(section, "train")) {
         int *seen = !strcmp(section, "experiment") ? &p->seen_experiment
                     : !strcmp(section, "data")     ? &p->seen_data
@@ -402,26 +220,39 @@ static int begin_section(parser *p, const char *section) {
         p->target = &c->compress;
         return 1;
     }
-    for (size_t i = 0; i < N_LAYER_SECTIONS; i++)
-        if (!strcmp(section, layer_sections[i].section)) {
-            if (c->nlayers >= SSTC_MAX_LAYERS) return perr(p, "more than %d layers", SSTC_MAX_LAYERS);
-            sstc_layer_spec *l = &c->layers[c->nlayers++];
-            layer_defaults(l, layer_sections[i].kind);
-            l->line = p->line;
-            p->keys = layer_sections[i].keys;
-            p->target = l;
-            return 1;
-        }
-    return perr(p, "unknown section [%s]; expected experiment, data, train, compress, or a layer: "
-                   "fc, conv, batchnorm, relu, maxpool, avgpool, dropout, flatten", section);
+    const sstc_layer_desc *d = sstc_layer_desc_find(section);
+    if (d) {
+        if (c->nlayers >= SSTC_MAX_LAYERS) return perr(p, "more than %d layers", SSTC_MAX_LAYERS);
+        sstc_layer_spec *l = &c->layers[c->nlayers++];
+        sstc_layer_spec_defaults(l, d->kind);
+        l->line = p->line;
+        p->keys = d->keys;
+        p->target = l;
+        p->layer = l;
+        return 1;
+    }
+    char kinds[400];
+    return perr(p, "unknown section [%s]; expected experiment, data, train, compress, or a layer: %s", section,
+                layer_section_list(kinds, sizeof kinds));
+}
+
+static int set_key(parser *p, const sstc_key_def *k, void *base, const char *value) {
+    char err[600];
+    if (sstc_key_parse(k, base, p->section, value, err, sizeof err)) return perr(p, "%s", err);
+    return 1;
 }
 
 static int apply_key(parser *p, const char *name, const char *value) {
-    for (const key_def *k = p->keys; k && k->key; k++)
-        if (!strcmp(k->key, name)) return set_value(p, k, p->target, value);
+    if (p->layer && !strcmp(name, layer_name_key.key)) return set_key(p, &layer_name_key, p->layer, value);
+    for (int i = 0; p->keys && p->keys[i].key; i++)
+        if (!strcmp(p->keys[i].key, name)) {
+            if (p->layer) p->layer->given |= 1u << i;
+            return set_key(p, &p->keys[i], p->target, value);
+        }
     char known[400] = "";
     size_t off = 0;
-    for (const key_def *k = p->keys; k && k->key && off < sizeof known; k++)
+    if (p->layer) off += (size_t)snprintf(known, sizeof known, "%s", layer_name_key.key);
+    for (const sstc_key_def *k = p->keys; k && k->key && off < sizeof known; k++)
         off += (size_t)snprintf(known + off, sizeof known - off, "%s%s", off ? ", " : "", k->key);
     return perr(p, "[%s] unknown key '%s'; known keys: %s", p->section, name, known);
 }
@@ -480,6 +311,7 @@ static int apply_override(parser *p, const char *ov) {
     const char *sec = buf, *key = dot + 1, *value = eq + 1;
     sstc_config *c = p->cfg;
     snprintf(p->section, sizeof p->section, "%.31s", sec);
+    p->layer = NULL;
     if (!strcmp(sec, "experiment")) p->keys = experiment_keys, p->target = c;
     else if (!strcmp(sec, "data")) p->keys = data_keys, p->target = c;
     else if (!strcmp(sec, "train")) p->keys = train_keys, p->target = c;
@@ -487,20 +319,19 @@ static int apply_override(parser *p, const char *ov) {
     else {
         /* a layer by its (default or given) name */
         int counts[SSTC_LAYER_KIND_COUNT] = {0};
-        static const char *prefix[SSTC_LAYER_KIND_COUNT] = {"fc", "conv", "bn", "relu", "maxpool", "avgpool", "dropout", "flatten"};
         sstc_layer_spec *found = NULL;
         for (int i = 0; i < c->nlayers && !found; i++) {
             sstc_layer_spec *l = &c->layers[i];
             char nm[48];
             counts[l->kind]++;
             if (l->name[0]) snprintf(nm, sizeof nm, "%s", l->name);
-            else snprintf(nm, sizeof nm, "%s%d", prefix[l->kind], counts[l->kind]);
+            else snprintf(nm, sizeof nm, "%s%d", sstc_layer_registry[l->kind]->prefix, counts[l->kind]);
             if (!strcmp(nm, sec)) found = l;
         }
         if (!found) return perr(p, "'%s': no section or layer named '%s'", ov, sec);
-        for (size_t i = 0; i < N_LAYER_SECTIONS; i++)
-            if (layer_sections[i].kind == found->kind) p->keys = layer_sections[i].keys;
+        p->keys = sstc_layer_registry[found->kind]->keys;
         p->target = found;
+        p->layer = found;
     }
     return apply_key(p, key, value);
 }
@@ -528,12 +359,18 @@ static int finish(parser *p) {
     }
     for (int i = 0; i < c->nlayers; i++) {
         sstc_layer_spec *l = &c->layers[i];
-        if ((l->kind == SSTC_LAYER_LINEAR || l->kind == SSTC_LAYER_CONV2D) && l->outputs <= 0) {
-            sstc_fail(SSTC_ECONFIG, "%s:%d: [%s] needs %s", p->path, l->line,
-                      l->kind == SSTC_LAYER_LINEAR ? "fc" : "conv", l->kind == SSTC_LAYER_LINEAR ? "outputs = N" : "filters = N");
+        const sstc_layer_desc *d = sstc_layer_registry[l->kind];
+        for (int k = 0; d->keys[k].key; k++)
+            if (d->keys[k].required && !(l->given & (1u << k))) {
+                sstc_fail(SSTC_ECONFIG, "%s:%d: [%s] needs %s = %s", p->path, l->line, d->section, d->keys[k].key,
+                          d->keys[k].type == SSTC_KEY_INTLIST ? "I,J,..." : "N");
+                return SSTC_ECONFIG;
+            }
+        char err[400];
+        if (d->complete && d->complete(l, err, sizeof err)) {
+            sstc_fail(SSTC_ECONFIG, "%s:%d: %s", p->path, l->line, err);
             return SSTC_ECONFIG;
         }
-        if (l->stride < 0) l->stride = l->size;
     }
     if (c->normalize == SSTC_NORM_GIVEN && (c->norm_channels == 0 || c->norm_std_channels == 0)) {
         sstc_fail(SSTC_ECONFIG, "%s: [data] normalize = given needs mean and std", p->path);
@@ -654,20 +491,7 @@ sstc_model *sstc_config_build_model(const sstc_config *cfg, int c, int h, int w,
     if (!m) return NULL;
     for (int i = 0; i < cfg->nlayers; i++) {
         const sstc_layer_spec *l = &cfg->layers[i];
-        const char *nm = l->name[0] ? l->name : NULL;
-        int rc = 0;
-        switch (l->kind) {
-        case SSTC_LAYER_LINEAR: rc = sstc_model_add_linear(m, nm, l->outputs, l->bias); break;
-        case SSTC_LAYER_CONV2D: rc = sstc_model_add_conv2d(m, nm, l->outputs, l->size, l->stride, l->pad, l->bias); break;
-        case SSTC_LAYER_BATCHNORM: rc = sstc_model_add_batchnorm(m, nm, l->eps, l->momentum); break;
-        case SSTC_LAYER_RELU: rc = sstc_model_add_relu(m, nm); break;
-        case SSTC_LAYER_MAXPOOL: rc = sstc_model_add_maxpool(m, nm, l->size, l->stride, l->pad); break;
-        case SSTC_LAYER_AVGPOOL: rc = sstc_model_add_avgpool(m, nm, l->size, l->stride, l->pad); break;
-        case SSTC_LAYER_DROPOUT: rc = sstc_model_add_dropout(m, nm, l->p); break;
-        case SSTC_LAYER_FLATTEN: rc = sstc_model_add_flatten(m, nm); break;
-        default: rc = sstc_fail(SSTC_ECONFIG, "unknown layer kind"); break;
-        }
-        if (rc) {
+        if (sstc_model_add(m, l)) {
             sstc_fail_prefix(SSTC_ECONFIG, "%s:%d: ", cfg->path, l->line);
             sstc_model_free(m);
             return NULL;

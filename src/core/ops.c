@@ -20,6 +20,7 @@ static const char *const op_names[SSTC_OP_COUNT] = {
     "leaf",   "matmul",    "linear",    "add",       "bias_add", "mul",
     "scale",  "relu",      "conv2d",    "maxpool2d", "avgpool2d", "batchnorm",
     "dropout", "reshape",  "sum",       "mean",      "softmax_ce", "channel_scale",
+    "concat", "global_avgpool",
 };
 
 const char *sstc_op_name(sstc_op op) {
@@ -1093,6 +1094,120 @@ static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
         }
 }
 
+/* ---- global average pooling ------------------------------------------ */
+
+sstc_tensor *sstc_global_avgpool(sstc_ctx *ctx, sstc_tensor *x) {
+    if (null_args("global_avgpool", ctx, x, x)) return NULL;
+    if (x->ndim != 4) {
+        SHAPEBUF(x);
+        sstc_fail(SSTC_ESHAPE, "global_avgpool: input %s, expected (B,C,H,W)", S(x));
+        return NULL;
+    }
+    int B = x->shape[0], C = x->shape[1];
+    size_t hw = inner_size(x);
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_GLOBAL_AVGPOOL, 2, (int[]){B, C}, x, NULL, NULL);
+    if (!y) return NULL;
+    size_t planes = (size_t)B * C;
+    float inv = 1.0f / (float)hw;
+#pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *xp = x->data + pl * hw;
+        float s = 0;
+        for (size_t i = 0; i < hw; i++) s += xp[i];
+        y->data[pl] = s * inv;
+    }
+    return y;
+}
+
+static void global_avgpool_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *x = y->src[0];
+    if (!x->requires_grad) return;
+    int fresh;
+    float *dx = sstc_ctx_grad_fresh(ctx, x, &fresh);
+    size_t hw = inner_size(x), planes = y->size;
+    float inv = 1.0f / (float)hw;
+#pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
+    for (size_t pl = 0; pl < planes; pl++) {
+        float g = y->grad[pl] * inv, *d = dx + pl * hw;
+        if (fresh)
+            for (size_t i = 0; i < hw; i++) d[i] = g;
+        else
+            for (size_t i = 0; i < hw; i++) d[i] += g;
+    }
+}
+
+/* ---- concatenation ---------------------------------------------------- */
+
+/* The sources are kept in y->saved (a tensor has three src slots; a concat
+ * may have more inputs); y->ip[0] is their count. */
+sstc_tensor *sstc_concat(sstc_ctx *ctx, int n, sstc_tensor *const *xs) {
+    if (!ctx || n < 1 || !xs) {
+        if (!ctx) sstc_fail(SSTC_EINVAL, "concat: NULL context");
+        else sstc_fail(SSTC_EINVAL, "concat: %d inputs, expected at least 1", n);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (null_args("concat", ctx, xs[i], xs[i])) return NULL;
+    const sstc_tensor *a = xs[0];
+    int C = 0, rg = 0;
+    for (int i = 0; i < n; i++) {
+        const sstc_tensor *t = xs[i];
+        int ok = t->ndim == a->ndim && t->ndim >= 2 && t->shape[0] == a->shape[0];
+        for (int d = 2; ok && d < t->ndim; d++) ok = t->shape[d] == a->shape[d];
+        if (!ok) {
+            char sa[64], st[64];
+            sstc_fail(SSTC_ESHAPE, "concat: input 0 %s and input %d %s do not fit, expected (B,C_i,...) equal but for C_i",
+                      sstc_shape_str(a, sa, sizeof sa), i, sstc_shape_str(t, st, sizeof st));
+            return NULL;
+        }
+        C += t->shape[1];
+        rg |= t->requires_grad;
+    }
+    int shape[SSTC_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[1] = C;
+    /* recorded below, once every source's requires_grad is known */
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_CONCAT, a->ndim, shape, NULL, NULL, NULL);
+    sstc_tensor **src = sstc_ctx_alloc(ctx, (size_t)n * sizeof *src);
+    if (!y || !src) return NULL;
+    memcpy(src, xs, (size_t)n * sizeof *src);
+    for (int i = 0; i < n && i < 3; i++) y->src[i] = xs[i];
+    y->saved = src;
+    y->ip[0] = n;
+    int B = a->shape[0];
+    size_t inner = inner_size(a), row = (size_t)C * inner;
+    for (int b = 0; b < B; b++) {
+        float *dst = y->data + (size_t)b * row;
+        for (int i = 0; i < n; i++) {
+            size_t len = (size_t)xs[i]->shape[1] * inner;
+            memcpy(dst, xs[i]->data + (size_t)b * len, len * sizeof(float));
+            dst += len;
+        }
+    }
+    y->requires_grad = rg;
+    if (rg && sstc_ctx_record(ctx, y)) return NULL;
+    return y;
+}
+
+static void concat_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor **src = y->saved;
+    int n = y->ip[0], B = y->shape[0];
+    size_t inner = inner_size(y), row = (size_t)y->shape[1] * inner, off = 0;
+    for (int i = 0; i < n; i++) {
+        sstc_tensor *t = src[i];
+        size_t len = (size_t)t->shape[1] * inner;
+        if (t->requires_grad) {
+            float *g = sstc_ctx_grad(ctx, t);
+            for (int b = 0; b < B; b++) {
+                const float *gy = y->grad + (size_t)b * row + off;
+                float *gt = g + (size_t)b * len;
+                for (size_t k = 0; k < len; k++) gt[k] += gy[k];
+            }
+        }
+        off += len;
+    }
+}
+
 /* ---- dropout ---------------------------------------------------------- */
 
 sstc_tensor *sstc_dropout(sstc_ctx *ctx, sstc_tensor *x, float p) {
@@ -1295,6 +1410,8 @@ const backward_fn sstc_backward_rules[SSTC_OP_COUNT] = {
     [SSTC_OP_MEAN] = reduce_backward,
     [SSTC_OP_SOFTMAX_CE] = softmax_ce_backward,
     [SSTC_OP_CHANNEL_SCALE] = channel_scale_backward,
+    [SSTC_OP_CONCAT] = concat_backward,
+    [SSTC_OP_GLOBAL_AVGPOOL] = global_avgpool_backward,
 };
 
 int sstc_backward(sstc_ctx *ctx, sstc_tensor *loss) {

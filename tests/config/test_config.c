@@ -120,7 +120,7 @@ Test(config, overrides_apply_to_sections_and_layers_by_name) {
 
 Test(config, shipped_configs_parse) {
     const char *files[] = {"configs/mnist_fc.ini", "configs/fashion_fc.ini", "configs/cifar10_cnn.ini",
-                           "configs/cifar10_cnn_small.ini"};
+                           "configs/cifar10_cnn_small.ini", "configs/cifar10_resnet20.ini"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         sstc_config c;
         cr_assert_eq(sstc_config_load(files[i], NULL, 0, &c), 0, "%s", sstc_errmsg());
@@ -153,4 +153,108 @@ Test(config, hostile_values_are_refused_where_they_are_written) {
     snprintf(text, sizeof text, "\xEF\xBB\xBF%s", base);
     cr_assert_eq(sstc_config_parse(text, "h.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
     cr_assert_str_eq(c.dataset, "mnist");
+}
+
+/* ---- skip connections ---- */
+
+static const char *residual =
+    "[data]\ndataset = cifar10\n"
+    "[conv]\nfilters = 4\npad = 1\n"                          /* 0, line 3 */
+    "[batchnorm]\n[relu]\n"                                   /* 1, 2 */
+    "[conv]\nfilters = 4\npad = 1\n[batchnorm]\n"              /* 3, 4 */
+    "[shortcut]\nfrom = -3\nactivation = relu\n"              /* 5: relu1 + bn2, line 12 */
+    "[route]\nlayers = -1, -4\n"                               /* 6: shortcut1, bn1 */
+    "[conv]\nfilters = 8\nsize = 1\nstride = 2\n"             /* 7 */
+    "[globalavgpool]\n"                                         /* 8 */
+    "[fc]\noutputs = 10\n";
+
+Test(config, parses_and_builds_shortcut_route_and_globalavgpool) {
+    sstc_config c;
+    cr_assert_eq(sstc_config_parse(residual, "r.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
+    cr_assert_eq(c.nlayers, 10);
+    cr_assert_eq(c.layers[5].kind, SSTC_LAYER_SHORTCUT);
+    cr_assert_eq(c.layers[5].line, 12, "line %d", c.layers[5].line);
+    cr_assert_eq(c.layers[5].from, -3, "specs keep references as written");
+    cr_assert_eq(c.layers[5].activation, SSTC_ACT_RELU);
+    cr_assert_eq(c.layers[6].kind, SSTC_LAYER_ROUTE);
+    cr_assert_eq(c.layers[6].nroute, 2);
+    cr_assert_eq(c.layers[6].route[1], -4);
+    cr_assert_eq(c.layers[8].kind, SSTC_LAYER_GLOBALAVGPOOL);
+    sstc_model *m = sstc_config_build_model(&c, 3, 8, 8, 10);
+    cr_assert_not_null(m, "%s", sstc_errmsg());
+    cr_assert_eq(m->layers[5].from, 2, "built layers hold absolute indices");
+    cr_assert_eq(m->layers[6].route[0], 5);
+    cr_assert_eq(m->layers[6].route[1], 2);
+    cr_assert_eq(m->layers[6].out_shape[0], 8);
+    cr_assert_eq(m->layers[7].out_shape[1], 4);
+    cr_assert_eq(m->layers[8].out_ndim, 1);
+    cr_assert_eq(m->layers[9].in_features, 8);
+    cr_assert_str_eq(m->layers[5].name, "shortcut1");
+    cr_assert_str_eq(m->layers[6].name, "route1");
+    cr_assert_str_eq(m->layers[8].name, "gap1");
+    sstc_model_free(m);
+    /* the shortcut's activation defaults to linear */
+    const char *lin = "[data]\ndataset = cifar10\n[conv]\nfilters = 3\npad = 1\n[shortcut]\nfrom = -2\n"
+                      "[globalavgpool]\n[fc]\noutputs = 10\n";
+    cr_assert_eq(sstc_config_parse(lin, "l.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
+    cr_assert_eq(c.layers[1].activation, SSTC_ACT_LINEAR);
+    m = sstc_config_build_model(&c, 3, 5, 5, 10);
+    cr_assert_not_null(m, "%s", sstc_errmsg());
+    cr_assert_eq(m->layers[1].from, -1, "from = -2 at layer 1 reaches the input");
+    sstc_model_free(m);
+}
+
+Test(config, skip_connection_keys_are_checked_and_overridable_by_default_name) {
+    const char *base = "[data]\ndataset = mnist\n[conv]\nfilters = 2\n";
+    char t[512];
+    snprintf(t, sizeof t, "%s[shortcut]\nactivation = relu\n[fc]\noutputs = 10\n", base);
+    expect_error(t, "x.ini:5", "[shortcut] needs from");
+    snprintf(t, sizeof t, "%s[shortcut]\nfrom = -1\nactivation = tanh\n", base);
+    expect_error(t, "x.ini:7", "linear|relu");
+    snprintf(t, sizeof t, "%s[route]\n[fc]\noutputs = 10\n", base);
+    expect_error(t, "x.ini:5", "[route] needs layers");
+    snprintf(t, sizeof t, "%s[route]\nlayers = -1, x\n", base);
+    expect_error(t, "x.ini:6", "comma-separated list of integers");
+    snprintf(t, sizeof t, "%s[route]\nlayers = -1,-1,-1,-1,-1,-1,-1,-1,-1\n", base);
+    expect_error(t, "x.ini:6", "more than 8 values");
+    snprintf(t, sizeof t, "%s[globalavgpool]\nsize = 2\n", base);
+    expect_error(t, "x.ini:6", "unknown key 'size'; known keys: name");
+    snprintf(t, sizeof t, "%s[route]\nlayers = -1\nfrom = 2\n", base);
+    expect_error(t, "x.ini:7", "known keys: name, layers");
+    expect_error("[data]\ndataset = mnist\n[resblock]\n", "x.ini:3",
+                 "fc, conv, batchnorm, relu, maxpool, avgpool, dropout, flatten, shortcut, route, globalavgpool");
+
+    sstc_config c;
+    const char *ov[] = {"shortcut1.from=-5", "route1.layers=-2,-5", "gap1.name=pool"};
+    cr_assert_eq(sstc_config_parse(residual, "r.ini", ov, 3, &c), 0, "%s", sstc_errmsg());
+    cr_assert_eq(c.layers[5].from, -5);
+    cr_assert_eq(c.layers[6].nroute, 2);
+    cr_assert_eq(c.layers[6].route[0], -2);
+    cr_assert_str_eq(c.layers[8].name, "pool");
+    const char *bad[] = {"route1.layers=1.5"};
+    cr_assert_neq(sstc_config_parse(residual, "r.ini", bad, 1, &c), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "--set #1"), "%s", sstc_errmsg());
+    cr_assert_not_null(strstr(sstc_errmsg(), "[route1] layers"), "%s", sstc_errmsg());
+}
+
+Test(config, skip_connections_that_do_not_fit_name_the_line_both_layers_and_shapes) {
+    sstc_config c;
+    /* the shortcut adds relu1 (4x8x8) to conv2's stride-2 output (4x4x4) */
+    const char *t = "[data]\ndataset = cifar10\n[conv]\nfilters = 4\npad = 1\n[relu]\n"
+                    "[conv]\nfilters = 4\npad = 1\nstride = 2\n[shortcut]\nfrom = -2\n[fc]\noutputs = 10\n";
+    cr_assert_eq(sstc_config_parse(t, "x.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
+    cr_assert_null(sstc_config_build_model(&c, 3, 8, 8, 10));
+    const char *msg = sstc_errmsg();
+    cr_expect_not_null(strstr(msg, "x.ini:11: shortcut layer 'shortcut1'"), "%s", msg);
+    cr_expect_not_null(strstr(msg, "conv2"), "%s", msg);
+    cr_expect_not_null(strstr(msg, "4x4x4"), "%s", msg);
+    cr_expect_not_null(strstr(msg, "relu1"), "%s", msg);
+    cr_expect_not_null(strstr(msg, "4x8x8"), "%s", msg);
+    /* a reference before the input */
+    const char *far = "[data]\ndataset = cifar10\n[conv]\nfilters = 3\npad = 1\n[route]\nlayers = -1, -3\n"
+                      "[fc]\noutputs = 10\n";
+    cr_assert_eq(sstc_config_parse(far, "x.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
+    cr_assert_null(sstc_config_build_model(&c, 3, 8, 8, 10));
+    cr_expect_not_null(strstr(sstc_errmsg(), "x.ini:6: route layer 'route1': layers = -3"), "%s", sstc_errmsg());
+    cr_expect_not_null(strstr(sstc_errmsg(), "-2 being the input"), "%s", sstc_errmsg());
 }

@@ -494,3 +494,104 @@ Test(ops, channel_scale_gradient_matches_finite_differences_2d_and_4d) {
     sstc_tensor *b[] = {randp(4, (int[]){2, 3, 2, 2}, 1), randp(1, (int[]){3}, 1)};
     gradcheck(f_cscale, b, 2, NULL, "channel_scale 4d");
 }
+
+/* ---- ops for skip connections ---- */
+
+static sstc_tensor *f_gap(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_global_avgpool(c, in[0]); }
+Test(ops, global_avgpool_gradient_matches_finite_differences) {
+    sstc_tensor *in[] = {randp(4, (int[]){3, 4, 5, 3}, 1)};
+    gradcheck(f_gap, in, 1, NULL, "global_avgpool");
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *y = sstc_global_avgpool(ctx, in[0]);
+    cr_assert_not_null(y, "%s", sstc_errmsg());
+    cr_assert_eq(y->ndim, 2);
+    cr_assert_eq(y->shape[0], 3);
+    cr_assert_eq(y->shape[1], 4);
+    double s = 0;
+    for (int i = 0; i < 15; i++) s += in[0]->data[15 + i]; /* sample 0, channel 1 */
+    cr_expect_float_eq(y->data[1], s / 15, 1e-6);
+    cr_assert_null(sstc_global_avgpool(ctx, sstc_tensor_2d(ctx, 2, 3)));
+    cr_assert_not_null(strstr(sstc_errmsg(), "expected (B,C,H,W)"), "%s", sstc_errmsg());
+    sstc_ctx_free(ctx);
+}
+
+static sstc_tensor *f_concat3(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_concat(c, 3, in); }
+/* the same tensor twice, between two others: its gradient is the sum of both slices */
+static sstc_tensor *f_concat_repeat(sstc_ctx *c, sstc_tensor **in, void *u) {
+    return sstc_concat(c, 4, (sstc_tensor *[]){in[0], in[1], in[0], in[2]});
+}
+Test(ops, concat_gradients_match_finite_differences_2d_4d_and_repeated_inputs) {
+    sstc_tensor *a[] = {randp(2, (int[]){3, 2}, 1), randp(2, (int[]){3, 4}, 1), randp(2, (int[]){3, 1}, 1)};
+    gradcheck(f_concat3, a, 3, NULL, "concat 2d");
+    sstc_tensor *b[] = {randp(4, (int[]){2, 3, 3, 2}, 1), randp(4, (int[]){2, 1, 3, 2}, 1),
+                        randp(4, (int[]){2, 2, 3, 2}, 1)};
+    gradcheck(f_concat3, b, 3, NULL, "concat 4d");
+    gradcheck(f_concat_repeat, b, 3, NULL, "concat with a repeated input");
+}
+
+Test(ops, concat_puts_channels_in_list_order_and_checks_shapes) {
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *a = sstc_tensor_4d(ctx, 2, 1, 1, 2), *b = sstc_tensor_4d(ctx, 2, 2, 1, 2);
+    for (int i = 0; i < 4; i++) a->data[i] = (float)(10 + i);
+    for (int i = 0; i < 8; i++) b->data[i] = (float)(20 + i);
+    sstc_tensor *y = sstc_concat(ctx, 2, (sstc_tensor *[]){b, a});
+    cr_assert_not_null(y, "%s", sstc_errmsg());
+    cr_assert_eq(y->shape[1], 3);
+    float want[] = {20, 21, 22, 23, 10, 11, /* sample 0 */ 24, 25, 26, 27, 12, 13};
+    for (int i = 0; i < 12; i++) cr_expect_eq(y->data[i], want[i], "y[%d] = %g, expected %g", i, y->data[i], want[i]);
+    sstc_tensor *c = sstc_tensor_4d(ctx, 2, 1, 2, 2);
+    cr_assert_null(sstc_concat(ctx, 2, (sstc_tensor *[]){a, c}));
+    cr_assert_not_null(strstr(sstc_errmsg(), "(2,1,1,2)"), "%s", sstc_errmsg());
+    cr_assert_not_null(strstr(sstc_errmsg(), "(2,1,2,2)"), "%s", sstc_errmsg());
+    cr_assert_null(sstc_concat(ctx, 0, (sstc_tensor *[]){a}));
+    sstc_ctx_free(ctx);
+}
+
+/* A tensor read by two ops gets the sum of both gradients (the fan-out of a
+ * residual connection): a feeds the mul and the add, and is added to itself. */
+static sstc_tensor *f_fanout(sstc_ctx *c, sstc_tensor **in, void *u) {
+    sstc_tensor *r = sstc_relu(c, in[0]);
+    return sstc_add(c, sstc_mul(c, r, in[1]), sstc_add(c, r, r));
+}
+Test(ops, gradients_of_a_tensor_read_twice_accumulate) {
+    sstc_tensor *x = sstc_param_new(P, 2, (int[]){3, 4});
+    fill_away_from_zero(x, &rng);
+    sstc_tensor *in[] = {x, randp(2, (int[]){3, 4}, 1)};
+    gradcheck(f_fanout, in, 2, NULL, "fan-out");
+    /* and exactly: d/dx sum(relu(x) + relu(x)) = 2 where x > 0 */
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_zero_grad(x);
+    sstc_tensor *r = sstc_relu(ctx, x);
+    cr_assert_eq(sstc_backward(ctx, sstc_sum(ctx, sstc_add(ctx, r, r))), 0, "%s", sstc_errmsg());
+    for (size_t i = 0; i < x->size; i++) cr_expect_eq(x->grad[i], x->data[i] > 0 ? 2.0f : 0.0f);
+    sstc_ctx_free(ctx);
+}
+
+/* 1x1 convolutions with stride 2 and no padding: the projection shortcut of a
+ * residual network's downsampling block, on even and odd input sizes. */
+Test(ops, conv2d_1x1_stride2_gradient_matches_finite_differences) {
+    struct conv_args a = {2, 0};
+    int sizes[][2] = {{6, 6}, {7, 5}};
+    for (int k = 0; k < 2; k++) {
+        sstc_tensor *in[] = {randp(4, (int[]){2, 3, sizes[k][0], sizes[k][1]}, 1), randp(4, (int[]){4, 3, 1, 1}, 0.5f),
+                             randp(1, (int[]){4}, 1)};
+        gradcheck(f_conv, in, 3, &a, "conv2d 1x1 stride 2");
+        sstc_ctx *ctx = sstc_ctx_create(0);
+        sstc_tensor *y = f_conv(ctx, in, &a);
+        cr_assert_eq(y->shape[2], (sizes[k][0] + 1) / 2);
+        cr_assert_eq(y->shape[3], (sizes[k][1] + 1) / 2);
+        /* output (b,o,i,j) = sum_c w[o,c] x[b,c,2i,2j] + bias[o] */
+        int H = sizes[k][0], W = sizes[k][1], OH = y->shape[2], OW = y->shape[3];
+        for (int b = 0; b < 2; b++)
+            for (int o = 0; o < 4; o++)
+                for (int i = 0; i < OH; i++)
+                    for (int j = 0; j < OW; j++) {
+                        double s = in[2]->data[o];
+                        for (int c = 0; c < 3; c++)
+                            s += (double)in[1]->data[o * 3 + c] * in[0]->data[((b * 3 + c) * H + 2 * i) * W + 2 * j];
+                        float got = y->data[((b * 4 + o) * OH + i) * OW + j];
+                        cr_expect(fabs(got - s) < 1e-5, "y[%d,%d,%d,%d] = %g, expected %g", b, o, i, j, got, s);
+                    }
+        sstc_ctx_free(ctx);
+    }
+}
