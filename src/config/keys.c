@@ -111,7 +111,7 @@ int sstc_key_parse(const sstc_key_def *k, void *base, const char *sec, const cha
     case SSTC_KEY_INT: case SSTC_KEY_U64: {
         errno = 0;
         double v = strtod(value, &end);
-        if (end == value || *end || errno || v != (double)(long long)v)
+        if (end == value || *end || errno || !isfinite(v) || v != floor(v))
             return fail(err, errlen, "[%s] %s = '%s': expected %s", sec, k->key, value, tn);
         if (v < k->lo || v > k->hi)
             return fail(err, errlen, "[%s] %s = %s: out of range, expected %g..%g", sec, k->key, value, k->lo, k->hi);
