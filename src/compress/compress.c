@@ -165,6 +165,35 @@ static int deal_channels(const double *importance, int C, int per, int *old_of) 
     return changed;
 }
 
+/* A layer that reads the output of a layer in first..last (-1: the model's
+ * input) other than as the next layer's input: a shortcut's `from` or a
+ * route's list. Renumbering those channels would change what it reads. -1
+ * when none does. */
+static int side_reader(const sstc_model *m, int first, int last) {
+    for (int q = 0; q < m->nlayers; q++) {
+        const sstc_layer *l = &m->layers[q];
+        if (l->kind == SSTC_LAYER_SHORTCUT && l->from >= first && l->from <= last) return q;
+        if (l->kind == SSTC_LAYER_ROUTE)
+            for (int r = 0; r < l->nroute; r++)
+                if (l->route[r] >= first && l->route[r] <= last) return q;
+        /* a shortcut also adds its previous layer's output: inside the chain
+         * that is the chain itself, which is renumbered consistently, but a
+         * shortcut right after the chain mixes it with an unrenumbered tensor */
+        if (l->kind == SSTC_LAYER_SHORTCUT && q - 1 >= first && q - 1 <= last && q > last + 1) return q;
+    }
+    return -1;
+}
+
+static int refuse_interleave(const sstc_model *m, const sstc_layer *L, int first, int reader) {
+    return sstc_fail(SSTC_ECONFIG,
+                     "interleave: coded layer '%s' takes its inputs from %s%s, which %s layer '%s' also reads "
+                     "(channels that meet in a sum or a concatenation cannot be renumbered without changing the "
+                     "network); use normalize = row, or leave '%s' out of [compress] layers",
+                     L->name, first < 0 ? "the network's input" : "layer '",
+                     first < 0 ? "" : m->layers[first].name, m->layers[reader].kind == SSTC_LAYER_ROUTE ? "route" : "shortcut",
+                     m->layers[reader].name, L->name);
+}
+
 /* A first FC layer (only flatten or dropout before it): its fan-in is the
  * input itself, so the model gets an input permutation (applied to every
  * sample before the first layer, and exported as the .sst's permute layer).
@@ -184,6 +213,12 @@ static int interleave_input(sstc_compressor *c, sstc_coded_layer *cl) {
         if (m->layers[i].kind != SSTC_LAYER_FLATTEN && m->layers[i].kind != SSTC_LAYER_DROPOUT) return 0;
     int F = cl->cols, hw = in_h * in_w;
     if (F != sstc_model_input_size(m) || F <= c->N || c->N < 2) return 0;
+    /* the permutation applies to the input itself: nothing else may read it */
+    int reader = side_reader(m, -1, cl->layer - 1);
+    if (reader >= 0) {
+        refuse_interleave(m, L, -1, reader);
+        return -1;
+    }
     double *imp = calloc((size_t)F, sizeof(double));
     int *old_of = malloc((size_t)F * sizeof(int)), *perm = malloc((size_t)F * sizeof(int));
     if (!imp || !old_of || !perm) {
@@ -232,7 +267,8 @@ static int interleave_layer(sstc_compressor *c, sstc_coded_layer *cl) {
         sstc_layer_kind k = m->layers[pi].kind;
         if (k == SSTC_LAYER_LINEAR || k == SSTC_LAYER_CONV2D) break;
         if (k != SSTC_LAYER_BATCHNORM && k != SSTC_LAYER_RELU && k != SSTC_LAYER_DROPOUT &&
-            k != SSTC_LAYER_MAXPOOL && k != SSTC_LAYER_AVGPOOL && k != SSTC_LAYER_FLATTEN)
+            k != SSTC_LAYER_MAXPOOL && k != SSTC_LAYER_AVGPOOL && k != SSTC_LAYER_FLATTEN &&
+            k != SSTC_LAYER_GLOBALAVGPOOL)
             return 0;
         pi--;
     }
@@ -242,6 +278,11 @@ static int interleave_layer(sstc_compressor *c, sstc_coded_layer *cl) {
     if (C <= 0 || cl->cols % C) return 0;
     int b = cl->cols / C, per = c->N / b; /* channels per group */
     if (per < 2 || C <= per) return 0;
+    int reader = side_reader(m, pi, cl->layer - 1);
+    if (reader >= 0) {
+        refuse_interleave(m, L, pi, reader);
+        return -1;
+    }
     double *energy = calloc((size_t)C, sizeof(double));
     int *old_of = malloc((size_t)C * sizeof(int));
     if (!energy || !old_of) {

@@ -396,3 +396,50 @@ Test(compress, float_checkpoint_of_another_network_is_rejected) {
     sstc_session_close(o);
     sstc_session_close(s);
 }
+
+/* A residual network: conv1-bn-relu, a 1x1 conv2-bn added back to relu1's
+ * output, global average pooling, fc. */
+static char res_text[2048];
+static const char *residual_config(const char *compress) {
+    snprintf(res_text, sizeof res_text,
+             "[experiment]\nseed = 4\nthreads = 1\n[data]\ndataset = %s\n"
+             "[train]\nepochs = 1\nbatch_size = 16\nlr = 0.01\n"
+             "[conv]\nfilters = 16\npad = 1\nbias = false\n[batchnorm]\n[relu]\n"
+             "[conv]\nfilters = 16\nsize = 1\nbias = false\n[batchnorm]\n"
+             "[shortcut]\nfrom = -3\nactivation = relu\n[globalavgpool]\n[fc]\noutputs = 2\n"
+             "[compress]\nN = 8\nK = 2\n%s",
+             dir, compress);
+    return res_text;
+}
+
+Test(compress, row_normalization_keeps_a_residual_networks_outputs) {
+    sstc_session *s = NULL;
+    sstc_compressor c;
+    cr_assert_eq(sstc_session_open_text(&s, residual_config("normalize = row\n"), "r.ini", NULL, 0, 1), 0, "%s",
+                 sstc_errmsg());
+    sstc_session_set_quiet(s, 1);
+    double tl, te, diff;
+    cr_assert_eq(sstc_session_train_epoch(s, &sstc_session_config(s)->lr, 1, "f", &tl, &te), 0, "%s", sstc_errmsg());
+    *sstc_session_state(s) = (sstc_epoch_state){0};
+    cr_assert_eq(sstc_compress_init(&c, s), 0, "%s", sstc_errmsg());
+    cr_assert_eq(c.ncoded, 3, "conv1, conv2, fc1");
+    cr_assert_eq(sstc_compress_normalize(&c, 32, &diff), 0, "%s", sstc_errmsg());
+    cr_assert_lt(diff, 1e-4, "logits changed by %g", diff);
+    sstc_compress_free(&c);
+    sstc_session_close(s);
+}
+
+Test(compress, interleaving_channels_that_meet_in_a_sum_is_refused_naming_the_layers) {
+    sstc_session *s = NULL;
+    sstc_compressor c;
+    cr_assert_eq(sstc_session_open_text(&s, residual_config("normalize = interleave\n"), "r.ini", NULL, 0, 1), 0, "%s",
+                 sstc_errmsg());
+    sstc_session_set_quiet(s, 1);
+    cr_assert_eq(sstc_compress_init(&c, s), 0, "%s", sstc_errmsg());
+    double diff;
+    cr_assert_neq(sstc_compress_normalize(&c, 0, &diff), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "coded layer 'conv2'"), "%s", sstc_errmsg());
+    cr_assert_not_null(strstr(sstc_errmsg(), "shortcut layer 'shortcut1'"), "%s", sstc_errmsg());
+    sstc_compress_free(&c);
+    sstc_session_close(s);
+}
