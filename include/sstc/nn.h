@@ -26,8 +26,15 @@ typedef enum {
     SSTC_LAYER_AVGPOOL,
     SSTC_LAYER_DROPOUT,
     SSTC_LAYER_FLATTEN,
+    SSTC_LAYER_SHORTCUT,      /* y = act(x + out[from]); x = previous layer's output */
+    SSTC_LAYER_ROUTE,         /* y = channel concatenation of out[route[0..nroute-1]] */
+    SSTC_LAYER_GLOBALAVGPOOL, /* (C,H,W) -> (C): mean over H*W */
     SSTC_LAYER_KIND_COUNT
 } sstc_layer_kind;
+
+#define SSTC_MAX_ROUTE 8
+#define SSTC_ACT_LINEAR 0
+#define SSTC_ACT_RELU 1
 
 typedef struct sstc_layer {
     sstc_layer_kind kind;
@@ -41,6 +48,9 @@ typedef struct sstc_layer {
     int kernel, stride, pad;
     int has_bias;
     float p, eps, momentum;
+    int from;                  /* SHORTCUT: absolute index of the source layer, -1 = model input */
+    int activation;            /* SHORTCUT: SSTC_ACT_LINEAR or SSTC_ACT_RELU */
+    int nroute, route[SSTC_MAX_ROUTE]; /* ROUTE: absolute indices, -1 = model input */
     sstc_tensor *weight, *bias;                /* params (NULL if none) */
     sstc_tensor *running_mean, *running_var;   /* batch-norm buffers */
     /* When set, the forward pass computes with these values instead of
