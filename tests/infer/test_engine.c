@@ -238,38 +238,39 @@ Test(infer_engine, int8_mode_needs_calibration_and_stays_close_to_float) {
     sstc_sst_free(m);
 }
 
-Test(infer_engine, evaluate_counts_errors_and_rejects_a_mismatched_dataset) {
+Test(infer_engine, evaluate_pixels_counts_errors_and_rejects_mismatched_inputs) {
     sstc_rng r;
     sstc_rng_seed(&r, 77);
     sstc_sst_model *m = ti_mlp(&r, 8, 2, 0);
     sstc_engine *e;
     cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK);
-    sstc_dataset ds = {.n = 50, .c = 1, .h = 6, .w = 6, .num_classes = 10};
-    ds.pixels = malloc(50 * 36);
-    ds.labels = malloc(50 * sizeof(int));
-    ti_random_pixels(&r, ds.pixels, 50 * 36);
+    uint8_t *pixels = malloc(50 * 36);
+    int *labels = malloc(50 * sizeof(int));
+    ti_random_pixels(&r, pixels, 50 * 36);
     float *lg = malloc(50 * 10 * sizeof(float));
     int pred[50], pe[50];
-    cr_assert_eq(sstc_engine_forward_pixels(e, ds.pixels, 50, lg), SSTC_OK);
+    cr_assert_eq(sstc_engine_forward_pixels(e, pixels, 50, lg), SSTC_OK);
     sstc_engine_argmax(lg, 50, 10, pred);
-    for (int i = 0; i < 50; i++) ds.labels[i] = i < 20 ? pred[i] : (pred[i] + 1) % 10;
+    for (int i = 0; i < 50; i++) labels[i] = i < 20 ? pred[i] : (pred[i] + 1) % 10;
     sstc_infer_result res;
-    cr_assert_eq(sstc_engine_evaluate(e, &ds, 0, 7, pe, &res), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_engine_evaluate_pixels(e, pixels, labels, 50, 7, pe, &res), SSTC_OK, "%s", sstc_errmsg());
     cr_assert_eq(res.count, 50);
     cr_assert_eq(res.errors, 30);
     cr_assert_float_eq(res.error, 0.6, 1e-12);
     cr_assert_gt(res.loss, 0);
     cr_assert_eq(memcmp(pe, pred, sizeof pred), 0);
-    cr_assert_eq(sstc_engine_evaluate(e, &ds, 10, 0, NULL, &res), SSTC_OK);
+    cr_assert_eq(sstc_engine_evaluate_pixels(e, pixels, labels, 10, 0, NULL, &res), SSTC_OK);
     cr_assert_eq(res.count, 10);
     cr_assert_eq(res.errors, 0);
-    ds.c = 3, ds.h = 32, ds.w = 32;
-    cr_assert_eq(sstc_engine_evaluate(e, &ds, 0, 0, NULL, &res), SSTC_ESHAPE);
+    labels[13] = 10;
+    cr_assert_eq(sstc_engine_evaluate_pixels(e, pixels, labels, 50, 0, NULL, &res), SSTC_EINVAL);
+    cr_assert_neq(strstr(sstc_errmsg(), "image 13: label 10"), NULL, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_engine_check_input(e, 3, 32, 32, 10), SSTC_ESHAPE);
     cr_assert_neq(strstr(sstc_errmsg(), "3x32x32"), NULL, "%s", sstc_errmsg());
     cr_assert_neq(strstr(sstc_errmsg(), "1x6x6"), NULL, "%s", sstc_errmsg());
-    ds.c = 1, ds.h = 6, ds.w = 6, ds.num_classes = 11;
-    cr_assert_eq(sstc_engine_check_dataset(e, &ds), SSTC_ESHAPE);
-    free(ds.pixels), free(ds.labels), free(lg);
+    cr_assert_eq(sstc_engine_check_input(e, 1, 6, 6, 11), SSTC_ESHAPE);
+    cr_assert_eq(sstc_engine_check_input(e, 1, 6, 6, 10), SSTC_OK);
+    free(pixels), free(labels), free(lg);
     sstc_engine_free(e);
     sstc_sst_free(m);
 }
