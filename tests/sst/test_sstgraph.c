@@ -245,3 +245,23 @@ Test(sst_graph, inspect_prints_the_references) {
     free(buf);
     sstc_sst_free(m);
 }
+
+Test(sst_graph, the_version_2_seed_file_reads_and_writes_back_byte_for_byte) {
+    FILE *f = fopen("fuzz/corpus/fuzz_sst/graph_v2.sst", "rb");
+    cr_assert_not_null(f);
+    uint8_t img[4096];
+    size_t n = fread(img, 1, sizeof img, f);
+    fclose(f);
+    cr_assert_eq(img[4], 2, "version 2");
+    sstc_sst_model *m = NULL;
+    cr_assert_eq(sstc_sst_read_mem(img, n, &m), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(m->layers[1].kind, SSTC_SST_SHORTCUT);
+    cr_assert_eq(m->layers[1].from, SSTC_SST_INPUT);
+    uint8_t *buf;
+    size_t n2;
+    cr_assert_eq(sstc_sst_write_mem(m, &buf, &n2), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(n2, n);
+    cr_assert_eq(memcmp(buf, img, n), 0);
+    free(buf);
+    sstc_sst_free(m);
+}
