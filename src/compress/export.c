@@ -35,7 +35,7 @@ _Static_assert(SSTC_MAX_ROUTE <= SSTC_SST_MAX_ROUTE, "a route of the model fits 
  * a negative error naming the layer for a reference that does not point to
  * an earlier layer. */
 static int map_records(const sstc_model *m, int *rec, uint8_t *folded) {
-    uint8_t *read_later = calloc((size_t)m->nlayers + 1, 1);
+    uint8_t *read_later = calloc((size_t)m->nlayers + 1, 1); /* [j + 1]: layer j (or the input, -1) */
     if (!read_later) return sstc_fail(SSTC_ENOMEM, "write_sst: out of memory");
     int rc = SSTC_OK;
     for (int i = 0; i < m->nlayers && !rc; i++) {
@@ -57,7 +57,7 @@ static int map_records(const sstc_model *m, int *rec, uint8_t *folded) {
         const sstc_layer *l = &m->layers[i];
         int prev_kind = i ? (int)m->layers[i - 1].kind : -1;
         folded[i] = l->kind == SSTC_LAYER_BATCHNORM &&
-                    (prev_kind == SSTC_LAYER_LINEAR || prev_kind == SSTC_LAYER_CONV2D) && !read_later[i];
+                    (prev_kind == SSTC_LAYER_LINEAR || prev_kind == SSTC_LAYER_CONV2D) && !read_later[(i - 1) + 1];
         if (l->kind == SSTC_LAYER_DROPOUT || folded[i]) rec[i] = i ? rec[i - 1] : input;
         else rec[i] = n++;
     }
