@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compress/internal.h"
 #include "sstc/compress.h"
 #include "sstc/sst.h"
 
@@ -71,11 +72,11 @@ static int record_of(const sstc_model *m, const int *rec, int j) {
     return m->in_perm ? 0 : SSTC_SST_INPUT;
 }
 
-int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
+int sstc_compress_sst_model(const sstc_compressor *c, const sstc_model *m, int in_c, int in_h, int in_w, int classes,
+                            const sstc_normalizer *norm, sstc_sst_model **out) {
+    *out = NULL;
     if (c->method == SSTC_METHOD_NM)
         return sstc_fail(SSTC_EINVAL, "write_sst: float N:M sparse networks have no ternary codes to store");
-    const sstc_session *s = c->s;
-    const sstc_model *m = s->model;
     int *rec = malloc(((size_t)m->nlayers + 1) * sizeof *rec);
     uint8_t *folded = calloc((size_t)m->nlayers + 1, 1);
     int n = rec && folded ? map_records(m, rec, folded) : sstc_fail(SSTC_ENOMEM, "write_sst: out of memory");
@@ -84,13 +85,13 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
         free(rec), free(folded);
         return n < 0 ? n : n == 0 ? sstc_fail(SSTC_EINVAL, "write_sst: the model has no layers") : sstc_errcode();
     }
-    sm->in_c = s->in_c;
-    sm->in_h = s->in_h;
-    sm->in_w = s->in_w;
-    sm->num_classes = s->classes;
-    for (int ch = 0; ch < s->in_c && ch < 4; ch++) {
-        sm->in_mean[ch] = s->norm.mean[ch];
-        sm->in_std[ch] = s->norm.std[ch];
+    sm->in_c = in_c;
+    sm->in_h = in_h;
+    sm->in_w = in_w;
+    sm->num_classes = classes;
+    for (int ch = 0; ch < in_c && ch < 4; ch++) {
+        sm->in_mean[ch] = norm->mean[ch];
+        sm->in_std[ch] = norm->std[ch];
     }
     int rc = 0, r = 0;
     int8_t *T = NULL;
@@ -195,6 +196,15 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
     }
     free(T);
     free(rec), free(folded);
+    if (rc) sstc_sst_free(sm);
+    else *out = sm;
+    return rc;
+}
+
+int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
+    const sstc_session *s = c->s;
+    sstc_sst_model *sm = NULL;
+    int rc = sstc_compress_sst_model(c, s->model, s->in_c, s->in_h, s->in_w, s->classes, &s->norm, &sm);
     if (!rc) rc = sstc_sst_write(path, sm);
     sstc_sst_free(sm);
     return rc;

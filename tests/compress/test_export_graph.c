@@ -7,15 +7,15 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "compress/internal.h"
 #include "sstc/compress.h"
 #include "sstc/infer.h"
 #include "sstc/sst.h"
 
-/* The training model's add functions for these kinds live with the layers;
- * here the layers are set up directly: a copy of the previous layer's shape
- * (an appended ReLU) turned into the kind. */
+/* The layer is set up directly, without the model's add function for its
+ * kind: an appended ReLU (the previous layer's shape) turned into the kind,
+ * its fields and shapes filled in by the caller. */
 static sstc_layer *append(sstc_model *m, sstc_layer_kind kind, const char *name) {
     cr_assert_eq(sstc_model_add_relu(m, name), SSTC_OK, "%s", sstc_errmsg());
     sstc_layer *l = &m->layers[m->nlayers - 1];
@@ -151,14 +151,12 @@ Test(compress_export, shortcuts_and_routes_map_to_records_and_keep_the_outputs_t
     sstc_rng r;
     sstc_rng_seed(&r, 93);
     sstc_model *m = graph_model(&r);
-    sstc_session s;
-    memset(&s, 0, sizeof s);
-    s.model = m, s.in_c = 3, s.in_h = 6, s.in_w = 6, s.classes = 5;
-    for (int c = 0; c < 3; c++) s.norm.mean[c] = 0.4f + 0.05f * (float)c, s.norm.std[c] = 0.25f;
+    sstc_normalizer norm = {.c = 3};
+    for (int c = 0; c < 3; c++) norm.mean[c] = 0.4f + 0.05f * (float)c, norm.std[c] = 0.25f;
     /* conv1 coded (8,2): the codes the network computes with */
     static sstc_compressor comp;
     memset(&comp, 0, sizeof comp);
-    comp.s = &s, comp.method = SSTC_METHOD_SST, comp.N = 8, comp.K = 2, comp.ncoded = 1;
+    comp.method = SSTC_METHOD_SST, comp.N = 8, comp.K = 2, comp.ncoded = 1;
     sstc_coded_layer *cl = &comp.coded[0];
     cl->layer = 0, cl->rows = 4, cl->cols = 27;
     const float *w1 = m->layers[0].weight->data;
@@ -168,12 +166,15 @@ Test(compress_export, shortcuts_and_routes_map_to_records_and_keep_the_outputs_t
     float q1[4 * 27];
     for (int i = 0; i < 4 * 27; i++) q1[i] = cl->delta * cl->t[i];
 
-    char path[] = "/tmp/sstc-graph-export-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    cr_assert_eq(sstc_compress_write_sst(&comp, path), SSTC_OK, "%s", sstc_errmsg());
-    sstc_sst_model *sm = NULL;
-    cr_assert_eq(sstc_sst_read(path, &sm), SSTC_OK, "%s", sstc_errmsg());
+    sstc_sst_model *built = NULL, *sm = NULL;
+    cr_assert_eq(sstc_compress_sst_model(&comp, m, 3, 6, 6, 5, &norm, &built), SSTC_OK, "%s", sstc_errmsg());
+    uint8_t *img;
+    size_t n;
+    cr_assert_eq(sstc_sst_write_mem(built, &img, &n), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(img[4], 2, "a version-2 file");
+    cr_assert_eq(sstc_sst_read_mem(img, n, &sm), SSTC_OK, "%s", sstc_errmsg());
+    free(img);
+    sstc_sst_free(built);
     /* conv1+bn1, relu1, conv2+bn2, sc1, conv3, bn3 (kept: sc2 reads conv3), sc2, route, gap, fc */
     const sstc_sst_kind kinds[] = {SSTC_SST_CONV,     SSTC_SST_RELU,      SSTC_SST_CONV,     SSTC_SST_SHORTCUT,
                                    SSTC_SST_CONV,     SSTC_SST_BATCHNORM, SSTC_SST_SHORTCUT, SSTC_SST_ROUTE,
@@ -199,7 +200,7 @@ Test(compress_export, shortcuts_and_routes_map_to_records_and_keep_the_outputs_t
     double ref[5];
     for (int t = 0; t < 5; t++) {
         for (int i = 0; i < 108; i++) px[i] = (uint8_t)sstc_rng_below(&r, 256);
-        for (int i = 0; i < 108; i++) x[i] = ((float)px[i] / 255.0f - s.norm.mean[i / 36]) / s.norm.std[i / 36];
+        for (int i = 0; i < 108; i++) x[i] = ((float)px[i] / 255.0f - norm.mean[i / 36]) / norm.std[i / 36];
         cr_assert_eq(sstc_engine_forward_pixels(e, px, 1, lg), SSTC_OK);
         model_reference(m, q1, x, ref);
         double mx = 1e-3, err = 0;
@@ -211,13 +212,13 @@ Test(compress_export, shortcuts_and_routes_map_to_records_and_keep_the_outputs_t
 
     /* a reference to a later layer is refused, naming the layer */
     m->layers[5].from = 7;
-    cr_assert_eq(sstc_compress_write_sst(&comp, path), SSTC_EINVAL);
+    cr_assert_eq(sstc_compress_sst_model(&comp, m, 3, 6, 6, 5, &norm, &built), SSTC_EINVAL);
+    cr_assert_null(built);
     cr_assert_neq(strstr(sstc_errmsg(), "'sc1' (shortcut) reads layer 7"), NULL, "%s", sstc_errmsg());
     m->layers[5].from = 2;
     m->layers[10].route[1] = 10;
-    cr_assert_eq(sstc_compress_write_sst(&comp, path), SSTC_EINVAL);
+    cr_assert_eq(sstc_compress_sst_model(&comp, m, 3, 6, 6, 5, &norm, &built), SSTC_EINVAL);
     cr_assert_neq(strstr(sstc_errmsg(), "'route' (route) reads layer 10"), NULL, "%s", sstc_errmsg());
-    unlink(path);
     free(cl->t);
     sstc_model_free(m);
 }
