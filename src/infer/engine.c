@@ -2,8 +2,10 @@
  * operations (batch norms folded into the per-output affine of the layer
  * before them, ReLUs fused, dropout and flatten gone), whose outputs live in
  * buffers assigned by a liveness plan, run with float or 8-bit activations.
- * Every operation kind is one entry of the table OPS (its float and int8
- * kernels and whether it gets a calibrated scale). */
+ * Every record kind is one entry of the table PLAN (the rule that turns it
+ * into an op, or folds or fuses it), every operation kind one entry of the
+ * table OPS (its float and int8 kernels, whether a batch norm folds or a
+ * ReLU fuses into it, whether it gets a calibrated scale). */
 #include "sstc/infer.h"
 
 #include <cblas.h>
@@ -115,6 +117,112 @@ static sstc_infer_op *new_op(sstc_engine *e, int i, sstc_infer_op_kind kind, int
     return op;
 }
 
+/* What planning record i sees: the record, the tensor it reads (`cur`), the
+ * op that produced that tensor if a batch norm may fold or a ReLU fuse into
+ * it (`prev`, NULL otherwise), the shapes, and which tensor holds each
+ * earlier record's output (`rec`). */
+typedef struct {
+    const sstc_sst_layer *L;
+    int i, cur;
+    sstc_infer_op *prev;
+    const int *ish, *sh;
+    const int *rec;
+} plan_ctx;
+
+/* One planning rule per record kind: it appends an op (new_op) or changes
+ * prev (folding, fusing) or does nothing (a reshape or the identity). */
+static int plan_fc_conv(sstc_engine *e, const plan_ctx *p) {
+    return plan_weighted(new_op(e, p->i, SSTC_OP_FC, p->cur, p->ish, p->sh), p->L);
+}
+
+static int plan_bn(sstc_engine *e, const plan_ctx *p) {
+    const sstc_sst_layer *L = p->L;
+    sstc_infer_op *prev = p->prev;
+    if (prev && OPS[prev->kind].folds_bn && !prev->relu && prev->oc == L->out && prev->oc == p->ish[0]) {
+        for (int o = 0; o < L->out; o++) {
+            prev->b[o] = L->scale[o] * prev->b[o] + L->bias[o];
+            prev->a[o] = L->scale[o] * prev->a[o];
+        }
+        return SSTC_OK;
+    }
+    sstc_infer_op *op = new_op(e, p->i, SSTC_OP_BN, p->cur, p->ish, p->sh);
+    op->a = copy_floats(L->scale, (size_t)L->out);
+    op->b = copy_floats(L->bias, (size_t)L->out);
+    return op->a && op->b ? SSTC_OK : sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+}
+
+static int plan_relu(sstc_engine *e, const plan_ctx *p) {
+    if (p->prev && OPS[p->prev->kind].fuses_relu) {
+        p->prev->relu = 1; /* relu(relu(x)) = relu(x) */
+        return SSTC_OK;
+    }
+    new_op(e, p->i, SSTC_OP_RELU, p->cur, p->ish, p->sh)->relu = 1;
+    return SSTC_OK;
+}
+
+static int plan_pool(sstc_engine *e, const plan_ctx *p) {
+    const sstc_sst_layer *L = p->L;
+    sstc_infer_op *op =
+        new_op(e, p->i, L->kind == SSTC_SST_MAXPOOL ? SSTC_OP_MAXPOOL : SSTC_OP_AVGPOOL, p->cur, p->ish, p->sh);
+    op->kh = op->kw = L->kh, op->stride = L->stride, op->pad = L->pad;
+    return SSTC_OK;
+}
+
+static int plan_nothing(sstc_engine *e, const plan_ctx *p) { return SSTC_OK; }
+
+static int plan_permute(sstc_engine *e, const plan_ctx *p) { /* record 0 (the reader checks) */
+    new_op(e, p->i, SSTC_OP_PERMUTE, p->cur, p->ish, p->sh);
+    e->in_perm = malloc((size_t)p->L->out * sizeof *e->in_perm);
+    if (!e->in_perm) return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    memcpy(e->in_perm, p->L->perm, (size_t)p->L->out * sizeof *e->in_perm);
+    return SSTC_OK;
+}
+
+static int tensor_of(const plan_ctx *p, int record) { return record >= 0 ? p->rec[record] : SSTC_INFER_INPUT; }
+
+static int plan_shortcut(sstc_engine *e, const plan_ctx *p) {
+    sstc_infer_op *op = new_op(e, p->i, SSTC_OP_SHORTCUT, p->cur, p->ish, p->sh);
+    op->nsrc = 2;
+    op->src[1] = tensor_of(p, p->L->from);
+    op->src_size[1] = sstc_infer_tensor_size(e, op->src[1]);
+    op->relu = p->L->activation == SSTC_SST_ACT_RELU;
+    return SSTC_OK;
+}
+
+static int plan_route(sstc_engine *e, const plan_ctx *p) {
+    sstc_infer_op *op = new_op(e, p->i, SSTC_OP_ROUTE, p->cur, p->ish, p->sh);
+    op->nsrc = p->L->n_route;
+    for (int k = 0; k < op->nsrc; k++) {
+        op->src[k] = tensor_of(p, p->L->route[k]);
+        op->src_size[k] = sstc_infer_tensor_size(e, op->src[k]);
+    }
+    return SSTC_OK;
+}
+
+static int plan_gap(sstc_engine *e, const plan_ctx *p) {
+    new_op(e, p->i, SSTC_OP_GAP, p->cur, p->ish, p->sh);
+    return SSTC_OK;
+}
+
+/* The planning rule of every record kind (flatten is a reshape, NCHW being
+ * already flat; dropout is the identity). */
+static int (*const PLAN[])(sstc_engine *e, const plan_ctx *p) = {
+    [0] = NULL,
+    [SSTC_SST_FC] = plan_fc_conv,
+    [SSTC_SST_CONV] = plan_fc_conv,
+    [SSTC_SST_BATCHNORM] = plan_bn,
+    [SSTC_SST_RELU] = plan_relu,
+    [SSTC_SST_MAXPOOL] = plan_pool,
+    [SSTC_SST_AVGPOOL] = plan_pool,
+    [SSTC_SST_FLATTEN] = plan_nothing,
+    [SSTC_SST_DROPOUT] = plan_nothing,
+    [SSTC_SST_PERMUTE] = plan_permute,
+    [SSTC_SST_SHORTCUT] = plan_shortcut,
+    [SSTC_SST_ROUTE] = plan_route,
+    [SSTC_SST_GLOBALAVGPOOL] = plan_gap,
+};
+_Static_assert(sizeof PLAN / sizeof PLAN[0] == SSTC_SST_KIND_END, "every record kind needs a planning rule");
+
 /* Records -> ops. rec[i] is the tensor that holds record i's output; a
  * record read by a later shortcut or route (`read_later`) must keep its
  * output, so nothing is folded or fused into the op that produces it. */
@@ -129,69 +237,13 @@ static int plan(sstc_engine *e, const sstc_sst_model *m, const int (*shapes)[3],
     int cur = SSTC_INFER_INPUT, rc = SSTC_OK;
     for (int i = 0; i < m->n_layers && !rc; i++) {
         const sstc_sst_layer *L = &m->layers[i];
-        const int *sh = shapes[i], *ish = i ? shapes[i - 1] : in_shape;
-        /* the op whose output a BN or ReLU would fold or fuse into */
-        sstc_infer_op *prev = cur >= 0 && !e->ops[cur].tapped ? &e->ops[cur] : NULL;
-        sstc_infer_op *op = NULL;
-        switch (L->kind) {
-        case SSTC_SST_FC:
-        case SSTC_SST_CONV:
-            op = new_op(e, i, SSTC_OP_FC, cur, ish, sh);
-            rc = plan_weighted(op, L);
-            break;
-        case SSTC_SST_BATCHNORM:
-            if (prev && OPS[prev->kind].folds_bn && !prev->relu && prev->oc == L->out &&
-                prev->oc == ish[0]) {
-                for (int o = 0; o < L->out; o++) {
-                    prev->b[o] = L->scale[o] * prev->b[o] + L->bias[o];
-                    prev->a[o] = L->scale[o] * prev->a[o];
-                }
-                break;
-            }
-            op = new_op(e, i, SSTC_OP_BN, cur, ish, sh);
-            op->a = copy_floats(L->scale, (size_t)L->out);
-            op->b = copy_floats(L->bias, (size_t)L->out);
-            if (!op->a || !op->b) rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
-            break;
-        case SSTC_SST_RELU:
-            if (prev && OPS[prev->kind].fuses_relu) {
-                prev->relu = 1; /* relu(relu(x)) = relu(x) */
-                break;
-            }
-            op = new_op(e, i, SSTC_OP_RELU, cur, ish, sh);
-            op->relu = 1;
-            break;
-        case SSTC_SST_MAXPOOL:
-        case SSTC_SST_AVGPOOL:
-            op = new_op(e, i, L->kind == SSTC_SST_MAXPOOL ? SSTC_OP_MAXPOOL : SSTC_OP_AVGPOOL, cur, ish, sh);
-            op->kh = op->kw = L->kh, op->stride = L->stride, op->pad = L->pad;
-            break;
-        case SSTC_SST_PERMUTE: /* record 0 (the reader checks) */
-            op = new_op(e, i, SSTC_OP_PERMUTE, cur, ish, sh);
-            e->in_perm = malloc((size_t)L->out * sizeof *e->in_perm);
-            if (!e->in_perm) rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
-            else memcpy(e->in_perm, L->perm, (size_t)L->out * sizeof *e->in_perm);
-            break;
-        case SSTC_SST_SHORTCUT:
-            op = new_op(e, i, SSTC_OP_SHORTCUT, cur, ish, sh);
-            op->nsrc = 2;
-            op->src[1] = L->from >= 0 ? rec[L->from] : SSTC_INFER_INPUT;
-            op->src_size[1] = sstc_infer_tensor_size(e, op->src[1]);
-            op->relu = L->activation == SSTC_SST_ACT_RELU;
-            break;
-        case SSTC_SST_ROUTE:
-            op = new_op(e, i, SSTC_OP_ROUTE, cur, ish, sh);
-            op->nsrc = L->n_route;
-            for (int k = 0; k < L->n_route; k++) {
-                op->src[k] = L->route[k] >= 0 ? rec[L->route[k]] : SSTC_INFER_INPUT;
-                op->src_size[k] = sstc_infer_tensor_size(e, op->src[k]);
-            }
-            break;
-        case SSTC_SST_GLOBALAVGPOOL: op = new_op(e, i, SSTC_OP_GAP, cur, ish, sh); break;
-        default: /* flatten (a reshape: NCHW is already flat) and dropout (the identity) */
-            break;
-        }
-        if (op) cur = e->n_ops - 1;
+        if (L->kind <= 0 || L->kind >= SSTC_SST_KIND_END || !PLAN[L->kind])
+            return sstc_fail(SSTC_EINVAL, "infer: layer %d has unknown kind %d", i, (int)L->kind);
+        plan_ctx p = {L, i, cur, cur >= 0 && !e->ops[cur].tapped ? &e->ops[cur] : NULL,
+                      i ? shapes[i - 1] : in_shape, shapes[i], rec};
+        int before = e->n_ops;
+        rc = PLAN[L->kind](e, &p);
+        if (e->n_ops > before) cur = e->n_ops - 1;
         rec[i] = cur;
         if (cur >= 0 && read_later[i]) e->ops[cur].tapped = 1;
     }
