@@ -1,6 +1,7 @@
 /* Writes the seed corpus of fuzz_sst: small valid .sst files covering every
- * layer kind, per-layer and per-row deltas, padded groups, float layers and
- * several (N,K). Build and run from the repository root after `make`:
+ * layer kind, per-layer and per-row deltas, padded groups, float layers,
+ * several (N,K) and (version 2) skip connections. Build and run from the
+ * repository root after `make`:
  *   cc -std=c11 -Iinclude fuzz/gen_sst_seeds.c build/libsstc.a -lz -lm -o build/gen_sst_seeds
  *   ./build/gen_sst_seeds fuzz/corpus/fuzz_sst */
 #include <stdio.h>
@@ -101,5 +102,25 @@ int main(int argc, char **argv) {
     m->in_c = 3, m->in_h = 1, m->in_w = 1, m->num_classes = 3;
     m->layers[0] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 3, .in = 3, .coded = 1, .N = 8, .K = 3};
     save(argv[1], "tiny_fc", m, &r);
+    /* version 2: shortcuts (from the input, identity, projection), routes and a global average pool */
+    m = sstc_sst_model_new(12);
+    m->in_c = 2, m->in_h = 6, m->in_w = 6, m->num_classes = 3;
+    L = m->layers;
+    L[0] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 2, .in = 2, .kh = 3, .kw = 3, .stride = 1, .pad = 1,
+                            .coded = 1, .N = 8, .K = 2};
+    L[1] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = SSTC_SST_INPUT, .activation = SSTC_SST_ACT_RELU};
+    L[2] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 2, .in = 2, .kh = 3, .kw = 3, .stride = 1, .pad = 1,
+                            .coded = 1, .N = 4, .K = 1};
+    L[3] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 2};
+    L[4] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = 1, .activation = SSTC_SST_ACT_LINEAR};
+    L[5] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 4, .in = 2, .kh = 3, .kw = 3, .stride = 2, .pad = 1,
+                            .coded = 1, .N = 8, .K = 3, .per_row_delta = 1};
+    L[6] = (sstc_sst_layer){.kind = SSTC_SST_ROUTE, .n_route = 1, .route = {4}};
+    L[7] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 4, .in = 2, .kh = 1, .kw = 1, .stride = 2};
+    L[8] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = 5, .activation = SSTC_SST_ACT_RELU};
+    L[9] = (sstc_sst_layer){.kind = SSTC_SST_ROUTE, .n_route = 2, .route = {8, 5}};
+    L[10] = (sstc_sst_layer){.kind = SSTC_SST_GLOBALAVGPOOL};
+    L[11] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 3, .in = 8};
+    save(argv[1], "graph_v2", m, &r);
     return 0;
 }

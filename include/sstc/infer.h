@@ -7,7 +7,9 @@
  * affine y = a*acc + b, which folds delta, the row normalization, the layer's
  * bias and any batch norm that follows (docs/inference.md). Float layers (left
  * uncoded by a config) use OpenBLAS. Dropout is dropped, a ReLU that follows
- * a layer is fused into it.
+ * a layer is fused into it. Skip connections (shortcut and route records)
+ * read earlier outputs, which a liveness plan keeps in buffers of their own
+ * while they are needed.
  *
  * Two activation modes:
  *  - SSTC_ENGINE_FLOAT: float activations; gives the logits of the coded
@@ -17,7 +19,8 @@
  *
  * Inputs are either normalized floats (B,C,H,W), x = (pixel/255 - mean)/std
  * with the file's mean and std, or raw 8-bit pixels (B,C,H,W) to which the
- * engine applies that preprocessing itself.
+ * engine applies that preprocessing itself. The engine knows nothing of
+ * datasets: callers load images and labels and pass them as arrays.
  *
  * An engine owns scratch memory and is not thread-safe: use one per thread
  * (its kernels are parallel with OpenMP already). Every function returns
@@ -28,7 +31,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sstc/data.h"
 #include "sstc/sst.h"
 
 typedef struct sstc_engine sstc_engine;
@@ -49,6 +51,8 @@ typedef struct {
     size_t coded_index_bytes;/* resident group indices of the coded layers */
     size_t float_weight_bytes;
     size_t max_activation;   /* largest activation of one sample, in values */
+    int activation_buffers;  /* buffers of the liveness plan (2 for a plain chain) */
+    size_t activation_values;/* their total size for one sample, in values (the input apart) */
     int calibrated;          /* int8 scales are set */
     int avx2;                /* the AVX2 kernels are in use */
 } sstc_engine_info;
@@ -66,12 +70,13 @@ int sstc_engine_forward(sstc_engine *e, const float *x, int batch, float *logits
 int sstc_engine_forward_pixels(sstc_engine *e, const uint8_t *pixels, int batch, float *logits);
 
 /* Sets the int8 activation scales. The input's scale follows from the
- * preprocessing (the largest |x| any pixel can give, over 127); every layer
- * that produces a new tensor (FC, convolution, unfolded batch norm) gets
- * max |output| / 127 over the float-mode outputs for the n images `pixels`
- * (n x C x H x W bytes; a few hundred training images). ReLU and pools keep
- * their input's scale. Calibration runs in float mode and leaves the mode
- * unchanged. */
+ * preprocessing (the largest |x| any pixel can give, over 127); every op
+ * that computes new values (FC, convolution, unfolded batch norm, shortcut)
+ * gets max |output| / 127 over the float-mode outputs for the n images
+ * `pixels` (n x C x H x W bytes; a few hundred training images). ReLU, pools
+ * and the global average pool keep their input's scale; a route takes the
+ * largest of its sources' scales. Calibration runs in float mode and leaves
+ * the mode unchanged. */
 int sstc_engine_calibrate(sstc_engine *e, const uint8_t *pixels, int n);
 
 /* Predicted class (first maximum) of each of n logit rows. */
@@ -84,28 +89,31 @@ typedef struct {
     double seconds;          /* wall time of the forward passes */
 } sstc_infer_result;
 
-/* Checks that the dataset's image shape and classes fit the network
- * (SSTC_ESHAPE with both shapes in the message otherwise). */
-int sstc_engine_check_dataset(const sstc_engine *e, const sstc_dataset *ds);
-/* Runs the first `limit` images of ds (limit <= 0: all) in batches of
- * `batch` (<= 0: 64) in the current mode. pred (may be NULL) receives the
- * predicted classes. */
-int sstc_engine_evaluate(sstc_engine *e, const sstc_dataset *ds, long limit, int batch, int *pred,
-                         sstc_infer_result *result);
+/* Checks that images of c x h x w pixels, labelled 0..num_classes-1, fit
+ * the network (SSTC_ESHAPE with both shapes in the message otherwise). */
+int sstc_engine_check_input(const sstc_engine *e, int c, int h, int w, int num_classes);
+/* Runs the n images `pixels` (n x C x H x W bytes) in batches of `batch`
+ * (<= 0: 64) in the current mode and scores them against labels (n, each
+ * 0..num_classes-1; SSTC_EINVAL naming the image otherwise). pred (n, may be
+ * NULL) receives the predicted classes. */
+int sstc_engine_evaluate_pixels(sstc_engine *e, const uint8_t *pixels, const int *labels, long n, int batch, int *pred,
+                                sstc_infer_result *result);
 
 /* ---- C export ----------------------------------------------------------------- */
 
 typedef struct {
     size_t code_bytes;       /* packed indices and code tables */
     size_t param_bytes;      /* affines, float weights, input tables (one mode) */
-    size_t buffer_bytes[2];  /* the two activation buffers: [0] float mode, [1] int8 mode */
+    size_t buffer_bytes[2];  /* the activation buffers (input included): [0] float mode, [1] int8 mode */
+    int buffers;             /* how many: 2 for a plain chain, more to keep skip-connection sources */
     int int8;                /* the int8 variant was exported (the engine was calibrated) */
 } sstc_export_c_info;
 
 /* Writes DIR/sstc_net.h (the network as const arrays: packed group indices
- * at ceil(log2 E) bits, code tables, affines, and the buffer sizes computed
- * now) and DIR/sstc_net.c, a standalone runner with no allocation and no
- * library beyond <stdint.h>:
+ * at ceil(log2 E) bits, code tables, affines, and the activation buffers'
+ * places computed now by the engine's liveness plan) and DIR/sstc_net.c, a
+ * standalone runner with no allocation and no library beyond <stdint.h> and
+ * <string.h>:
  *     int sstc_net_run(const uint8_t *pixels, float *logits);
  * Compiling with -DSSTC_NET_INT8 selects 8-bit activations (only if the
  * engine was calibrated; otherwise that variant is an #error). DIR is

@@ -135,7 +135,12 @@ int sstc_unpack_codes(const uint8_t *in, size_t nbytes, size_t count, int bits, 
 
 /* ---- the .sst file of a coded network --------------------------------------- */
 
-#define SSTC_SST_VERSION 1
+/* The newest format version this library reads. A file is written as version
+ * 1 unless it holds a record that needs version 2 (SHORTCUT, ROUTE,
+ * GLOBALAVGPOOL), so files without them keep their exact version-1 bytes; the
+ * reader accepts both and refuses a version-2 file that needs no version-2
+ * record (it would not write back to the same bytes). docs/format.md. */
+#define SSTC_SST_VERSION 2
 
 typedef enum {
     SSTC_SST_FC = 1,        /* out, in; weights (out x in) */
@@ -149,7 +154,20 @@ typedef enum {
     SSTC_SST_PERMUTE = 9,   /* out = in = C*H*W of the input; y[i] = x[perm[i]] over the
                              * flattened input, output (out,1,1); only as the first layer
                              * (fan-in interleaving of a first FC layer) */
+    SSTC_SST_SHORTCUT = 10, /* version 2: y = act(x + out[from]), x = the previous record's
+                             * output (the network input for record 0); same shapes */
+    SSTC_SST_ROUTE = 11,    /* version 2: y = out[route[0]], ..., out[route[n_route-1]]
+                             * concatenated along channels; equal H and W */
+    SSTC_SST_GLOBALAVGPOOL = 12, /* version 2: (C,H,W) -> (C,1,1), the mean over H*W */
+    SSTC_SST_KIND_END       /* one past the last kind */
 } sstc_sst_kind;
+
+/* Record references (SHORTCUT from, ROUTE route[]) are indices of earlier
+ * records, or this value for the network input (before any PERMUTE). */
+#define SSTC_SST_INPUT (-1)
+#define SSTC_SST_MAX_ROUTE 8
+#define SSTC_SST_ACT_LINEAR 0
+#define SSTC_SST_ACT_RELU 1
 
 /* One layer. FC and CONV are either coded (coded = 1: N, K, delta, scale,
  * bias, codes) or float (coded = 0: weight, bias). A coded layer computes
@@ -174,6 +192,10 @@ typedef struct {
     size_t codes_bytes;       /* sstc_packed_bytes(out*G, b) */
     float *weight;            /* float FC/CONV: (out x fan_in) */
     uint32_t *perm;           /* PERMUTE (out): a permutation of 0..out-1 */
+    int from;                 /* SHORTCUT: an earlier record, or SSTC_SST_INPUT */
+    int activation;           /* SHORTCUT: SSTC_SST_ACT_LINEAR or SSTC_SST_ACT_RELU */
+    int n_route;              /* ROUTE: 1..SSTC_SST_MAX_ROUTE sources */
+    int route[SSTC_SST_MAX_ROUTE]; /* ROUTE: earlier records, or SSTC_SST_INPUT */
 } sstc_sst_layer;
 
 typedef struct {
@@ -199,10 +221,21 @@ void sstc_sst_free(sstc_sst_model *model);
 size_t sstc_sst_fan_in(const sstc_sst_layer *layer);
 /* Lower-case kind name ("fc", "conv", ...), "?" if unknown. */
 const char *sstc_sst_kind_name(int kind);
+/* The record's own fields as text ("16->32 k=3x3 s=1 p=1", "from=4 act=relu",
+ * "" for kinds without fields), as `sstc inspect` prints them. */
+void sstc_sst_layer_describe(const sstc_sst_layer *layer, char *buf, size_t n);
+
+/* The version the model's file has: 2 if a record needs it, else 1. */
+int sstc_sst_file_version(const sstc_sst_model *model);
+/* The output shape (C,H,W) of every record into shapes (n_layers); the
+ * model's shapes must chain (SSTC_EFORMAT naming the record otherwise). A
+ * FLATTEN, DROPOUT or PERMUTE output counts as a record's output too. */
+int sstc_sst_shapes(const sstc_sst_model *model, int (*shapes)[3]);
 
 /* Checks the whole model as the reader would: shapes chain from the input to
- * num_classes outputs, every (N,K), delta and float is valid, every code
- * index is < M and pads decode to 0. */
+ * num_classes outputs, references point to earlier records with matching
+ * shapes, every (N,K), delta and float is valid, every code index is < M and
+ * pads decode to 0. */
 int sstc_sst_validate(const sstc_sst_model *model);
 
 /* Exact size in bytes of the model's .sst file. */

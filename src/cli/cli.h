@@ -50,6 +50,11 @@ int cli_eval_file(const char *path, const char *data);
 /* The .sst side (cmd_infer.c, cmd_export_c.c). */
 int cli_is_sst_file(const char *path);
 int cli_eval_sst(const char *path, const char *data);
+/* The engine takes images and labels as arrays: this checks that a
+ * dataset's images and classes fit it (SSTC_ESHAPE naming both shapes). */
+struct sstc_engine;
+struct sstc_dataset;
+int cli_check_dataset(const struct sstc_engine *e, const struct sstc_dataset *ds);
 /* Writes DIR/sstc_net.h and DIR/sstc_net.c for MODEL.sst; calib_data (may be
  * NULL) names a dataset whose training images calibrate the int8 variant. */
 int cli_export_c_header(const char *sst_path, const char *dir, const char *calib_data);

@@ -19,7 +19,7 @@ int cli_export_c_header(const char *sst_path, const char *dir, const char *calib
     int status = 0;
     if (calib_data) {
         sstc_dataset train = {0};
-        if (sstc_dataset_load(calib_data, "train", &train) || sstc_engine_check_dataset(e, &train) ||
+        if (sstc_dataset_load(calib_data, "train", &train) || cli_check_dataset(e, &train) ||
             sstc_engine_calibrate(e, train.pixels, train.n < CALIB_IMAGES ? train.n : CALIB_IMAGES)) {
             fprintf(stderr, "sstc export: int8 calibration on %s: %s\n", calib_data, sstc_errmsg());
             status = 1;

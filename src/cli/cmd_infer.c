@@ -47,6 +47,10 @@ static void print_result(const char *mode, const sstc_infer_result *r) {
            r->count, r->errors, r->seconds > 0 ? (double)r->count / r->seconds : 0.0);
 }
 
+int cli_check_dataset(const sstc_engine *e, const sstc_dataset *ds) {
+    return sstc_engine_check_input(e, ds->c, ds->h, ds->w, ds->num_classes);
+}
+
 /* Loads the first `n` training images of `data` for calibration. */
 static int calibrate(sstc_engine *e, const char *data, long n) {
     sstc_dataset train = {0};
@@ -54,7 +58,7 @@ static int calibrate(sstc_engine *e, const char *data, long n) {
         fprintf(stderr, "sstc infer: calibration images: %s\n", sstc_errmsg());
         return 1;
     }
-    int rc = sstc_engine_check_dataset(e, &train);
+    int rc = cli_check_dataset(e, &train);
     if (!rc) rc = sstc_engine_calibrate(e, train.pixels, (int)(n < train.n ? n : train.n));
     if (rc) fprintf(stderr, "sstc infer: calibration: %s\n", sstc_errmsg());
     sstc_dataset_free(&train);
@@ -70,7 +74,7 @@ static int load_test(const char *path, const char *data, sstc_engine **e, sstc_d
         fprintf(stderr, "test set: %s\n", sstc_errmsg());
         return 1;
     }
-    if (sstc_engine_check_dataset(*e, test)) {
+    if (cli_check_dataset(*e, test)) {
         fprintf(stderr, "%s: %s\n", data, sstc_errmsg());
         return 1;
     }
@@ -111,7 +115,8 @@ int cmd_infer(int argc, char **argv) {
     sstc_dataset test = {0};
     int status = load_test(path, data, &e, &test);
     sstc_infer_result rf, rq;
-    if (!status && sstc_engine_evaluate(e, &test, limit, (int)batch, NULL, &rf)) {
+    long n = limit > 0 && limit < test.n ? limit : test.n;
+    if (!status && sstc_engine_evaluate_pixels(e, test.pixels, test.labels, n, (int)batch, NULL, &rf)) {
         fprintf(stderr, "sstc infer: %s\n", sstc_errmsg());
         status = 1;
     }
@@ -119,7 +124,7 @@ int cmd_infer(int argc, char **argv) {
     if (!status && int8) {
         status = calibrate(e, data, calib);
         if (!status && (sstc_engine_set_mode(e, SSTC_ENGINE_INT8) ||
-                        sstc_engine_evaluate(e, &test, limit, (int)batch, NULL, &rq))) {
+                        sstc_engine_evaluate_pixels(e, test.pixels, test.labels, n, (int)batch, NULL, &rq))) {
             fprintf(stderr, "sstc infer: %s\n", sstc_errmsg());
             status = 1;
         }
@@ -152,7 +157,7 @@ int cli_eval_sst(const char *path, const char *data) {
     sstc_dataset test = {0};
     sstc_infer_result r;
     int status = load_test(path, data, &e, &test);
-    if (!status && sstc_engine_evaluate(e, &test, 0, 64, NULL, &r)) {
+    if (!status && sstc_engine_evaluate_pixels(e, test.pixels, test.labels, test.n, 64, NULL, &r)) {
         fprintf(stderr, "sstc eval: %s\n", sstc_errmsg());
         status = 1;
     }

@@ -26,25 +26,14 @@ static void usage(FILE *f) {
 }
 
 static void print_layer(int i, const sstc_sst_layer *L) {
-    char shape[96] = "";
-    switch (L->kind) {
-    case SSTC_SST_FC: snprintf(shape, sizeof shape, "%d->%d", L->in, L->out); break;
-    case SSTC_SST_CONV:
-        snprintf(shape, sizeof shape, "%d->%d k=%dx%d s=%d p=%d", L->in, L->out, L->kh, L->kw, L->stride, L->pad);
-        break;
-    case SSTC_SST_BATCHNORM: snprintf(shape, sizeof shape, "c=%d", L->out); break;
-    case SSTC_SST_MAXPOOL:
-    case SSTC_SST_AVGPOOL: snprintf(shape, sizeof shape, "k=%d s=%d p=%d", L->kh, L->stride, L->pad); break;
-    case SSTC_SST_DROPOUT: snprintf(shape, sizeof shape, "p=%g", L->p); break;
-    case SSTC_SST_PERMUTE: snprintf(shape, sizeof shape, "n=%d (input interleaving)", L->out); break;
-    default: break;
-    }
-    if (L->kind != SSTC_SST_FC && L->kind != SSTC_SST_CONV) {
+    char shape[160];
+    sstc_sst_layer_describe(L, shape, sizeof shape);
+    size_t fan_in = sstc_sst_fan_in(L), weights = (size_t)L->out * fan_in;
+    if (!fan_in) { /* no weights */
         printf("%-5d %-9s %s\n", i, sstc_sst_kind_name(L->kind), shape);
         return;
     }
     printf("%-5d %-9s %-26s", i, sstc_sst_kind_name(L->kind), shape);
-    size_t fan_in = sstc_sst_fan_in(L), weights = (size_t)L->out * fan_in;
     if (!L->coded) {
         printf(" float  weights=%zu bits_per_weight=32.000\n", weights);
         return;
@@ -82,7 +71,7 @@ int cmd_inspect(int argc, char **argv) {
         return 1;
     }
     size_t bytes = sstc_sst_size(m), weights = 0, code_bytes = 0, coded_weights = 0;
-    printf("%s: version %d, input %dx%dx%d, %d classes, %d layers, %zu bytes\n", argv[1], SSTC_SST_VERSION, m->in_c,
+    printf("%s: version %d, input %dx%dx%d, %d classes, %d layers, %zu bytes\n", argv[1], sstc_sst_file_version(m), m->in_c,
            m->in_h, m->in_w, m->num_classes, m->n_layers, bytes);
     printf("input x = (pixel/255 - mean)/std:");
     for (int c = 0; c < m->in_c && c < 4; c++) printf(" c%d mean=%.6g std=%.6g", c, m->in_mean[c], m->in_std[c]);

@@ -1,9 +1,12 @@
 /* Export of a compressed network: the .sst file (packed codes with the folded
- * affine) and the .npz of decoded weights. */
+ * affine; shortcuts and routes as records that refer to earlier records) and
+ * the .npz of decoded weights (shortcut, route and global average pooling
+ * layers have no tensors, so the .npz needs nothing for them). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "compress/internal.h"
 #include "sstc/compress.h"
 #include "sstc/sst.h"
 
@@ -20,26 +23,68 @@ static void bn_affine(const sstc_layer *bn, int ch, float *a, float *b) {
     *b = bn->bias->data[ch] - *a * bn->running_mean->data[ch];
 }
 
-int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
+_Static_assert(SSTC_MAX_ROUTE <= SSTC_SST_MAX_ROUTE, "a route of the model fits a route record");
+
+/* Model layer indices -> .sst record indices. Dropout has no record (its
+ * output is its input's); a batch norm right after a linear or conv layer
+ * folds into that layer's record (so the record's output is the norm's),
+ * unless a shortcut or route reads the layer's own output, which folding
+ * would lose: then the norm stays a record of its own. rec[i] is the record
+ * whose output is layer i's output; the model input (-1) is record 0 when a
+ * permute record carries the fan-in interleaving (the network sees the
+ * permuted input), else the .sst network input. Returns the record count, or
+ * a negative error naming the layer for a reference that does not point to
+ * an earlier layer. */
+static int map_records(const sstc_model *m, int *rec, uint8_t *folded) {
+    uint8_t *read_later = calloc((size_t)m->nlayers + 1, 1); /* [j + 1]: layer j (or the input, -1) */
+    if (!read_later) return sstc_fail(SSTC_ENOMEM, "write_sst: out of memory");
+    int rc = SSTC_OK;
+    for (int i = 0; i < m->nlayers && !rc; i++) {
+        const sstc_layer *l = &m->layers[i];
+        int nref = l->kind == SSTC_LAYER_SHORTCUT ? 1 : l->kind == SSTC_LAYER_ROUTE ? l->nroute : 0;
+        if (l->kind == SSTC_LAYER_ROUTE && (l->nroute < 1 || l->nroute > SSTC_MAX_ROUTE))
+            rc = sstc_fail(SSTC_EINVAL, "write_sst: layer '%s' (route) has %d sources, expected 1..%d", l->name,
+                           l->nroute, SSTC_MAX_ROUTE);
+        for (int k = 0; k < nref && !rc; k++) {
+            int j = l->kind == SSTC_LAYER_SHORTCUT ? l->from : l->route[k];
+            if (j < -1 || j >= i)
+                rc = sstc_fail(SSTC_EINVAL, "write_sst: layer '%s' (%s) reads layer %d, which is not an earlier layer",
+                               l->name, l->kind == SSTC_LAYER_SHORTCUT ? "shortcut" : "route", j);
+            else read_later[j + 1] = 1;
+        }
+    }
+    int input = m->in_perm ? 0 : SSTC_SST_INPUT, n = m->in_perm ? 1 : 0;
+    for (int i = 0; i < m->nlayers && !rc; i++) {
+        const sstc_layer *l = &m->layers[i];
+        int prev_kind = i ? (int)m->layers[i - 1].kind : -1;
+        folded[i] = l->kind == SSTC_LAYER_BATCHNORM &&
+                    (prev_kind == SSTC_LAYER_LINEAR || prev_kind == SSTC_LAYER_CONV2D) && !read_later[(i - 1) + 1];
+        if (l->kind == SSTC_LAYER_DROPOUT || folded[i]) rec[i] = i ? rec[i - 1] : input;
+        else rec[i] = n++;
+    }
+    free(read_later);
+    return rc ? rc : n;
+}
+
+/* The .sst index of what model layer j (or the input, -1) outputs. */
+static int record_of(const sstc_model *m, const int *rec, int j) {
+    if (j >= 0) return rec[j];
+    return m->in_perm ? 0 : SSTC_SST_INPUT;
+}
+
+int sstc_compress_sst_model(const sstc_compressor *c, const sstc_model *m, int in_c, int in_h, int in_w, int classes,
+                            const sstc_normalizer *norm, sstc_sst_model **out) {
+    *out = NULL;
     if (c->method == SSTC_METHOD_NM)
         return sstc_fail(SSTC_EINVAL, "write_sst: float N:M sparse networks have no ternary codes to store");
-    sstc_session *s = c->s;
-    const sstc_model *m = sstc_session_model(s);
-    int in_c, in_h, in_w, classes;
-    sstc_session_shape(s, &in_c, &in_h, &in_w, &classes);
-    const sstc_normalizer *norm = sstc_session_normalizer(s);
-    /* count records: dropout is dropped, a batch norm after a weight layer is folded */
-    int n = m->in_perm ? 1 : 0; /* a permute record first */
-    for (int i = 0; i < m->nlayers; i++) {
-        const sstc_layer *l = &m->layers[i];
-        if (l->kind == SSTC_LAYER_DROPOUT) continue;
-        if (l->kind == SSTC_LAYER_BATCHNORM && i > 0 &&
-            (m->layers[i - 1].kind == SSTC_LAYER_LINEAR || m->layers[i - 1].kind == SSTC_LAYER_CONV2D))
-            continue;
-        n++;
+    int *rec = malloc(((size_t)m->nlayers + 1) * sizeof *rec);
+    uint8_t *folded = calloc((size_t)m->nlayers + 1, 1);
+    int n = rec && folded ? map_records(m, rec, folded) : sstc_fail(SSTC_ENOMEM, "write_sst: out of memory");
+    sstc_sst_model *sm = n > 0 ? sstc_sst_model_new(n) : NULL; /* sets the message on failure */
+    if (!sm) {
+        free(rec), free(folded);
+        return n < 0 ? n : n == 0 ? sstc_fail(SSTC_EINVAL, "write_sst: the model has no layers") : sstc_errcode();
     }
-    sstc_sst_model *sm = sstc_sst_model_new(n);
-    if (!sm) return sstc_errcode() ? sstc_errcode() : sstc_fail(SSTC_ENOMEM, "write_sst: out of memory");
     sm->in_c = in_c;
     sm->in_h = in_h;
     sm->in_w = in_w;
@@ -59,10 +104,7 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
     }
     for (int i = 0; i < m->nlayers && !rc; i++) {
         const sstc_layer *l = &m->layers[i];
-        if (l->kind == SSTC_LAYER_DROPOUT) continue;
-        if (l->kind == SSTC_LAYER_BATCHNORM && i > 0 &&
-            (m->layers[i - 1].kind == SSTC_LAYER_LINEAR || m->layers[i - 1].kind == SSTC_LAYER_CONV2D))
-            continue;
+        if (l->kind == SSTC_LAYER_DROPOUT || folded[i]) continue;
         sstc_sst_layer *L = &sm->layers[r++];
         switch (l->kind) {
         case SSTC_LAYER_LINEAR:
@@ -77,7 +119,7 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
                 L->pad = l->pad;
             }
             const sstc_coded_layer *cl = coded_of(c, i);
-            const sstc_layer *bn = i + 1 < m->nlayers && m->layers[i + 1].kind == SSTC_LAYER_BATCHNORM ? &m->layers[i + 1] : NULL;
+            const sstc_layer *bn = i + 1 < m->nlayers && folded[i + 1] ? &m->layers[i + 1] : NULL;
             L->coded = cl != NULL;
             if (cl) {
                 L->N = c->N;
@@ -135,11 +177,36 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
             rc = sstc_sst_layer_alloc(L);
             break;
         case SSTC_LAYER_FLATTEN: L->kind = SSTC_SST_FLATTEN; rc = sstc_sst_layer_alloc(L); break;
+        case SSTC_LAYER_SHORTCUT:
+            L->kind = SSTC_SST_SHORTCUT;
+            L->from = record_of(m, rec, l->from);
+            L->activation = l->activation == SSTC_ACT_RELU ? SSTC_SST_ACT_RELU : SSTC_SST_ACT_LINEAR;
+            if (l->activation != SSTC_ACT_RELU && l->activation != SSTC_ACT_LINEAR)
+                rc = sstc_fail(SSTC_EINVAL, "write_sst: activation %d has no .sst code", l->activation);
+            break;
+        case SSTC_LAYER_ROUTE:
+            L->kind = SSTC_SST_ROUTE;
+            L->n_route = l->nroute;
+            for (int k = 0; k < l->nroute; k++) L->route[k] = record_of(m, rec, l->route[k]);
+            break;
+        case SSTC_LAYER_GLOBALAVGPOOL: L->kind = SSTC_SST_GLOBALAVGPOOL; break;
         default: rc = sstc_fail(SSTC_EINVAL, "write_sst: layer '%s' of kind %d has no .sst record", l->name, (int)l->kind);
         }
         if (rc) sstc_fail_prefix(rc, "layer '%s': ", l->name);
     }
     free(T);
+    free(rec), free(folded);
+    if (rc) sstc_sst_free(sm);
+    else *out = sm;
+    return rc;
+}
+
+int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
+    sstc_session *s = c->s;
+    int in_c, in_h, in_w, classes;
+    sstc_session_shape(s, &in_c, &in_h, &in_w, &classes);
+    sstc_sst_model *sm = NULL;
+    int rc = sstc_compress_sst_model(c, sstc_session_model(s), in_c, in_h, in_w, classes, sstc_session_normalizer(s), &sm);
     if (!rc) rc = sstc_sst_write(path, sm);
     sstc_sst_free(sm);
     return rc;

@@ -1,11 +1,16 @@
 /* The inference engine: a .sst network planned into a short list of
  * operations (batch norms folded into the per-output affine of the layer
- * before them, ReLUs fused, dropout and flatten gone), run with float or
- * 8-bit activations. */
+ * before them, ReLUs fused, dropout and flatten gone), whose outputs live in
+ * buffers assigned by a liveness plan, run with float or 8-bit activations.
+ * Every record kind is one entry of the table PLAN (the rule that turns it
+ * into an op, or folds or fuses it), every operation kind one entry of the
+ * table OPS (its float and int8 kernels, whether a batch norm folds or a
+ * ReLU fuses into it, whether it gets a calibrated scale). */
 #include "sstc/infer.h"
 
 #include <cblas.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +31,7 @@
 /* Floats of im2col per convolution pass. */
 #define CONV_COLS ((size_t)4 << 20)
 
-enum { S_ACT0, S_ACT1, S_XT, S_ACC, S_LUT, S_MISC };
+enum { S_ACT, S_XT, S_ACC, S_LUT, S_MISC };
 
 static void *scratch(sstc_engine *e, int slot, size_t bytes) {
     if (bytes > e->scratch_cap[slot]) {
@@ -65,22 +70,12 @@ static float *copy_floats(const float *src, size_t n) {
     return d;
 }
 
-static int out_dim(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
-
 /* One FC/CONV layer -> op; the affine starts as the file's (scale, bias) for
  * a coded layer and (1, bias) for a float one. */
-static int plan_weighted(sstc_infer_op *op, const sstc_sst_layer *L, int c, int h, int w) {
+static int plan_weighted(sstc_infer_op *op, const sstc_sst_layer *L) {
     op->kind = L->kind == SSTC_SST_FC ? SSTC_OP_FC : SSTC_OP_CONV;
-    op->c = c, op->h = h, op->w = w;
-    op->oc = L->out;
     op->fan_in = sstc_sst_fan_in(L);
-    if (op->kind == SSTC_OP_CONV) {
-        op->kh = L->kh, op->kw = L->kw, op->stride = L->stride, op->pad = L->pad;
-        op->oh = out_dim(h, L->kh, L->stride, L->pad);
-        op->ow = out_dim(w, L->kw, L->stride, L->pad);
-    } else {
-        op->oh = op->ow = 1;
-    }
+    if (op->kind == SSTC_OP_CONV) op->kh = L->kh, op->kw = L->kw, op->stride = L->stride, op->pad = L->pad;
     size_t out = (size_t)L->out;
     op->b = copy_floats(L->bias, out);
     op->a = malloc(out * sizeof *op->a);
@@ -96,7 +91,197 @@ static int plan_weighted(sstc_infer_op *op, const sstc_sst_layer *L, int c, int 
     return SSTC_OK;
 }
 
-static size_t op_out_size(const sstc_infer_op *op) { return (size_t)op->oc * op->oh * op->ow; }
+/* What an op kind is: its kernels (OPS, below the kernels) and how the
+ * planner treats it. */
+typedef struct {
+    const char *name;
+    int folds_bn;   /* FC, CONV: a following batch norm folds into the per-output affine */
+    int fuses_relu; /* a following ReLU clamps its output */
+    int sets_scale; /* int8: its output gets a calibrated scale */
+    int (*f32)(sstc_engine *e, const sstc_infer_op *op, const float *const *in, int B, float *out);
+    int (*i8)(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *in, int B, int8_t *out, float *logits);
+} op_kind;
+static const op_kind OPS[];
+
+/* The op planned for record i, reading tensor `cur`, with output shape sh. */
+static sstc_infer_op *new_op(sstc_engine *e, int i, sstc_infer_op_kind kind, int cur, const int *in_shape,
+                             const int *sh) {
+    sstc_infer_op *op = &e->ops[e->n_ops++];
+    op->kind = kind;
+    op->src_layer = i;
+    op->nsrc = 1;
+    op->src[0] = cur;
+    op->src_size[0] = sstc_infer_tensor_size(e, cur);
+    op->c = in_shape[0], op->h = in_shape[1], op->w = in_shape[2];
+    op->oc = sh[0], op->oh = sh[1], op->ow = sh[2];
+    return op;
+}
+
+/* What planning record i sees: the record, the tensor it reads (`cur`), the
+ * op that produced that tensor if a batch norm may fold or a ReLU fuse into
+ * it (`prev`, NULL otherwise), the shapes, and which tensor holds each
+ * earlier record's output (`rec`). */
+typedef struct {
+    const sstc_sst_layer *L;
+    int i, cur;
+    sstc_infer_op *prev;
+    const int *ish, *sh;
+    const int *rec;
+} plan_ctx;
+
+/* One planning rule per record kind: it appends an op (new_op) or changes
+ * prev (folding, fusing) or does nothing (a reshape or the identity). */
+static int plan_fc_conv(sstc_engine *e, const plan_ctx *p) {
+    return plan_weighted(new_op(e, p->i, SSTC_OP_FC, p->cur, p->ish, p->sh), p->L);
+}
+
+static int plan_bn(sstc_engine *e, const plan_ctx *p) {
+    const sstc_sst_layer *L = p->L;
+    sstc_infer_op *prev = p->prev;
+    if (prev && OPS[prev->kind].folds_bn && !prev->relu && prev->oc == L->out && prev->oc == p->ish[0]) {
+        for (int o = 0; o < L->out; o++) {
+            prev->b[o] = L->scale[o] * prev->b[o] + L->bias[o];
+            prev->a[o] = L->scale[o] * prev->a[o];
+        }
+        return SSTC_OK;
+    }
+    sstc_infer_op *op = new_op(e, p->i, SSTC_OP_BN, p->cur, p->ish, p->sh);
+    op->a = copy_floats(L->scale, (size_t)L->out);
+    op->b = copy_floats(L->bias, (size_t)L->out);
+    return op->a && op->b ? SSTC_OK : sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+}
+
+static int plan_relu(sstc_engine *e, const plan_ctx *p) {
+    if (p->prev && OPS[p->prev->kind].fuses_relu) {
+        p->prev->relu = 1; /* relu(relu(x)) = relu(x) */
+        return SSTC_OK;
+    }
+    new_op(e, p->i, SSTC_OP_RELU, p->cur, p->ish, p->sh)->relu = 1;
+    return SSTC_OK;
+}
+
+static int plan_pool(sstc_engine *e, const plan_ctx *p) {
+    const sstc_sst_layer *L = p->L;
+    sstc_infer_op *op =
+        new_op(e, p->i, L->kind == SSTC_SST_MAXPOOL ? SSTC_OP_MAXPOOL : SSTC_OP_AVGPOOL, p->cur, p->ish, p->sh);
+    op->kh = op->kw = L->kh, op->stride = L->stride, op->pad = L->pad;
+    return SSTC_OK;
+}
+
+static int plan_nothing(sstc_engine *e, const plan_ctx *p) { return SSTC_OK; }
+
+static int plan_permute(sstc_engine *e, const plan_ctx *p) { /* record 0 (the reader checks) */
+    new_op(e, p->i, SSTC_OP_PERMUTE, p->cur, p->ish, p->sh);
+    e->in_perm = malloc((size_t)p->L->out * sizeof *e->in_perm);
+    if (!e->in_perm) return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    memcpy(e->in_perm, p->L->perm, (size_t)p->L->out * sizeof *e->in_perm);
+    return SSTC_OK;
+}
+
+static int tensor_of(const plan_ctx *p, int record) { return record >= 0 ? p->rec[record] : SSTC_INFER_INPUT; }
+
+static int plan_shortcut(sstc_engine *e, const plan_ctx *p) {
+    sstc_infer_op *op = new_op(e, p->i, SSTC_OP_SHORTCUT, p->cur, p->ish, p->sh);
+    op->nsrc = 2;
+    op->src[1] = tensor_of(p, p->L->from);
+    op->src_size[1] = sstc_infer_tensor_size(e, op->src[1]);
+    op->relu = p->L->activation == SSTC_SST_ACT_RELU;
+    return SSTC_OK;
+}
+
+static int plan_route(sstc_engine *e, const plan_ctx *p) {
+    sstc_infer_op *op = new_op(e, p->i, SSTC_OP_ROUTE, p->cur, p->ish, p->sh);
+    op->nsrc = p->L->n_route;
+    for (int k = 0; k < op->nsrc; k++) {
+        op->src[k] = tensor_of(p, p->L->route[k]);
+        op->src_size[k] = sstc_infer_tensor_size(e, op->src[k]);
+    }
+    return SSTC_OK;
+}
+
+static int plan_gap(sstc_engine *e, const plan_ctx *p) {
+    new_op(e, p->i, SSTC_OP_GAP, p->cur, p->ish, p->sh);
+    return SSTC_OK;
+}
+
+/* The planning rule of every record kind (flatten is a reshape, NCHW being
+ * already flat; dropout is the identity). */
+static int (*const PLAN[])(sstc_engine *e, const plan_ctx *p) = {
+    [0] = NULL,
+    [SSTC_SST_FC] = plan_fc_conv,
+    [SSTC_SST_CONV] = plan_fc_conv,
+    [SSTC_SST_BATCHNORM] = plan_bn,
+    [SSTC_SST_RELU] = plan_relu,
+    [SSTC_SST_MAXPOOL] = plan_pool,
+    [SSTC_SST_AVGPOOL] = plan_pool,
+    [SSTC_SST_FLATTEN] = plan_nothing,
+    [SSTC_SST_DROPOUT] = plan_nothing,
+    [SSTC_SST_PERMUTE] = plan_permute,
+    [SSTC_SST_SHORTCUT] = plan_shortcut,
+    [SSTC_SST_ROUTE] = plan_route,
+    [SSTC_SST_GLOBALAVGPOOL] = plan_gap,
+};
+_Static_assert(sizeof PLAN / sizeof PLAN[0] == SSTC_SST_KIND_END, "every record kind needs a planning rule");
+
+/* Records -> ops. rec[i] is the tensor that holds record i's output; a
+ * record read by a later shortcut or route (`read_later`) must keep its
+ * output, so nothing is folded or fused into the op that produces it. */
+static int plan(sstc_engine *e, const sstc_sst_model *m, const int (*shapes)[3], int *rec, uint8_t *read_later) {
+    for (int i = 0; i < m->n_layers; i++) {
+        const sstc_sst_layer *L = &m->layers[i];
+        if (L->kind == SSTC_SST_SHORTCUT && L->from >= 0) read_later[L->from] = 1;
+        for (int k = 0; L->kind == SSTC_SST_ROUTE && k < L->n_route; k++)
+            if (L->route[k] >= 0) read_later[L->route[k]] = 1;
+    }
+    const int in_shape[3] = {m->in_c, m->in_h, m->in_w};
+    int cur = SSTC_INFER_INPUT, rc = SSTC_OK;
+    for (int i = 0; i < m->n_layers && !rc; i++) {
+        const sstc_sst_layer *L = &m->layers[i];
+        if (L->kind <= 0 || L->kind >= SSTC_SST_KIND_END || !PLAN[L->kind])
+            return sstc_fail(SSTC_EINVAL, "infer: layer %d has unknown kind %d", i, (int)L->kind);
+        plan_ctx p = {L, i, cur, cur >= 0 && !e->ops[cur].tapped ? &e->ops[cur] : NULL,
+                      i ? shapes[i - 1] : in_shape, shapes[i], rec};
+        int before = e->n_ops;
+        rc = PLAN[L->kind](e, &p);
+        if (e->n_ops > before) cur = e->n_ops - 1;
+        rec[i] = cur;
+        if (cur >= 0 && read_later[i]) e->ops[cur].tapped = 1;
+    }
+    return rc;
+}
+
+int sstc_infer_plan_buffers(const sstc_engine *e, int with_input, int *buf, size_t *size) {
+    int n = e->n_ops, nb = 0;
+    int *last = malloc(((size_t)n + 1) * sizeof *last), *holder = malloc(((size_t)n + 1) * sizeof *holder);
+    if (!last || !holder) {
+        free(last), free(holder);
+        return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    }
+    /* last[t + 1]: the last op that reads tensor t; INT_MIN if none */
+    for (int t = 0; t <= n; t++) last[t] = INT_MIN, buf[t] = -1;
+    for (int k = 0; k < n; k++)
+        for (int s = 0; s < e->ops[k].nsrc; s++) last[e->ops[k].src[s] + 1] = k;
+    last[sstc_infer_final_tensor(e) + 1] = n; /* read at the end */
+    for (int t = with_input ? SSTC_INFER_INPUT : 0; t < n; t++) {
+        size_t need = sstc_infer_tensor_size(e, t);
+        int best = -1; /* the smallest free buffer that fits, else the largest free one */
+        for (int j = 0; j < nb; j++) {
+            if (holder[j] != INT_MIN) continue;
+            int fits = size[j] >= need, bfits = best >= 0 && size[best] >= need;
+            if (best < 0 || (fits && (!bfits || size[j] < size[best])) || (!fits && !bfits && size[j] > size[best]))
+                best = j;
+        }
+        if (best < 0) size[best = nb++] = 0;
+        if (size[best] < need) size[best] = need;
+        holder[best] = t;
+        buf[t + 1] = best;
+        /* after op t ran, tensors read for the last time (t's own output too, if no one reads it) are dead */
+        for (int j = 0; j < nb; j++)
+            if (holder[j] != INT_MIN && last[holder[j] + 1] <= t) holder[j] = INT_MIN;
+    }
+    free(last), free(holder);
+    return nb;
+}
 
 int sstc_engine_create(const sstc_sst_model *m, sstc_engine **out) {
     if (!out) return sstc_fail(SSTC_EINVAL, "sstc_engine_create: NULL argument");
@@ -104,11 +289,14 @@ int sstc_engine_create(const sstc_sst_model *m, sstc_engine **out) {
     int rc = sstc_sst_validate(m);
     if (rc) return rc;
     sstc_engine *e = calloc(1, sizeof *e);
-    if (!e) return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
-    e->ops = calloc((size_t)m->n_layers, sizeof *e->ops);
-    if (!e->ops) {
-        free(e);
-        return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    int (*shapes)[3] = malloc((size_t)m->n_layers * sizeof *shapes);
+    int *rec = malloc((size_t)m->n_layers * sizeof *rec), *buf = NULL;
+    uint8_t *read_later = calloc((size_t)m->n_layers, 1);
+    size_t *size = NULL;
+    if (e) e->ops = calloc((size_t)m->n_layers, sizeof *e->ops);
+    if (!e || !e->ops || !shapes || !rec || !read_later) {
+        rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+        goto done;
     }
     e->in_c = m->in_c, e->in_h = m->in_h, e->in_w = m->in_w, e->classes = m->num_classes;
     memcpy(e->in_mean, m->in_mean, sizeof e->in_mean);
@@ -118,92 +306,40 @@ int sstc_engine_create(const sstc_sst_model *m, sstc_engine **out) {
         float mean = t < 4 ? m->in_mean[t] : 0.0f, sd = t < 4 ? m->in_std[t] : 1.0f;
         for (int p = 0; p < 256; p++) e->in_lut[t][p] = ((float)p / 255.0f - mean) / sd;
     }
-    int c = m->in_c, h = m->in_h, w = m->in_w;
-    e->max_act = (size_t)c * h * w;
-    /* fuse: the op the previous layer (dropout aside) produced, if any */
-    sstc_infer_op *prev = NULL;
-    for (int i = 0; i < m->n_layers && !rc; i++) {
-        const sstc_sst_layer *L = &m->layers[i];
-        sstc_infer_op *op = &e->ops[e->n_ops];
-        switch (L->kind) {
-        case SSTC_SST_FC:
-        case SSTC_SST_CONV:
-            e->n_ops++;
-            op->src_layer = i;
-            rc = plan_weighted(op, L, c, h, w);
-            prev = op;
-            break;
-        case SSTC_SST_BATCHNORM:
-            if (prev && (prev->kind == SSTC_OP_FC || prev->kind == SSTC_OP_CONV) && !prev->relu && prev->oc == L->out &&
-                prev->oc == c) {
-                for (int o = 0; o < L->out; o++) {
-                    prev->b[o] = L->scale[o] * prev->b[o] + L->bias[o];
-                    prev->a[o] = L->scale[o] * prev->a[o];
-                }
-                break;
-            }
-            e->n_ops++;
-            op->src_layer = i;
-            op->kind = SSTC_OP_BN;
-            op->c = op->oc = c, op->h = op->oh = h, op->w = op->ow = w;
-            op->a = copy_floats(L->scale, (size_t)c);
-            op->b = copy_floats(L->bias, (size_t)c);
-            if (!op->a || !op->b) rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
-            prev = op;
-            break;
-        case SSTC_SST_RELU:
-            if (prev && prev->kind != SSTC_OP_MAXPOOL && prev->kind != SSTC_OP_AVGPOOL) {
-                prev->relu = 1; /* relu(relu(x)) = relu(x) */
-                break;
-            }
-            e->n_ops++;
-            op->src_layer = i;
-            op->kind = SSTC_OP_RELU;
-            op->c = op->oc = c, op->h = op->oh = h, op->w = op->ow = w;
-            op->relu = 1;
-            prev = op;
-            break;
-        case SSTC_SST_MAXPOOL:
-        case SSTC_SST_AVGPOOL:
-            e->n_ops++;
-            op->src_layer = i;
-            op->kind = L->kind == SSTC_SST_MAXPOOL ? SSTC_OP_MAXPOOL : SSTC_OP_AVGPOOL;
-            op->c = op->oc = c, op->h = h, op->w = w;
-            op->kh = op->kw = L->kh, op->stride = L->stride, op->pad = L->pad;
-            op->oh = out_dim(h, L->kh, L->stride, L->pad);
-            op->ow = out_dim(w, L->kh, L->stride, L->pad);
-            prev = op;
-            break;
-        case SSTC_SST_PERMUTE:
-            /* the first layer (the reader checks): applied to the input by run_f32/run_i8 */
-            e->in_perm = malloc((size_t)L->out * sizeof *e->in_perm);
-            if (!e->in_perm) {
-                rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
-                break;
-            }
-            memcpy(e->in_perm, L->perm, (size_t)L->out * sizeof *e->in_perm);
-            c = c * h * w, h = w = 1;
-            continue;
-        case SSTC_SST_FLATTEN:
-            /* a reshape: (C,H,W) -> (CHW,1,1); a ReLU still fuses into prev, a
-             * batch norm folds only if the channels still line up (c == prev->oc) */
-            c = c * h * w, h = w = 1;
-            continue;
-        default: /* dropout: identity */
-            continue;
-        }
-        if (e->n_ops && op == &e->ops[e->n_ops - 1]) {
-            c = op->oc, h = op->oh, w = op->ow;
-            if (op_out_size(op) > e->max_act) e->max_act = op_out_size(op);
-            op->sets_scale = op->kind == SSTC_OP_FC || op->kind == SSTC_OP_CONV || op->kind == SSTC_OP_BN;
-        }
+    if ((rc = sstc_sst_shapes(m, shapes)) || (rc = plan(e, m, (const int(*)[3])shapes, rec, read_later))) goto done;
+    e->max_act = sstc_infer_tensor_size(e, SSTC_INFER_INPUT);
+    for (int i = 0; i < e->n_ops; i++) {
+        sstc_infer_op *op = &e->ops[i];
+        if (sstc_infer_op_out_size(op) > e->max_act) e->max_act = sstc_infer_op_out_size(op);
+        op->sets_scale = OPS[op->kind].sets_scale;
     }
+    if (e->n_ops) e->ops[e->n_ops - 1].writes_logits = e->ops[e->n_ops - 1].sets_scale;
+    /* the activation arena: the buffers of the plan one after the other */
+    buf = malloc(((size_t)e->n_ops + 1) * sizeof *buf);
+    size = malloc(((size_t)e->n_ops + 1) * sizeof *size);
+    if (!buf || !size) {
+        rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+        goto done;
+    }
+    int nb = sstc_infer_plan_buffers(e, 0, buf, size);
+    if (nb < 0) {
+        rc = nb;
+        goto done;
+    }
+    e->act_buffers = nb;
+    for (int i = 0; i < e->n_ops; i++) {
+        size_t off = 0;
+        for (int j = 0; j < buf[i + 1]; j++) off += size[j];
+        e->ops[i].act_off = off;
+    }
+    for (int j = 0; j < nb; j++) e->act_values += size[j];
+    e->mode = SSTC_ENGINE_FLOAT;
+done:
+    free(shapes), free(rec), free(read_later), free(buf), free(size);
     if (rc) {
         sstc_engine_free(e);
         return rc;
     }
-    if (e->n_ops) e->ops[e->n_ops - 1].writes_logits = e->ops[e->n_ops - 1].sets_scale;
-    e->mode = SSTC_ENGINE_FLOAT;
     *out = e;
     return SSTC_OK;
 }
@@ -236,6 +372,8 @@ void sstc_engine_get_info(const sstc_engine *e, sstc_engine_info *info) {
         }
     }
     info->max_activation = e->max_act;
+    info->activation_buffers = e->act_buffers;
+    info->activation_values = e->act_values;
     info->calibrated = e->calibrated;
     info->avx2 = sstc_infer_avx2();
 }
@@ -296,7 +434,8 @@ static inline float affine(const sstc_infer_op *op, int o, float acc) {
     return op->relu && v < 0 ? 0.0f : v;
 }
 
-static int fc_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, int B, float *out) {
+static int fc_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
+    const float *in = src[0];
     int R = op->oc;
     size_t cols = op->fan_in;
     if (!op->coded) {
@@ -332,7 +471,8 @@ static int fc_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, int 
     return SSTC_OK;
 }
 
-static int conv_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, int B, float *out) {
+static int conv_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
+    const float *in = src[0];
     size_t P = (size_t)op->oh * op->ow, cols = op->fan_in, isz = (size_t)op->c * op->h * op->w;
     int OC = op->oc, chunk = conv_chunk(op, B);
     for (int b0 = 0; b0 < B; b0 += chunk) {
@@ -360,7 +500,8 @@ static int conv_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, in
     return SSTC_OK;
 }
 
-static void pool_f32(const sstc_infer_op *op, const float *in, int B, float *out) {
+static int pool_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
+    const float *in = src[0];
     int H = op->h, W = op->w, OH = op->oh, OW = op->ow, k = op->kh, S = op->stride, P = op->pad;
     int planes = B * op->c;
 #pragma omp parallel for schedule(static) if ((size_t)planes * H * W * k * k > PAR_WORK)
@@ -387,59 +528,62 @@ static void pool_f32(const sstc_infer_op *op, const float *in, int B, float *out
                 yp[(size_t)oy * OW + ox] = v;
             }
     }
-}
-
-static int op_f32(sstc_engine *e, const sstc_infer_op *op, const float *in, int B, float *out) {
-    size_t hw = (size_t)op->h * op->w;
-    switch (op->kind) {
-    case SSTC_OP_FC: return fc_f32(e, op, in, B, out);
-    case SSTC_OP_CONV: return conv_f32(e, op, in, B, out);
-    case SSTC_OP_BN:
-        for (int b = 0; b < B; b++)
-            for (int c = 0; c < op->c; c++) {
-                size_t base = ((size_t)b * op->c + c) * hw;
-                for (size_t i = 0; i < hw; i++) out[base + i] = affine(op, c, in[base + i]);
-            }
-        return SSTC_OK;
-    case SSTC_OP_RELU:
-        for (size_t i = 0; i < (size_t)B * op->c * hw; i++) out[i] = in[i] < 0 ? 0.0f : in[i];
-        return SSTC_OK;
-    case SSTC_OP_MAXPOOL:
-    case SSTC_OP_AVGPOOL: pool_f32(op, in, B, out); return SSTC_OK;
-    }
-    return sstc_fail(SSTC_EINVAL, "infer: unknown op %d", (int)op->kind);
-}
-
-/* B <= CHUNK samples; calib: track max |output| of the ops that set a scale. */
-static int run_f32(sstc_engine *e, const float *x, int B, float *logits, int calib) {
-    size_t bytes = (size_t)B * e->max_act * sizeof(float);
-    float *bufs[2] = {scratch(e, S_ACT0, bytes), scratch(e, S_ACT1, bytes)};
-    if (!bufs[0] || !bufs[1]) return SSTC_ENOMEM;
-    const float *in = x;
-    if (e->in_perm) {
-        size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
-        for (int s = 0; s < B; s++)
-            for (size_t i = 0; i < isz; i++) bufs[1][(size_t)s * isz + i] = x[(size_t)s * isz + e->in_perm[i]];
-        in = bufs[1];
-    }
-    for (int i = 0; i < e->n_ops; i++) {
-        sstc_infer_op *op = &e->ops[i];
-        float *out = in == bufs[0] ? bufs[1] : bufs[0];
-        int rc = op_f32(e, op, in, B, out);
-        if (rc) return rc;
-        if (calib && op->sets_scale) {
-            size_t n = (size_t)B * op_out_size(op);
-            double m = op->amax;
-            for (size_t j = 0; j < n; j++)
-                if (fabsf(out[j]) > m) m = fabsf(out[j]);
-            op->amax = m;
-        }
-        in = out;
-    }
-    memcpy(logits, in, (size_t)B * e->classes * sizeof(float));
     return SSTC_OK;
 }
 
+static int bn_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
+    size_t hw = (size_t)op->h * op->w;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < op->c; c++) {
+            size_t base = ((size_t)b * op->c + c) * hw;
+            for (size_t i = 0; i < hw; i++) out[base + i] = affine(op, c, src[0][base + i]);
+        }
+    return SSTC_OK;
+}
+
+static int relu_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
+    for (size_t i = 0; i < (size_t)B * op->src_size[0]; i++) out[i] = src[0][i] < 0 ? 0.0f : src[0][i];
+    return SSTC_OK;
+}
+
+static int permute_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
+    size_t n = op->src_size[0];
+    for (int s = 0; s < B; s++)
+        for (size_t i = 0; i < n; i++) out[(size_t)s * n + i] = src[0][(size_t)s * n + e->in_perm[i]];
+    return SSTC_OK;
+}
+
+/* y = x + s, then the fused ReLU. */
+static int shortcut_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
+    const float *x = src[0], *s = src[1];
+    for (size_t i = 0; i < (size_t)B * op->src_size[0]; i++) {
+        float v = x[i] + s[i];
+        out[i] = op->relu && v < 0 ? 0.0f : v;
+    }
+    return SSTC_OK;
+}
+
+/* Channel concatenation: in NCHW with equal H and W, each sample's output
+ * is its sources' sample blocks one after the other. */
+static int route_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < op->nsrc; k++) {
+            memcpy(out, src[k] + (size_t)b * op->src_size[k], op->src_size[k] * sizeof *out);
+            out += op->src_size[k];
+        }
+    return SSTC_OK;
+}
+
+static int gap_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
+    size_t hw = (size_t)op->h * op->w;
+    for (size_t p = 0; p < (size_t)B * op->c; p++) {
+        const float *x = src[0] + p * hw;
+        float s = 0;
+        for (size_t i = 0; i < hw; i++) s += x[i];
+        out[p] = s / (float)hw;
+    }
+    return SSTC_OK;
+}
 /* ---- int8 mode ------------------------------------------------------------------ */
 
 /* Output `at` of the op, from output channel o's accumulator: a code, or
@@ -450,7 +594,8 @@ static inline void emit_i8(const sstc_infer_op *op, int o, float acc, int8_t *q,
     else q[at] = sstc_infer_quantize(v, op->relu ? 0 : -127);
 }
 
-static int fc_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, int B, int8_t *out, float *logits) {
+static int fc_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *src, int B, int8_t *out, float *logits) {
+    const int8_t *in = src[0];
     int R = op->oc;
     size_t cols = op->fan_in;
     if (!op->coded) {
@@ -495,7 +640,8 @@ static int fc_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, int 
     return SSTC_OK;
 }
 
-static int conv_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, int B, int8_t *out, float *logits) {
+static int conv_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *src, int B, int8_t *out, float *logits) {
+    const int8_t *in = src[0];
     size_t P = (size_t)op->oh * op->ow, cols = op->fan_in, isz = (size_t)op->c * op->h * op->w;
     int OC = op->oc;
     if (!op->coded) {
@@ -549,7 +695,8 @@ static int conv_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, in
 /* Rounded (half away from zero) s / d for d > 0: the int8 average pool. */
 static inline int32_t div_round(int32_t s, int32_t d) { return s >= 0 ? (s + d / 2) / d : -((-s + d / 2) / d); }
 
-static void pool_i8(const sstc_infer_op *op, const int8_t *in, int B, int8_t *out) {
+static int pool_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *src, int B, int8_t *out, float *logits) {
+    const int8_t *in = src[0];
     int H = op->h, W = op->w, OH = op->oh, OW = op->ow, k = op->kh, S = op->stride, P = op->pad;
     int planes = B * op->c;
     for (int pl = 0; pl < planes; pl++) {
@@ -575,52 +722,135 @@ static void pool_i8(const sstc_infer_op *op, const int8_t *in, int B, int8_t *ou
                 yp[(size_t)oy * OW + ox] = (int8_t)v;
             }
     }
+    return SSTC_OK;
 }
-
-static int op_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *in, int B, int8_t *out, float *logits) {
+static int bn_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *src, int B, int8_t *out, float *logits) {
     size_t hw = (size_t)op->h * op->w;
-    switch (op->kind) {
-    case SSTC_OP_FC: return fc_i8(e, op, in, B, out, logits);
-    case SSTC_OP_CONV: return conv_i8(e, op, in, B, out, logits);
-    case SSTC_OP_BN:
-        for (int b = 0; b < B; b++)
-            for (int c = 0; c < op->c; c++) {
-                size_t base = ((size_t)b * op->c + c) * hw;
-                for (size_t i = 0; i < hw; i++) emit_i8(op, c, (float)in[base + i], out, logits, base + i);
-            }
-        return SSTC_OK;
-    case SSTC_OP_RELU:
-        for (size_t i = 0; i < (size_t)B * op->c * hw; i++) out[i] = in[i] < 0 ? 0 : in[i];
-        return SSTC_OK;
-    case SSTC_OP_MAXPOOL:
-    case SSTC_OP_AVGPOOL: pool_i8(op, in, B, out); return SSTC_OK;
-    }
-    return sstc_fail(SSTC_EINVAL, "infer: unknown op %d", (int)op->kind);
-}
-
-static int run_i8(sstc_engine *e, const int8_t *q, int B, float *logits) {
-    size_t bytes = (size_t)B * e->max_act;
-    int8_t *bufs[2] = {scratch(e, S_ACT0, bytes), scratch(e, S_ACT1, bytes)};
-    if (!bufs[0] || !bufs[1]) return SSTC_ENOMEM;
-    const int8_t *in = q;
-    if (e->in_perm) {
-        size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
-        for (int s = 0; s < B; s++)
-            for (size_t i = 0; i < isz; i++) bufs[1][(size_t)s * isz + i] = q[(size_t)s * isz + e->in_perm[i]];
-        in = bufs[1];
-    }
-    for (int i = 0; i < e->n_ops; i++) {
-        const sstc_infer_op *op = &e->ops[i];
-        int8_t *out = in == bufs[0] ? bufs[1] : bufs[0];
-        int rc = op_i8(e, op, in, B, out, logits);
-        if (rc) return rc;
-        in = out;
-    }
-    if (!e->n_ops || !e->ops[e->n_ops - 1].writes_logits)
-        for (size_t i = 0; i < (size_t)B * e->classes; i++) logits[i] = (float)in[i] * e->out_scale;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < op->c; c++) {
+            size_t base = ((size_t)b * op->c + c) * hw;
+            for (size_t i = 0; i < hw; i++) emit_i8(op, c, (float)src[0][base + i], out, logits, base + i);
+        }
     return SSTC_OK;
 }
 
+static int relu_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *src, int B, int8_t *out,
+                   float *logits) {
+    for (size_t i = 0; i < (size_t)B * op->src_size[0]; i++) out[i] = src[0][i] < 0 ? 0 : src[0][i];
+    return SSTC_OK;
+}
+
+static int permute_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *src, int B, int8_t *out,
+                      float *logits) {
+    size_t n = op->src_size[0];
+    for (int s = 0; s < B; s++)
+        for (size_t i = 0; i < n; i++) out[(size_t)s * n + i] = src[0][(size_t)s * n + e->in_perm[i]];
+    return SSTC_OK;
+}
+
+/* The two codes carry different scales: v = qs[0]*x + qs[1]*s, with qs[k] =
+ * s_k / s_out (s_k / 1 when the op writes the logits), then the fused ReLU
+ * and requantization. */
+static int shortcut_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *src, int B, int8_t *out,
+                       float *logits) {
+    const int8_t *x = src[0], *s = src[1];
+    float kx = op->qs[0], ks = op->qs[1];
+    int lo = op->relu ? 0 : -127;
+    for (size_t i = 0; i < (size_t)B * op->src_size[0]; i++) {
+        float v = (float)x[i] * kx + (float)s[i] * ks;
+        if (op->writes_logits) logits[i] = op->relu && v < 0 ? 0.0f : v;
+        else out[i] = sstc_infer_quantize(v, lo);
+    }
+    return SSTC_OK;
+}
+
+/* One common scale, the largest of the sources': a source with that scale
+ * is copied, the others are requantized by qs[k] = s_k / s_out <= 1. */
+static int route_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *src, int B, int8_t *out,
+                    float *logits) {
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < op->nsrc; k++) {
+            const int8_t *x = src[k] + (size_t)b * op->src_size[k];
+            if (op->qs[k] == 1.0f) memcpy(out, x, op->src_size[k]);
+            else
+                for (size_t i = 0; i < op->src_size[k]; i++) out[i] = sstc_infer_quantize((float)x[i] * op->qs[k], -127);
+            out += op->src_size[k];
+        }
+    return SSTC_OK;
+}
+
+/* The mean of the codes, rounded: the input's scale is kept. */
+static int gap_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *src, int B, int8_t *out,
+                  float *logits) {
+    size_t hw = (size_t)op->h * op->w;
+    for (size_t p = 0; p < (size_t)B * op->c; p++) {
+        const int8_t *x = src[0] + p * hw;
+        int64_t s = 0, d = (int64_t)hw;
+        for (size_t i = 0; i < hw; i++) s += x[i];
+        out[p] = (int8_t)(s >= 0 ? (s + d / 2) / d : -((-s + d / 2) / d));
+    }
+    return SSTC_OK;
+}
+
+/* ---- the op table and the run --------------------------------------------------- */
+
+static const op_kind OPS[] = {
+    [SSTC_OP_FC] = {"fc", 1, 1, 1, fc_f32, fc_i8},
+    [SSTC_OP_CONV] = {"conv", 1, 1, 1, conv_f32, conv_i8},
+    [SSTC_OP_BN] = {"batchnorm", 0, 1, 1, bn_f32, bn_i8},
+    [SSTC_OP_RELU] = {"relu", 0, 1, 0, relu_f32, relu_i8},
+    [SSTC_OP_MAXPOOL] = {"maxpool", 0, 0, 0, pool_f32, pool_i8},
+    [SSTC_OP_AVGPOOL] = {"avgpool", 0, 0, 0, pool_f32, pool_i8},
+    [SSTC_OP_PERMUTE] = {"permute", 0, 0, 0, permute_f32, permute_i8},
+    [SSTC_OP_SHORTCUT] = {"shortcut", 0, 1, 1, shortcut_f32, shortcut_i8},
+    [SSTC_OP_ROUTE] = {"route", 0, 0, 0, route_f32, route_i8},
+    [SSTC_OP_GAP] = {"globalavgpool", 0, 0, 0, gap_f32, gap_i8},
+};
+_Static_assert(sizeof OPS / sizeof OPS[0] == SSTC_OP_KIND_COUNT, "every op kind needs an entry in OPS, in enum order");
+
+/* Where tensor t of a pass over B samples lives: the input x, or its
+ * buffer of the arena. */
+#define TENSOR_AT(e, x, arena, B, t) ((t) == SSTC_INFER_INPUT ? (x) : (arena) + (size_t)(B) * (e)->ops[t].act_off)
+
+/* B <= CHUNK samples; calib: track max |output| of the ops that set a scale. */
+static int run_f32(sstc_engine *e, const float *x, int B, float *logits, int calib) {
+    float *arena = scratch(e, S_ACT, ((size_t)B * e->act_values + 1) * sizeof(float));
+    if (!arena) return SSTC_ENOMEM;
+    for (int i = 0; i < e->n_ops; i++) {
+        sstc_infer_op *op = &e->ops[i];
+        const float *in[SSTC_SST_MAX_ROUTE];
+        for (int k = 0; k < op->nsrc; k++) in[k] = TENSOR_AT(e, x, arena, B, op->src[k]);
+        float *out = arena + (size_t)B * op->act_off;
+        int rc = OPS[op->kind].f32(e, op, in, B, out);
+        if (rc) return rc;
+        if (calib && op->sets_scale) {
+            size_t n = (size_t)B * sstc_infer_op_out_size(op);
+            double m = op->amax;
+            for (size_t j = 0; j < n; j++)
+                if (fabsf(out[j]) > m) m = fabsf(out[j]);
+            op->amax = m;
+        }
+    }
+    memcpy(logits, TENSOR_AT(e, x, arena, B, sstc_infer_final_tensor(e)), (size_t)B * e->classes * sizeof(float));
+    return SSTC_OK;
+}
+
+static int run_i8(sstc_engine *e, const int8_t *q, int B, float *logits) {
+    int8_t *arena = scratch(e, S_ACT, (size_t)B * e->act_values + 1);
+    if (!arena) return SSTC_ENOMEM;
+    for (int i = 0; i < e->n_ops; i++) {
+        const sstc_infer_op *op = &e->ops[i];
+        const int8_t *in[SSTC_SST_MAX_ROUTE];
+        for (int k = 0; k < op->nsrc; k++) in[k] = TENSOR_AT(e, q, arena, B, op->src[k]);
+        int rc = OPS[op->kind].i8(e, op, in, B, arena + (size_t)B * op->act_off, logits);
+        if (rc) return rc;
+    }
+    if (!e->n_ops || !e->ops[e->n_ops - 1].writes_logits) {
+        const int8_t *y = TENSOR_AT(e, q, arena, B, sstc_infer_final_tensor(e));
+        for (size_t i = 0; i < (size_t)B * e->classes; i++) logits[i] = (float)y[i] * e->out_scale;
+    }
+    return SSTC_OK;
+}
 /* ---- entry points ------------------------------------------------------------- */
 
 static int check_args(const sstc_engine *e, const void *x, int batch, const float *logits) {
@@ -690,29 +920,36 @@ static int set_scales(sstc_engine *e) {
     e->in_scale = amax0 > 0 ? (float)(amax0 / 127.0) : 1.0f;
     for (int t = 0; t < 5; t++)
         for (int p = 0; p < 256; p++) e->in_q[t][p] = sstc_infer_quantize(e->in_lut[t][p] / e->in_scale, -127);
-    float cur = e->in_scale;
     for (int i = 0; i < e->n_ops; i++) {
         sstc_infer_op *op = &e->ops[i];
-        op->in_scale = cur;
-        if (!op->sets_scale) {
-            op->out_scale = cur;
-            continue;
+        float src_scale[SSTC_SST_MAX_ROUTE];
+        for (int k = 0; k < op->nsrc; k++)
+            src_scale[k] = op->src[k] == SSTC_INFER_INPUT ? e->in_scale : e->ops[op->src[k]].out_scale;
+        op->in_scale = src_scale[0];
+        op->out_scale = op->in_scale; /* relu, pools, permute keep their input's scale */
+        if (op->sets_scale) op->out_scale = op->amax > 0 && isfinite(op->amax) ? (float)(op->amax / 127.0) : 1.0f;
+        double div = op->writes_logits ? 1.0 : (double)op->out_scale;
+        if (op->kind == SSTC_OP_SHORTCUT)
+            for (int k = 0; k < 2; k++) op->qs[k] = (float)((double)src_scale[k] / div);
+        if (op->kind == SSTC_OP_ROUTE) {
+            for (int k = 0; k < op->nsrc; k++)
+                if (src_scale[k] > op->out_scale) op->out_scale = src_scale[k];
+            for (int k = 0; k < op->nsrc; k++) op->qs[k] = (float)((double)src_scale[k] / op->out_scale);
         }
-        op->out_scale = op->amax > 0 && isfinite(op->amax) ? (float)(op->amax / 127.0) : 1.0f;
-        size_t n = (size_t)op->oc;
+        if (!op->a) continue; /* no per-output affine to requantize */
+        size_t n = op->kind == SSTC_OP_BN ? (size_t)op->c : (size_t)op->oc;
         free(op->qa);
         free(op->qb);
         op->qa = malloc(n * sizeof(float));
         op->qb = malloc(n * sizeof(float));
         if (!op->qa || !op->qb) return sstc_fail(SSTC_ENOMEM, "infer: out of memory");
-        double div = op->writes_logits ? 1.0 : (double)op->out_scale;
         for (size_t o = 0; o < n; o++) {
             op->qa[o] = (float)((double)op->a[o] * op->in_scale / div);
             op->qb[o] = (float)((double)op->b[o] / div);
         }
-        cur = op->out_scale;
     }
-    e->out_scale = cur;
+    int t = sstc_infer_final_tensor(e);
+    e->out_scale = t == SSTC_INFER_INPUT ? e->in_scale : e->ops[t].out_scale;
     return SSTC_OK;
 }
 
@@ -757,13 +994,13 @@ void sstc_engine_argmax(const float *logits, int n, int k, int *pred) {
     }
 }
 
-int sstc_engine_check_dataset(const sstc_engine *e, const sstc_dataset *ds) {
-    if (!e || !ds) return sstc_fail(SSTC_EINVAL, "sstc_engine_check_dataset: NULL argument");
-    if (ds->c != e->in_c || ds->h != e->in_h || ds->w != e->in_w)
-        return sstc_fail(SSTC_ESHAPE, "the dataset's images are %dx%dx%d (CxHxW) but the network expects %dx%dx%d", ds->c,
-                         ds->h, ds->w, e->in_c, e->in_h, e->in_w);
-    if (ds->num_classes > e->classes)
-        return sstc_fail(SSTC_ESHAPE, "the dataset has %d classes but the network outputs %d", ds->num_classes,
+int sstc_engine_check_input(const sstc_engine *e, int c, int h, int w, int num_classes) {
+    if (!e) return sstc_fail(SSTC_EINVAL, "sstc_engine_check_input: NULL engine");
+    if (c != e->in_c || h != e->in_h || w != e->in_w)
+        return sstc_fail(SSTC_ESHAPE, "the images are %dx%dx%d (CxHxW) but the network expects %dx%dx%d", c, h, w,
+                         e->in_c, e->in_h, e->in_w);
+    if (num_classes > e->classes)
+        return sstc_fail(SSTC_ESHAPE, "the labels have %d classes but the network outputs %d", num_classes,
                          e->classes);
     return SSTC_OK;
 }
@@ -774,29 +1011,32 @@ static double seconds_now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int sstc_engine_evaluate(sstc_engine *e, const sstc_dataset *ds, long limit, int batch, int *pred,
-                         sstc_infer_result *r) {
-    if (!r) return sstc_fail(SSTC_EINVAL, "sstc_engine_evaluate: NULL result");
+int sstc_engine_evaluate_pixels(sstc_engine *e, const uint8_t *pixels, const int *labels, long n, int batch, int *pred,
+                                sstc_infer_result *r) {
+    if (!r) return sstc_fail(SSTC_EINVAL, "sstc_engine_evaluate_pixels: NULL result");
     memset(r, 0, sizeof *r);
-    int rc = sstc_engine_check_dataset(e, ds);
-    if (rc) return rc;
-    long n = limit > 0 && limit < ds->n ? limit : ds->n;
+    if (!e || (n > 0 && (!pixels || !labels)) || n < 0)
+        return sstc_fail(SSTC_EINVAL, "sstc_engine_evaluate_pixels: NULL argument or negative count");
+    for (long i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= e->classes)
+            return sstc_fail(SSTC_EINVAL, "image %ld: label %d, expected 0..%d (the network's classes)", i, labels[i],
+                             e->classes - 1);
     if (batch <= 0) batch = 64;
     size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
     float *logits = malloc((size_t)batch * e->classes * sizeof(float));
-    int *p = malloc((size_t)batch * sizeof(int));
+    int *p = malloc((size_t)batch * sizeof(int)), rc = SSTC_OK;
     if (!logits || !p) rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
     double loss = 0;
     for (long b0 = 0; !rc && b0 < n; b0 += batch) {
         int m = n - b0 < batch ? (int)(n - b0) : batch;
         double t0 = seconds_now();
-        rc = sstc_engine_forward_pixels(e, ds->pixels + (size_t)b0 * isz, m, logits);
+        rc = sstc_engine_forward_pixels(e, pixels + (size_t)b0 * isz, m, logits);
         r->seconds += seconds_now() - t0;
         if (rc) break;
         sstc_engine_argmax(logits, m, e->classes, p);
         for (int i = 0; i < m; i++) {
             const float *l = logits + (size_t)i * e->classes;
-            int y = ds->labels[b0 + i];
+            int y = labels[b0 + i];
             double mx = l[p[i]], s = 0;
             for (int j = 0; j < e->classes; j++) s += exp((double)l[j] - mx);
             loss += mx + log(s) - (double)l[y];

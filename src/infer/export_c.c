@@ -1,10 +1,11 @@
 /* C export of an engine: DIR/sstc_net.h holds the network as const arrays
- * (packed group indices, code tables, affines, float weights, input tables)
- * and DIR/sstc_net.c is a fixed, table-driven runner: no allocation, no
- * library beyond <stdint.h>, buffers sized here. The int8
- * variant computes exactly what the engine's int8 mode computes (integer
- * sums, the same float affine, the same rounding), so both give the same
- * codes and logits. */
+ * (packed group indices, code tables, affines, float weights, input tables,
+ * and where every activation lives in one static arena, from the engine's
+ * liveness plan) and DIR/sstc_net.c is a fixed, table-driven runner: no
+ * allocation, no library beyond <stdint.h> and <string.h>. The int8 variant
+ * computes exactly what the engine's int8 mode computes (integer sums, the
+ * same float affines and requantization factors, the same rounding), so both
+ * give the same codes and logits. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -60,11 +61,12 @@ static int all_finite(const float *v, size_t n) {
     return 1;
 }
 
-static const char *kind_name(sstc_infer_op_kind k) {
-    static const char *names[] = {"SSTC_NET_FC", "SSTC_NET_CONV", "SSTC_NET_BN",
-                                  "SSTC_NET_RELU", "SSTC_NET_MAXPOOL", "SSTC_NET_AVGPOOL"};
-    return names[k];
-}
+/* The runner's name of every op kind, in sstc_infer_op_kind order. */
+static const char *const kind_names[] = {"SSTC_NET_FC",      "SSTC_NET_CONV",    "SSTC_NET_BN",
+                                         "SSTC_NET_RELU",    "SSTC_NET_MAXPOOL", "SSTC_NET_AVGPOOL",
+                                         "SSTC_NET_PERMUTE", "SSTC_NET_SHORTCUT", "SSTC_NET_ROUTE",
+                                         "SSTC_NET_GAP"};
+_Static_assert(sizeof kind_names / sizeof kind_names[0] == SSTC_OP_KIND_COUNT, "a runner name for every op kind");
 
 /* The code table of a coded op: slots bytes per entry, 0 for an empty slot,
  * else 1 + 2*position + (sign < 0). */
@@ -81,15 +83,27 @@ static void table_name(const sstc_coded_matrix *cm, char *buf, size_t n) {
     else snprintf(buf, n, "sstc_net_table_t4");
 }
 
-static int write_header(const sstc_engine *e, FILE *f, sstc_export_c_info *info) {
-    size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
-    /* ping-pong buffers: op k reads buffer k%2 and writes buffer (k+1)%2 */
-    size_t buf[2] = {isz, 1};
-    for (int k = 0; k < e->n_ops; k++) {
-        const sstc_infer_op *op = &e->ops[k];
-        size_t osz = (size_t)op->oc * op->oh * op->ow;
-        if (!op->writes_logits && osz > buf[(k + 1) % 2]) buf[(k + 1) % 2] = osz;
+/* The activation arena: the engine's liveness plan with the input in it,
+ * the buffers one after the other. at[t + 1] receives the offset of tensor t
+ * (n_ops + 1 entries); returns the number of buffers or SSTC_ENOMEM. */
+static int plan_arena(const sstc_engine *e, size_t *at, size_t *arena) {
+    int *buf = malloc(((size_t)e->n_ops + 1) * sizeof *buf);
+    size_t *size = malloc(((size_t)e->n_ops + 1) * sizeof *size);
+    int nb = buf && size ? sstc_infer_plan_buffers(e, 1, buf, size) : SSTC_ENOMEM;
+    *arena = 0;
+    for (int j = 0; j < nb; j++) { /* size[j] becomes buffer j's offset */
+        size_t n = size[j];
+        size[j] = *arena;
+        *arena += n;
     }
+    for (int t = 0; nb > 0 && t <= e->n_ops; t++) at[t] = size[buf[t]];
+    free(buf), free(size);
+    return nb < 0 ? sstc_fail(SSTC_ENOMEM, "export: out of memory") : nb;
+}
+
+static int write_header(const sstc_engine *e, FILE *f, const size_t *at, size_t arena, int nb,
+                        sstc_export_c_info *info) {
+    size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
     int has_int8 = e->calibrated;
     fprintf(f,
             "/* sstc_net.h: a network coded with structured sparse ternary (N,K) codes,\n"
@@ -113,9 +127,12 @@ static int write_header(const sstc_engine *e, FILE *f, sstc_export_c_info *info)
                "#error \"exported without int8 calibration: run sstc export --c-header DIR --data NAME\"\n#endif\n"
                "typedef int8_t sstc_net_act;  /* 8-bit activations */\ntypedef int32_t sstc_net_acc; /* 32-bit sums */\n"
                "#else\ntypedef float sstc_net_act;\ntypedef float sstc_net_acc;\n#endif\n\n");
-    fprintf(f, "enum { SSTC_NET_FC, SSTC_NET_CONV, SSTC_NET_BN, SSTC_NET_RELU, SSTC_NET_MAXPOOL, SSTC_NET_AVGPOOL };\n\n"
+    fprintf(f, "enum {\n    SSTC_NET_FC, SSTC_NET_CONV, SSTC_NET_BN, SSTC_NET_RELU, SSTC_NET_MAXPOOL, SSTC_NET_AVGPOOL,\n"
+               "    SSTC_NET_PERMUTE, SSTC_NET_SHORTCUT, SSTC_NET_ROUTE, SSTC_NET_GAP\n};\n\n"
                "typedef struct {\n"
                "    int32_t kind, relu, coded, last;  /* last: writes the logits */\n"
+               "    int32_t in, in2, out;             /* arena offsets: the input, a shortcut's added\n"
+               "                                         input, the output */\n"
                "    int32_t c, h, w, oc, oh, ow;      /* input and output shapes */\n"
                "    int32_t kh, kw, stride, pad;      /* convolutions and pools */\n"
                "    int32_t n, groups, bits, slots;   /* coded: inputs per group, groups per row,\n"
@@ -125,16 +142,25 @@ static int write_header(const sstc_engine *e, FILE *f, sstc_export_c_info *info)
                "                                         else 1 + 2*position + (sign < 0) */\n"
                "    const float *weight;              /* float layers: oc x fan_in */\n"
                "    const float *a, *b;               /* per output: v = a*sum + b */\n"
+               "    int32_t nsrc;                     /* route: sources */\n"
+               "    const int32_t *src;               /* route: arena offset and size of each source */\n"
+               "    const float *k;                   /* shortcut, route (int8): code factor per input,\n"
+               "                                         its scale over the output's */\n"
                "} sstc_net_op;\n\n");
-    fprintf(f, "#define SSTC_NET_OPS %d\n#define SSTC_NET_BUF0 %zu\n#define SSTC_NET_BUF1 %zu\n", e->n_ops, buf[0],
-            buf[1]);
+    fprintf(f,
+            "#define SSTC_NET_OPS %d\n"
+            "#define SSTC_NET_ARENA %zu   /* activation values: %d buffers of a liveness plan */\n"
+            "#define SSTC_NET_IN_AT %zu   /* where the input is */\n"
+            "#define SSTC_NET_OUT_AT %zu  /* where the output is */\n",
+            e->n_ops, arena, nb, at[0], at[sstc_infer_final_tensor(e) + 1]);
     fprintf(f, "#define SSTC_NET_LAST_LOGITS %d /* the last op writes the logits */\n",
             e->n_ops ? e->ops[e->n_ops - 1].writes_logits : 0);
     fprintf(f, "#ifdef SSTC_NET_INT8\n#define SSTC_NET_OUT_SCALE %af\n#else\n#define SSTC_NET_OUT_SCALE 1.0f\n#endif\n\n",
             (double)(has_int8 ? e->out_scale : 1.0f));
     if (info) {
-        info->buffer_bytes[0] = (buf[0] + buf[1]) * sizeof(float);
-        info->buffer_bytes[1] = buf[0] + buf[1];
+        info->buffer_bytes[0] = arena * sizeof(float);
+        info->buffer_bytes[1] = arena;
+        info->buffers = nb;
         info->int8 = has_int8;
     }
 
@@ -225,6 +251,27 @@ static int write_header(const sstc_engine *e, FILE *f, sstc_export_c_info *info)
             }
         } else if (op->kind == SSTC_OP_BN) {
             fprintf(f, "\n/* op %d: batch norm from layer %d */\n", k, op->src_layer);
+        } else if (op->kind == SSTC_OP_SHORTCUT || op->kind == SSTC_OP_ROUTE) {
+            /* int8: each input's code times its scale over the output's; unused in float */
+            float kf[SSTC_SST_MAX_ROUTE];
+            for (int s = 0; s < op->nsrc; s++) kf[s] = has_int8 ? op->qs[s] : 1.0f;
+            if (!all_finite(kf, (size_t)op->nsrc))
+                return sstc_fail(SSTC_ENUMERIC, "export: op %d has a non-finite requantization factor", k);
+            fprintf(f, "\n/* op %d: %s from layer %d */\n", k, op->kind == SSTC_OP_ROUTE ? "route" : "shortcut",
+                    op->src_layer);
+            snprintf(nm, sizeof nm, "sstc_net_k%d", k);
+            put_floats(f, nm, kf, (size_t)op->nsrc);
+            params_f += (size_t)op->nsrc * sizeof(float);
+            params_q += (size_t)op->nsrc * sizeof(float);
+            if (op->kind == SSTC_OP_ROUTE) {
+                fprintf(f, "static const int32_t sstc_net_src%d[%d] = {", k, 2 * op->nsrc);
+                for (int s = 0; s < op->nsrc; s++)
+                    fprintf(f, "%s%zu, %zu", s ? ", " : "", at[op->src[s] + 1], op->src_size[s]);
+                fprintf(f, "};\n");
+                params_f += 8 * (size_t)op->nsrc;
+                params_q += 8 * (size_t)op->nsrc;
+            }
+            continue;
         } else {
             continue;
         }
@@ -250,7 +297,8 @@ static int write_header(const sstc_engine *e, FILE *f, sstc_export_c_info *info)
     for (int k = 0; k < e->n_ops; k++) {
         const sstc_infer_op *op = &e->ops[k];
         int weighted = op->kind == SSTC_OP_FC || op->kind == SSTC_OP_CONV;
-        char tname[48] = "0", codes_name[32] = "0", w[32] = "0", a[32] = "0", b[32] = "0";
+        char tname[48] = "0", codes_name[32] = "0", w[32] = "0", a[32] = "0", b[32] = "0", src[32] = "0",
+             kf[32] = "0";
         if (weighted && op->coded) {
             table_name(&op->cm, tname, sizeof tname);
             snprintf(codes_name, sizeof codes_name, "sstc_net_codes%d", k);
@@ -260,13 +308,17 @@ static int write_header(const sstc_engine *e, FILE *f, sstc_export_c_info *info)
             snprintf(a, sizeof a, "sstc_net_a%d", k);
             snprintf(b, sizeof b, "sstc_net_b%d", k);
         }
+        if (op->kind == SSTC_OP_SHORTCUT || op->kind == SSTC_OP_ROUTE) snprintf(kf, sizeof kf, "sstc_net_k%d", k);
+        if (op->kind == SSTC_OP_ROUTE) snprintf(src, sizeof src, "sstc_net_src%d", k);
+        size_t in2 = op->kind == SSTC_OP_SHORTCUT ? at[op->src[1] + 1] : 0;
         fprintf(f,
-                "    {%s, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d,\n"
-                "     %s, %s, %s, %s, %s},\n",
-                kind_name(op->kind), op->relu, weighted && op->coded, op->writes_logits, op->c, op->h, op->w, op->oc,
-                op->oh, op->ow, op->kh, op->kw, op->stride, op->pad, op->coded ? op->cm.n : 0,
-                op->coded ? op->cm.groups : 0, op->coded ? op->cm.bits : 0, op->coded ? op->cm.slots : 0, codes_name,
-                tname, w, a, b);
+                "    {%s, %d, %d, %d, %zu, %zu, %zu, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d,\n"
+                "     %s, %s, %s, %s, %s, %d, %s, %s},\n",
+                kind_names[op->kind], op->relu, weighted && op->coded, op->writes_logits, at[op->src[0] + 1], in2,
+                at[k + 1], op->c, op->h, op->w, op->oc, op->oh, op->ow, op->kh, op->kw, op->stride, op->pad,
+                op->coded ? op->cm.n : 0, op->coded ? op->cm.groups : 0, op->coded ? op->cm.bits : 0,
+                op->coded ? op->cm.slots : 0, codes_name, tname, w, a, b, op->kind == SSTC_OP_ROUTE ? op->nsrc : 0, src,
+                kf);
     }
     if (!e->n_ops) fprintf(f, "    {0}\n");
     fprintf(f, "};\n\n#endif /* SSTC_NET_IMPLEMENTATION */\n#endif /* SSTC_NET_H */\n");
@@ -280,8 +332,9 @@ static int write_header(const sstc_engine *e, FILE *f, sstc_export_c_info *info)
 /* The runner: the same for every network. */
 static const char runner[] =
     "/* sstc_net.c: runs the network of sstc_net.h, written by `sstc export\n"
-    " * --c-header`. No allocation, no library beyond <stdint.h>;\n"
-    " * activations live in two static buffers sized at export time.\n"
+    " * --c-header`. No allocation, no library beyond <stdint.h> and <string.h>;\n"
+    " * activations live in one static arena whose layout (which output goes\n"
+    " * where, and for how long) was planned at export time.\n"
     " * -DSSTC_NET_INT8: 8-bit activations and 32-bit sums, else float.\n"
     " *\n"
     " * A coded layer never multiplies by a weight: each group of n inputs has\n"
@@ -289,11 +342,12 @@ static const char runner[] =
     " * and signs; the inputs there are added or subtracted, and one affine per\n"
     " * output (a*sum + b) applies the step size, the batch norm and, in int8\n"
     " * mode, the requantization. */\n"
+    "#include <string.h>\n"
+    "\n"
     "#define SSTC_NET_IMPLEMENTATION\n"
     "#include \"sstc_net.h\"\n"
     "\n"
-    "static sstc_net_act sstc_net_buf0[SSTC_NET_BUF0];\n"
-    "static sstc_net_act sstc_net_buf1[SSTC_NET_BUF1];\n"
+    "static sstc_net_act sstc_net_arena[SSTC_NET_ARENA];\n"
     "\n"
     "/* Index i of a packed little-endian stream of `bits`-bit indices. */\n"
     "static uint32_t sstc_net_index(const uint8_t *codes, uint32_t i, int32_t bits) {\n"
@@ -317,10 +371,9 @@ static const char runner[] =
     "}\n"
     "#endif\n"
     "\n"
-    "/* Output `at` of an op from channel o's sum: an activation, or a logit. */\n"
-    "static void sstc_net_emit(const sstc_net_op *op, int32_t o, float sum, sstc_net_act *out, float *logits,\n"
-    "                          uint32_t at) {\n"
-    "    float v = sum * op->a[o] + op->b[o];\n"
+    "/* Output `at` of an op from a value before the fused ReLU: an activation\n"
+    "   (requantized in int8), or a logit. */\n"
+    "static void sstc_net_put(const sstc_net_op *op, float v, sstc_net_act *out, float *logits, uint32_t at) {\n"
     "#ifdef SSTC_NET_INT8\n"
     "    if (op->last)\n"
     "        logits[at] = op->relu && v < 0 ? 0.0f : v;\n"
@@ -333,6 +386,12 @@ static const char runner[] =
     "    else\n"
     "        out[at] = v;\n"
     "#endif\n"
+    "}\n"
+    "\n"
+    "/* Output `at` of an op from channel o's sum. */\n"
+    "static void sstc_net_emit(const sstc_net_op *op, int32_t o, float sum, sstc_net_act *out, float *logits,\n"
+    "                          uint32_t at) {\n"
+    "    sstc_net_put(op, sum * op->a[o] + op->b[o], out, logits, at);\n"
     "}\n"
     "\n"
     "/* The input at fan_in position j of output (oy, ox), or 0 in the padding;\n"
@@ -415,15 +474,67 @@ static const char runner[] =
     "            }\n"
     "}\n"
     "\n"
+    "/* y = x + s, then the fused ReLU; int8: the codes times their factors. */\n"
+    "static void sstc_net_shortcut(const sstc_net_op *op, const sstc_net_act *x, const sstc_net_act *s,\n"
+    "                              sstc_net_act *out, float *logits) {\n"
+    "    int32_t i, n = op->c * op->h * op->w;\n"
+    "    for (i = 0; i < n; i++) {\n"
+    "#ifdef SSTC_NET_INT8\n"
+    "        sstc_net_put(op, (float)x[i] * op->k[0] + (float)s[i] * op->k[1], out, logits, (uint32_t)i);\n"
+    "#else\n"
+    "        sstc_net_put(op, x[i] + s[i], out, logits, (uint32_t)i);\n"
+    "#endif\n"
+    "    }\n"
+    "}\n"
+    "\n"
+    "/* Channel concatenation: the sources one after the other; int8: a source\n"
+    "   whose scale is not the output's is requantized. */\n"
+    "static void sstc_net_route(const sstc_net_op *op, sstc_net_act *out) {\n"
+    "    int32_t k, i;\n"
+    "    for (k = 0; k < op->nsrc; k++) {\n"
+    "        const sstc_net_act *x = sstc_net_arena + op->src[2 * k];\n"
+    "        int32_t n = op->src[2 * k + 1];\n"
+    "#ifdef SSTC_NET_INT8\n"
+    "        if (op->k[k] != 1.0f) {\n"
+    "            for (i = 0; i < n; i++) out[i] = sstc_net_quantize((float)x[i] * op->k[k], -127);\n"
+    "            out += n;\n"
+    "            continue;\n"
+    "        }\n"
+    "#endif\n"
+    "        memcpy(out, x, (uint32_t)n * sizeof *out);\n"
+    "        out += n;\n"
+    "        (void)i;\n"
+    "    }\n"
+    "}\n"
+    "\n"
+    "/* The mean over each channel (int8: the codes' mean, rounded). */\n"
+    "static void sstc_net_gap(const sstc_net_op *op, const sstc_net_act *in, sstc_net_act *out) {\n"
+    "    int32_t c, i, hw = op->h * op->w;\n"
+    "    for (c = 0; c < op->c; c++) {\n"
+    "        const sstc_net_act *x = in + c * hw;\n"
+    "#ifdef SSTC_NET_INT8\n"
+    "        int64_t s = 0;\n"
+    "        for (i = 0; i < hw; i++) s += x[i];\n"
+    "        out[c] = (sstc_net_act)(s >= 0 ? (s + hw / 2) / hw : -((-s + hw / 2) / hw));\n"
+    "#else\n"
+    "        float s = 0.0f;\n"
+    "        for (i = 0; i < hw; i++) s += x[i];\n"
+    "        out[c] = s / (float)hw;\n"
+    "#endif\n"
+    "    }\n"
+    "}\n"
+    "\n"
     "int sstc_net_run(const uint8_t *pixels, float *logits) {\n"
-    "    sstc_net_act *in = sstc_net_buf0, *out = sstc_net_buf1, *tmp;\n"
+    "    sstc_net_act *x = sstc_net_arena + SSTC_NET_IN_AT;\n"
     "    int32_t i, k, hw = SSTC_NET_IN_H * SSTC_NET_IN_W, best = 0;\n"
     "    for (i = 0; i < SSTC_NET_IN_C * hw; i++) {\n"
-    "        int32_t j = SSTC_NET_PERM(i), c = j / hw;\n"
-    "        in[i] = sstc_net_in[c < 4 ? c : 4][pixels[j]];\n"
+    "        int32_t c = i / hw;\n"
+    "        x[i] = sstc_net_in[c < 4 ? c : 4][pixels[i]];\n"
     "    }\n"
     "    for (k = 0; k < SSTC_NET_OPS; k++) {\n"
     "        const sstc_net_op *op = &sstc_net_ops[k];\n"
+    "        const sstc_net_act *in = sstc_net_arena + op->in;\n"
+    "        sstc_net_act *out = sstc_net_arena + op->out;\n"
     "        int32_t n = op->c * op->h * op->w;\n"
     "        switch (op->kind) {\n"
     "        case SSTC_NET_FC:\n"
@@ -434,12 +545,17 @@ static const char runner[] =
     "        case SSTC_NET_RELU:\n"
     "            for (i = 0; i < n; i++) out[i] = in[i] < 0 ? 0 : in[i];\n"
     "            break;\n"
+    "        case SSTC_NET_PERMUTE:\n"
+    "            for (i = 0; i < n; i++) out[i] = in[SSTC_NET_PERM(i)];\n"
+    "            break;\n"
+    "        case SSTC_NET_SHORTCUT: sstc_net_shortcut(op, in, sstc_net_arena + op->in2, out, logits); break;\n"
+    "        case SSTC_NET_ROUTE: sstc_net_route(op, out); break;\n"
+    "        case SSTC_NET_GAP: sstc_net_gap(op, in, out); break;\n"
     "        default: sstc_net_pool(op, in, out); break;\n"
     "        }\n"
-    "        tmp = in, in = out, out = tmp;\n"
     "    }\n"
     "    if (!SSTC_NET_LAST_LOGITS)\n"
-    "        for (i = 0; i < SSTC_NET_CLASSES; i++) logits[i] = (float)in[i] * SSTC_NET_OUT_SCALE;\n"
+    "        for (i = 0; i < SSTC_NET_CLASSES; i++) logits[i] = (float)sstc_net_arena[SSTC_NET_OUT_AT + i] * SSTC_NET_OUT_SCALE;\n"
     "    for (i = 1; i < SSTC_NET_CLASSES; i++)\n"
     "        if (logits[i] > logits[best]) best = i;\n"
     "    return best;\n"
@@ -458,10 +574,13 @@ int sstc_engine_export_c(const sstc_engine *e, const char *dir, sstc_export_c_in
     }
     snprintf(hp, n, "%s/sstc_net.h", dir);
     snprintf(cp, n, "%s/sstc_net.c", dir);
-    FILE *f = fopen(hp, "w");
-    if (!f) rc = sstc_fail(SSTC_EIO, "%s: cannot create: %s", hp, strerror(errno));
+    size_t *at = malloc(((size_t)e->n_ops + 1) * sizeof *at), arena = 0;
+    int nb = at ? plan_arena(e, at, &arena) : sstc_fail(SSTC_ENOMEM, "export: out of memory");
+    FILE *f = NULL;
+    if (nb < 0) rc = nb;
+    else if (!(f = fopen(hp, "w"))) rc = sstc_fail(SSTC_EIO, "%s: cannot create: %s", hp, strerror(errno));
     if (!rc) {
-        rc = write_header(e, f, info);
+        rc = write_header(e, f, at, arena, nb, info);
         if (ferror(f) && !rc) rc = sstc_fail(SSTC_EIO, "%s: write error", hp);
         if (fclose(f) && !rc) rc = sstc_fail(SSTC_EIO, "%s: write error: %s", hp, strerror(errno));
     }
@@ -476,5 +595,6 @@ int sstc_engine_export_c(const sstc_engine *e, const char *dir, sstc_export_c_in
     }
     free(hp);
     free(cp);
+    free(at);
     return rc;
 }

@@ -120,15 +120,24 @@ static inline size_t sstc_round8(size_t n) { return (n + 7) & ~(size_t)7; }
 typedef enum {
     SSTC_OP_FC = 0,
     SSTC_OP_CONV,
-    SSTC_OP_BN,     /* batch norm that could not be folded: y = a*x + b per channel */
+    SSTC_OP_BN,       /* batch norm that could not be folded: y = a*x + b per channel */
     SSTC_OP_RELU,
     SSTC_OP_MAXPOOL,
     SSTC_OP_AVGPOOL,
+    SSTC_OP_PERMUTE,  /* y[i] = x[perm[i]] per sample (the engine's in_perm) */
+    SSTC_OP_SHORTCUT, /* y = x + s (then the fused ReLU), x = src[0], s = src[1] */
+    SSTC_OP_ROUTE,    /* y = src[0], ..., src[nsrc-1] concatenated per sample */
+    SSTC_OP_GAP,      /* global average pool: (C,H,W) -> (C,1,1) */
+    SSTC_OP_KIND_COUNT
 } sstc_infer_op_kind;
+
+/* Tensors are numbered by the op that produces them; SSTC_INFER_INPUT is the
+ * network input (normalized floats or int8 codes, before any permute). */
+#define SSTC_INFER_INPUT (-1)
 
 typedef struct {
     sstc_infer_op_kind kind;
-    int c, h, w;            /* input shape */
+    int c, h, w;            /* input shape (of src[0]) */
     int oc, oh, ow;         /* output shape */
     int kh, kw, stride, pad;/* CONV, pools (kh = kw = k) */
     int relu;               /* a ReLU fused into the output */
@@ -138,15 +147,21 @@ typedef struct {
     float *weight;          /* float FC/CONV: oc x fan_in */
     float *a, *b;           /* per output (FC/CONV) or channel (BN): y = a*acc + b */
     int src_layer;          /* the .sst layer it came from */
+    int nsrc;               /* tensors read: 1; SHORTCUT 2; ROUTE its sources */
+    int src[SSTC_SST_MAX_ROUTE];      /* their tensor ids */
+    size_t src_size[SSTC_SST_MAX_ROUTE]; /* their values per sample */
+    int tapped;             /* a later shortcut or route reads this output: nothing fuses into it */
+    size_t act_off;         /* its output's place in the activation arena, in values per sample */
     /* int8 mode */
-    int sets_scale;         /* FC, CONV, BN: the output gets a new scale */
+    int sets_scale;         /* FC, CONV, BN, SHORTCUT: the output gets a calibrated scale */
     int writes_logits;      /* the last op and sets_scale: float logits, not codes */
     float in_scale, out_scale;
     float *qa, *qb;         /* v = qa*acc + qb, then quantized (or the logits) */
+    float qs[SSTC_SST_MAX_ROUTE]; /* SHORTCUT, ROUTE: source k's code times qs[k] (s_k / s_out) */
     double amax;            /* calibration: max |output| */
 } sstc_infer_op;
 
-#define SSTC_ENGINE_SCRATCH 6
+#define SSTC_ENGINE_SCRATCH 5
 
 struct sstc_engine {
     int in_c, in_h, in_w, classes;
@@ -155,14 +170,34 @@ struct sstc_engine {
     int8_t in_q[5][256];    /* pixel -> int8 code (calibrated engines) */
     float in_scale;         /* int8 scale of the input */
     float out_scale;        /* int8 scale of the last tensor */
-    uint32_t *in_perm;      /* a PERMUTE first layer: x'[i] = x[in_perm[i]], NULL if none */
+    uint32_t *in_perm;      /* the PERMUTE op's table: x'[i] = x[in_perm[i]], NULL if none */
     int n_ops;
     sstc_infer_op *ops;
     size_t max_act;         /* largest tensor of one sample, input included */
+    size_t act_values;      /* the activation arena, values per sample (the input lives apart) */
+    int act_buffers;        /* buffers in the arena */
     int mode, calibrated;
     void *scratch[SSTC_ENGINE_SCRATCH];
     size_t scratch_cap[SSTC_ENGINE_SCRATCH];
 };
+
+static inline size_t sstc_infer_op_out_size(const sstc_infer_op *op) { return (size_t)op->oc * op->oh * op->ow; }
+/* Values per sample of tensor t. */
+static inline size_t sstc_infer_tensor_size(const struct sstc_engine *e, int t) {
+    return t == SSTC_INFER_INPUT ? (size_t)e->in_c * e->in_h * e->in_w : sstc_infer_op_out_size(&e->ops[t]);
+}
+/* The tensor the network's output is: the last op's, or the input if there are no ops. */
+static inline int sstc_infer_final_tensor(const struct sstc_engine *e) { return e->n_ops ? e->n_ops - 1 : SSTC_INFER_INPUT; }
+
+/* The liveness plan of the activation buffers. Tensor t (an op's output,
+ * and the input when with_input) gets buffer buf[t + 1]; a tensor lives from
+ * the op that writes it to the last op that reads it (the final tensor to
+ * the end), and two tensors alive at the same time never share a buffer, so
+ * an op never writes over its own inputs. size[j] receives buffer j's values
+ * per sample (buf and size have n_ops + 1 entries). Returns the number of
+ * buffers: 2 for a plain chain (ping-pong), more while shortcuts and routes
+ * keep outputs alive; or SSTC_ENOMEM. */
+int sstc_infer_plan_buffers(const struct sstc_engine *e, int with_input, int *buf, size_t *size);
 
 static inline int sstc_infer_lut_channel(int c) { return c < 4 ? c : 4; }
 

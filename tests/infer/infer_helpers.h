@@ -140,14 +140,93 @@ static inline sstc_sst_model *ti_cnn(sstc_rng *r, int N, int K) {
     return ti_finish(r, m);
 }
 
-/* Reference forward pass of one sample x (normalized, C*H*W) in double. */
+/* Networks with skip connections, in the shape of ResNet-20's blocks: an
+ * identity block (conv-bn-relu-conv-bn, shortcut from the block's input,
+ * relu), a downsampling block whose shortcut adds a 1x1 stride-2 projection
+ * conv + bn (reached through a one-source route back to the block's input),
+ * a route concatenating two branches, global average pooling and fc.
+ * 3x8x8 ->
+ *  0 conv 3->4 k3 p1 (coded)   1 bn   2 relu                         (stem)
+ *  3 conv 4->4 k3 p1 (coded)   4 bn   5 relu   6 conv 4->4 (coded)   7 bn
+ *  8 shortcut from 2, relu                                           (identity)
+ *  9 conv 4->6 k3 s2 p1 (coded)  10 bn  11 relu  12 conv 6->6 (coded) 13 bn
+ * 14 route [8]   15 conv 4->6 k1 s2 (float)   16 bn                   (projection)
+ * 17 shortcut from 13, relu                                          (downsampling)
+ * 18 route [17, 11]  (12x4x4)   19 globalavgpool   20 fc 12->7 (coded). */
+static inline sstc_sst_model *ti_resnet(sstc_rng *r, int N, int K) {
+    sstc_sst_model *m = sstc_sst_model_new(21);
+    m->in_c = 3, m->in_h = 8, m->in_w = 8, m->num_classes = 7;
+    sstc_sst_layer *L = m->layers;
+#define TI_CONV(o, i, k, s, p) .kind = SSTC_SST_CONV, .out = (o), .in = (i), .kh = (k), .kw = (k), .stride = (s), .pad = (p)
+    L[0] = (sstc_sst_layer){TI_CONV(4, 3, 3, 1, 1), TI_CODED(N, K, 1)};
+    L[1] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 4};
+    L[2] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[3] = (sstc_sst_layer){TI_CONV(4, 4, 3, 1, 1), TI_CODED(N, K, 0)};
+    L[4] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 4};
+    L[5] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[6] = (sstc_sst_layer){TI_CONV(4, 4, 3, 1, 1), TI_CODED(N, K, 0)};
+    L[7] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 4};
+    L[8] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = 2, .activation = SSTC_SST_ACT_RELU};
+    L[9] = (sstc_sst_layer){TI_CONV(6, 4, 3, 2, 1), TI_CODED(N, K, 1)};
+    L[10] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 6};
+    L[11] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[12] = (sstc_sst_layer){TI_CONV(6, 6, 3, 1, 1), TI_CODED(N, K, 0)};
+    L[13] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 6};
+    L[14] = (sstc_sst_layer){.kind = SSTC_SST_ROUTE, .n_route = 1, .route = {8}};
+    L[15] = (sstc_sst_layer){TI_CONV(6, 4, 1, 2, 0)};
+    L[16] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 6};
+    L[17] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = 13, .activation = SSTC_SST_ACT_RELU};
+    L[18] = (sstc_sst_layer){.kind = SSTC_SST_ROUTE, .n_route = 2, .route = {17, 11}};
+    L[19] = (sstc_sst_layer){.kind = SSTC_SST_GLOBALAVGPOOL};
+    L[20] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 7, .in = 12, TI_CODED(N, K, 0)};
+#undef TI_CONV
+    return ti_finish(r, m);
+}
+
+/* Skip connections that read what the engine would otherwise fold or fuse
+ * away, and the network input: 2x6x6 ->
+ *  0 conv 2->4 k3 p1 (coded)   1 bn   2 relu   3 conv 4->4 k3 p1 (float)
+ *  4 shortcut from 0 (the conv's output before its batch norm), linear
+ *  5 relu   6 flatten   7 dropout
+ *  8 shortcut from 6 (the flattened relu output, 144x1x1), relu
+ *  9 route [input, 0]: the input (2x6x6) next to conv 0 (4x6x6)
+ * 10 conv 6->2 k1 (coded)   11 shortcut from the input, linear
+ * 12 globalavgpool   13 fc 2->3 (float). */
+static inline sstc_sst_model *ti_taps(sstc_rng *r, int N, int K) {
+    sstc_sst_model *m = sstc_sst_model_new(14);
+    m->in_c = 2, m->in_h = 6, m->in_w = 6, m->num_classes = 3;
+    sstc_sst_layer *L = m->layers;
+    L[0] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 4, .in = 2, .kh = 3, .kw = 3, .stride = 1, .pad = 1,
+                            TI_CODED(N, K, 0)};
+    L[1] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 4};
+    L[2] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[3] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 4, .in = 4, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
+    L[4] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = 0, .activation = SSTC_SST_ACT_LINEAR};
+    L[5] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[6] = (sstc_sst_layer){.kind = SSTC_SST_FLATTEN};
+    L[7] = (sstc_sst_layer){.kind = SSTC_SST_DROPOUT, .p = 0.3f};
+    L[8] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = 6, .activation = SSTC_SST_ACT_RELU};
+    L[9] = (sstc_sst_layer){.kind = SSTC_SST_ROUTE, .n_route = 2, .route = {SSTC_SST_INPUT, 0}};
+    L[10] = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = 2, .in = 6, .kh = 1, .kw = 1, .stride = 1, .pad = 0,
+                             TI_CODED(N, K, 1)};
+    L[11] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = SSTC_SST_INPUT, .activation = SSTC_SST_ACT_LINEAR};
+    L[12] = (sstc_sst_layer){.kind = SSTC_SST_GLOBALAVGPOOL};
+    L[13] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 3, .in = 2};
+    return ti_finish(r, m);
+}
+
+/* Reference forward pass of one sample x (normalized, C*H*W) in double:
+ * every record's output is kept, so shortcuts and routes read them. */
 static inline void ti_reference(const sstc_sst_model *m, const float *x, double *logits) {
-    int c = m->in_c, h = m->in_h, w = m->in_w;
-    size_t n = (size_t)c * h * w;
-    double *cur = malloc(n * sizeof(double));
-    for (size_t i = 0; i < n; i++) cur[i] = x[i];
+    int n0 = m->in_c * m->in_h * m->in_w;
+    double *input = malloc((size_t)n0 * sizeof(double));
+    for (int i = 0; i < n0; i++) input[i] = x[i];
+    double **outs = calloc((size_t)m->n_layers, sizeof *outs);
+    int (*sh)[3] = malloc((size_t)m->n_layers * sizeof *sh);
     for (int li = 0; li < m->n_layers; li++) {
         const sstc_sst_layer *L = &m->layers[li];
+        const double *cur = li ? outs[li - 1] : input;
+        int c = li ? sh[li - 1][0] : m->in_c, h = li ? sh[li - 1][1] : m->in_h, w = li ? sh[li - 1][2] : m->in_w;
         double *nxt = NULL;
         int oc = c, oh = h, ow = w;
         if (L->kind == SSTC_SST_FC || L->kind == SSTC_SST_CONV) {
@@ -219,22 +298,52 @@ static inline void ti_reference(const sstc_sst_model *m, const float *x, double 
                             }
                         nxt[((size_t)ci * oh + oy) * ow + ox] = L->kind == SSTC_SST_MAXPOOL ? mx : s / (k * k);
                     }
-        } else if (L->kind == SSTC_SST_FLATTEN) {
-            c = c * h * w, h = w = 1; /* NCHW order is already flat */
-            continue;
         } else if (L->kind == SSTC_SST_PERMUTE) {
             oc = c * h * w, oh = ow = 1;
             nxt = malloc((size_t)oc * sizeof(double));
             for (int i = 0; i < oc; i++) nxt[i] = cur[L->perm[i]];
-        } else {
-            continue; /* dropout */
+        } else if (L->kind == SSTC_SST_SHORTCUT) {
+            const double *s = L->from < 0 ? input : outs[L->from];
+            nxt = malloc((size_t)c * h * w * sizeof(double));
+            for (int i = 0; i < c * h * w; i++) {
+                double v = cur[i] + s[i];
+                nxt[i] = L->activation == SSTC_SST_ACT_RELU && v < 0 ? 0 : v;
+            }
+        } else if (L->kind == SSTC_SST_ROUTE) {
+            oc = 0;
+            for (int k = 0; k < L->n_route; k++) {
+                int src = L->route[k];
+                oc += src < 0 ? m->in_c : sh[src][0];
+                oh = src < 0 ? m->in_h : sh[src][1], ow = src < 0 ? m->in_w : sh[src][2];
+            }
+            nxt = malloc((size_t)oc * oh * ow * sizeof(double));
+            int at = 0;
+            for (int k = 0; k < L->n_route; k++) {
+                int src = L->route[k], sc = src < 0 ? m->in_c : sh[src][0];
+                const double *v = src < 0 ? input : outs[src];
+                for (int ci = 0; ci < sc; ci++)
+                    for (int i = 0; i < oh * ow; i++) nxt[((size_t)(at + ci)) * oh * ow + i] = v[(size_t)ci * oh * ow + i];
+                at += sc;
+            }
+        } else if (L->kind == SSTC_SST_GLOBALAVGPOOL) {
+            oh = ow = 1;
+            nxt = malloc((size_t)c * sizeof(double));
+            for (int ci = 0; ci < c; ci++) {
+                double s = 0;
+                for (int i = 0; i < h * w; i++) s += cur[(size_t)ci * h * w + i];
+                nxt[ci] = s / (h * w);
+            }
+        } else { /* flatten (NCHW order is already flat), dropout */
+            if (L->kind == SSTC_SST_FLATTEN) oc = c * h * w, oh = ow = 1;
+            nxt = malloc((size_t)c * h * w * sizeof(double));
+            memcpy(nxt, cur, (size_t)c * h * w * sizeof(double));
         }
-        free(cur);
-        cur = nxt;
-        c = oc, h = oh, w = ow;
+        outs[li] = nxt;
+        sh[li][0] = oc, sh[li][1] = oh, sh[li][2] = ow;
     }
-    for (int i = 0; i < m->num_classes; i++) logits[i] = cur[i];
-    free(cur);
+    for (int i = 0; i < m->num_classes; i++) logits[i] = outs[m->n_layers - 1][i];
+    for (int li = 0; li < m->n_layers; li++) free(outs[li]);
+    free(outs), free(sh), free(input);
 }
 
 /* Random normalized inputs: pixels through the model's preprocessing. */

@@ -238,38 +238,39 @@ Test(infer_engine, int8_mode_needs_calibration_and_stays_close_to_float) {
     sstc_sst_free(m);
 }
 
-Test(infer_engine, evaluate_counts_errors_and_rejects_a_mismatched_dataset) {
+Test(infer_engine, evaluate_pixels_counts_errors_and_rejects_mismatched_inputs) {
     sstc_rng r;
     sstc_rng_seed(&r, 77);
     sstc_sst_model *m = ti_mlp(&r, 8, 2, 0);
     sstc_engine *e;
     cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK);
-    sstc_dataset ds = {.n = 50, .c = 1, .h = 6, .w = 6, .num_classes = 10};
-    ds.pixels = malloc(50 * 36);
-    ds.labels = malloc(50 * sizeof(int));
-    ti_random_pixels(&r, ds.pixels, 50 * 36);
+    uint8_t *pixels = malloc(50 * 36);
+    int *labels = malloc(50 * sizeof(int));
+    ti_random_pixels(&r, pixels, 50 * 36);
     float *lg = malloc(50 * 10 * sizeof(float));
     int pred[50], pe[50];
-    cr_assert_eq(sstc_engine_forward_pixels(e, ds.pixels, 50, lg), SSTC_OK);
+    cr_assert_eq(sstc_engine_forward_pixels(e, pixels, 50, lg), SSTC_OK);
     sstc_engine_argmax(lg, 50, 10, pred);
-    for (int i = 0; i < 50; i++) ds.labels[i] = i < 20 ? pred[i] : (pred[i] + 1) % 10;
+    for (int i = 0; i < 50; i++) labels[i] = i < 20 ? pred[i] : (pred[i] + 1) % 10;
     sstc_infer_result res;
-    cr_assert_eq(sstc_engine_evaluate(e, &ds, 0, 7, pe, &res), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_engine_evaluate_pixels(e, pixels, labels, 50, 7, pe, &res), SSTC_OK, "%s", sstc_errmsg());
     cr_assert_eq(res.count, 50);
     cr_assert_eq(res.errors, 30);
     cr_assert_float_eq(res.error, 0.6, 1e-12);
     cr_assert_gt(res.loss, 0);
     cr_assert_eq(memcmp(pe, pred, sizeof pred), 0);
-    cr_assert_eq(sstc_engine_evaluate(e, &ds, 10, 0, NULL, &res), SSTC_OK);
+    cr_assert_eq(sstc_engine_evaluate_pixels(e, pixels, labels, 10, 0, NULL, &res), SSTC_OK);
     cr_assert_eq(res.count, 10);
     cr_assert_eq(res.errors, 0);
-    ds.c = 3, ds.h = 32, ds.w = 32;
-    cr_assert_eq(sstc_engine_evaluate(e, &ds, 0, 0, NULL, &res), SSTC_ESHAPE);
+    labels[13] = 10;
+    cr_assert_eq(sstc_engine_evaluate_pixels(e, pixels, labels, 50, 0, NULL, &res), SSTC_EINVAL);
+    cr_assert_neq(strstr(sstc_errmsg(), "image 13: label 10"), NULL, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_engine_check_input(e, 3, 32, 32, 10), SSTC_ESHAPE);
     cr_assert_neq(strstr(sstc_errmsg(), "3x32x32"), NULL, "%s", sstc_errmsg());
     cr_assert_neq(strstr(sstc_errmsg(), "1x6x6"), NULL, "%s", sstc_errmsg());
-    ds.c = 1, ds.h = 6, ds.w = 6, ds.num_classes = 11;
-    cr_assert_eq(sstc_engine_check_dataset(e, &ds), SSTC_ESHAPE);
-    free(ds.pixels), free(ds.labels), free(lg);
+    cr_assert_eq(sstc_engine_check_input(e, 1, 6, 6, 11), SSTC_ESHAPE);
+    cr_assert_eq(sstc_engine_check_input(e, 1, 6, 6, 10), SSTC_OK);
+    free(pixels), free(labels), free(lg);
     sstc_engine_free(e);
     sstc_sst_free(m);
 }
@@ -338,4 +339,125 @@ Test(infer_engine, threads_split_the_work_without_changing_integer_results) {
     }
     free(T), free(x), free(xv), free(xf), free(lutf), free(lut), free(a1), free(a3), free(v1), free(v3), free(f1), free(f3);
     sstc_coded_matrix_free(&cm);
+}
+
+Test(infer_engine, skip_connections_match_the_reference_for_every_code) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 90);
+    for (int i = 0; i < N_NK; i++) {
+        sstc_sst_model *m = ti_resnet(&r, engine_nk[i][0], engine_nk[i][1]);
+        char what[64];
+        snprintf(what, sizeof what, "resnet (%d,%d)", engine_nk[i][0], engine_nk[i][1]);
+        check_against_reference(m, 300 + i, what);
+        sstc_sst_free(m);
+    }
+    sstc_sst_model *m = ti_taps(&r, 8, 2);
+    check_against_reference(m, 320, "taps (8,2)");
+    sstc_sst_free(m);
+}
+
+Test(infer_engine, outputs_read_later_keep_their_buffers_and_are_not_folded_away) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 91);
+    sstc_sst_model *m = ti_resnet(&r, 8, 2);
+    sstc_engine *e;
+    cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK, "%s", sstc_errmsg());
+    /* conv+bn+relu, conv+bn+relu, conv+bn, shortcut+relu, conv+bn+relu, conv+bn,
+     * route, conv+bn, shortcut+relu, route, pool, fc */
+    const sstc_infer_op_kind kinds[] = {SSTC_OP_CONV, SSTC_OP_CONV,  SSTC_OP_CONV, SSTC_OP_SHORTCUT,
+                                        SSTC_OP_CONV, SSTC_OP_CONV,  SSTC_OP_ROUTE, SSTC_OP_CONV,
+                                        SSTC_OP_SHORTCUT, SSTC_OP_ROUTE, SSTC_OP_GAP, SSTC_OP_FC};
+    const int relu[] = {1, 1, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0};
+    cr_assert_eq(e->n_ops, 12, "%d ops", e->n_ops);
+    for (int i = 0; i < 12; i++) {
+        cr_assert_eq(e->ops[i].kind, kinds[i], "op %d kind %d", i, e->ops[i].kind);
+        cr_assert_eq(e->ops[i].relu, relu[i], "op %d relu", i);
+    }
+    cr_assert_eq(e->ops[3].src[0], 2, "the shortcut adds conv 6's output...");
+    cr_assert_eq(e->ops[3].src[1], 0, "...to the stem's");
+    cr_assert_eq(e->ops[9].src[0], 8);
+    cr_assert_eq(e->ops[9].src[1], 4, "route [17, 11] reads the shortcut and the first conv of the block");
+    sstc_engine_info info;
+    sstc_engine_get_info(e, &info);
+    cr_assert_gt(info.activation_buffers, 2, "outputs read later need buffers of their own");
+    cr_assert_eq(info.coded_layers, 6);
+    cr_assert_eq(info.float_layers, 1);
+    /* no two tensors alive at once share memory: check every op's inputs against its output */
+    for (int i = 0; i < e->n_ops; i++)
+        for (int k = 0; k < e->ops[i].nsrc; k++) {
+            int t = e->ops[i].src[k];
+            if (t >= 0) cr_assert_neq(e->ops[t].act_off, e->ops[i].act_off, "op %d writes over its input %d", i, t);
+        }
+    sstc_engine_free(e);
+    sstc_sst_free(m);
+    /* a shortcut reading a conv's output before its batch norm: the norm stays an op */
+    m = ti_taps(&r, 8, 2);
+    cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(e->ops[0].kind, SSTC_OP_CONV);
+    cr_assert_eq(e->ops[0].relu, 0);
+    cr_assert_eq(e->ops[1].kind, SSTC_OP_BN, "the batch norm is not folded into the conv the shortcut reads");
+    cr_assert_eq(e->ops[1].relu, 1);
+    cr_assert_eq(e->ops[3].kind, SSTC_OP_SHORTCUT);
+    cr_assert_eq(e->ops[3].src[1], 0);
+    cr_assert_eq(e->ops[3].relu, 1, "the relu after the shortcut fuses");
+    sstc_engine_free(e);
+    sstc_sst_free(m);
+    /* a plain chain keeps two ping-pong buffers */
+    m = ti_cnn(&r, 8, 2);
+    cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK);
+    sstc_engine_get_info(e, &info);
+    cr_assert_eq(info.activation_buffers, 2);
+    sstc_engine_free(e);
+    sstc_sst_free(m);
+}
+
+/* int8 with skip connections: a shortcut adds codes of two scales (each
+ * times its scale over the output's, then requantized), a route brings its
+ * sources to the largest of their scales. Tolerance: predictions agree with
+ * float on 90 % of the images, logits within 10 % of the largest. */
+Test(infer_engine, int8_skip_connections_stay_close_to_float) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 92);
+    const int nk[][2] = {{8, 2}, {1, 1}};
+    for (int c = 0; c < 2; c++) {
+        sstc_sst_model *m = ti_resnet(&r, nk[c][0], nk[c][1]);
+        sstc_engine *e;
+        cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK);
+        int B = 200, K = m->num_classes;
+        size_t isz = (size_t)m->in_c * m->in_h * m->in_w;
+        uint8_t *px = malloc((size_t)B * isz);
+        ti_random_pixels(&r, px, (size_t)B * isz);
+        cr_assert_eq(sstc_engine_calibrate(e, px, 100), SSTC_OK, "%s", sstc_errmsg());
+        /* the requantization factors follow the scales */
+        const sstc_infer_op *sc = &e->ops[3], *rt = &e->ops[9];
+        cr_assert_float_eq(sc->qs[0], e->ops[2].out_scale / sc->out_scale, 1e-6f);
+        cr_assert_float_eq(sc->qs[1], e->ops[0].out_scale / sc->out_scale, 1e-6f);
+        float top = fmaxf(e->ops[8].out_scale, e->ops[4].out_scale);
+        cr_assert_eq(rt->out_scale, top, "a route takes the largest scale of its sources");
+        cr_assert(rt->qs[0] == 1.0f || rt->qs[1] == 1.0f, "the source with that scale is copied");
+        float *lf = malloc((size_t)B * K * sizeof(float)), *lq = malloc((size_t)B * K * sizeof(float));
+        cr_assert_eq(sstc_engine_forward_pixels(e, px, B, lf), SSTC_OK);
+        cr_assert_eq(sstc_engine_set_mode(e, SSTC_ENGINE_INT8), SSTC_OK);
+        cr_assert_eq(sstc_engine_forward_pixels(e, px, B, lq), SSTC_OK);
+        int *pf = malloc(B * sizeof(int)), *pq = malloc(B * sizeof(int)), agree = 0;
+        sstc_engine_argmax(lf, B, K, pf);
+        sstc_engine_argmax(lq, B, K, pq);
+        double err = 0, mag = 0;
+        for (int i = 0; i < B; i++) agree += pf[i] == pq[i];
+        for (int i = 0; i < B * K; i++) err = fmax(err, fabsf(lf[i] - lq[i])), mag = fmax(mag, fabsf(lf[i]));
+        cr_assert_geq(agree, B * 9 / 10, "(%d,%d): int8 and float agree on %d of %d predictions", nk[c][0], nk[c][1],
+                      agree, B);
+        cr_assert_leq(err, 0.1 * mag, "(%d,%d): int8 logits within 10%% of the largest: %g vs %g", nk[c][0], nk[c][1],
+                      err, mag);
+        cr_assert_gt(err, 0, "int8 really quantizes");
+        /* one image at a time gives the same codes */
+        float l1[16];
+        for (int i = 0; i < 4; i++) {
+            cr_assert_eq(sstc_engine_forward_pixels(e, px + (size_t)i * isz, 1, l1), SSTC_OK);
+            cr_assert_eq(memcmp(l1, lq + (size_t)i * K, K * sizeof(float)), 0, "sample %d", i);
+        }
+        free(px), free(lf), free(lq), free(pf), free(pq);
+        sstc_engine_free(e);
+        sstc_sst_free(m);
+    }
 }

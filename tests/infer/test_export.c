@@ -160,6 +160,38 @@ Test(infer_export, generated_c_applies_the_input_permutation) {
     sstc_sst_free(m);
 }
 
+Test(infer_export, skip_connections_compile_and_match_the_engine) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 88);
+    sstc_sst_model *m = ti_resnet(&r, 8, 2);
+    check_export(m, 188, "resnet (8,2)");
+    sstc_sst_free(m);
+    m = ti_taps(&r, 16, 2);
+    check_export(m, 189, "taps (16,2)");
+    sstc_sst_free(m);
+    /* the arena holds the outputs that shortcuts and routes read later */
+    m = ti_resnet(&r, 1, 1);
+    sstc_engine *e;
+    cr_assert_eq(sstc_engine_create(m, &e), SSTC_OK);
+    char *dir = tmpdir();
+    sstc_export_c_info info;
+    cr_assert_eq(sstc_engine_export_c(e, dir, &info), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_gt(info.buffers, 2, "more than two buffers");
+    cr_assert_eq(info.buffer_bytes[0], 4 * info.buffer_bytes[1]);
+    /* at least the input (3x8x8) and, alive across the identity block, the stem's output (4x8x8) */
+    cr_assert_geq(info.buffer_bytes[1], 3 * 64 + 4 * 64 + 4 * 64);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && ! grep -qE '(malloc|calloc|realloc|free) *\\(' sstc_net.c && "
+             "! grep -h '#include' sstc_net.c sstc_net.h | grep -v -e '<stdint.h>' -e '<string.h>' -e '\"sstc_net.h\"'",
+             dir);
+    cr_assert_eq(system(cmd), 0, "no allocation, no library but stdint.h and string.h");
+    rmtree(dir);
+    free(dir);
+    sstc_engine_free(e);
+    sstc_sst_free(m);
+}
+
 Test(infer_export, int8_without_calibration_is_a_compile_error_and_bad_folders_are_reported) {
     sstc_rng r;
     sstc_rng_seed(&r, 83);

@@ -97,6 +97,41 @@ static inline sstc_sst_model *th_random_net(sstc_rng *r, int N, int K, int per_r
     return m;
 }
 
+/* A network with skip connections (a version-2 file): input 3x8x8 ->
+ *  0 conv 3->3 k3 p1 (coded)      1 shortcut from input, linear
+ *  2 route [input, 1] (6 ch.)     3 conv 6->4 k3 p1 (coded)     4 relu
+ *  5 conv 4->4 k3 p1 (coded)      6 shortcut from 4, relu (identity block)
+ *  7 conv 4->6 k3 s2 p1 (coded)   8 batchnorm 6
+ *  9 route [6] (back to 4x8x8)   10 conv 4->6 k1 s2 (float, the projection)
+ * 11 shortcut from 8, relu       12 route [11, 8] (12x4x4)
+ * 13 globalavgpool               14 fc 12->5 (coded). */
+static inline sstc_sst_model *th_graph_net(sstc_rng *r, int N, int K) {
+    sstc_sst_model *m = sstc_sst_model_new(15);
+    cr_assert_not_null(m);
+    m->in_c = 3, m->in_h = 8, m->in_w = 8, m->num_classes = 5;
+    sstc_sst_layer *L = m->layers;
+#define TH_CONV(o, i, k, s, p, c) \
+    (sstc_sst_layer) { .kind = SSTC_SST_CONV, .out = o, .in = i, .kh = k, .kw = k, .stride = s, .pad = p, .coded = c, .N = N, .K = K }
+    L[0] = TH_CONV(3, 3, 3, 1, 1, 1);
+    L[1] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = SSTC_SST_INPUT, .activation = SSTC_SST_ACT_LINEAR};
+    L[2] = (sstc_sst_layer){.kind = SSTC_SST_ROUTE, .n_route = 2, .route = {SSTC_SST_INPUT, 1}};
+    L[3] = TH_CONV(4, 6, 3, 1, 1, 1);
+    L[4] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    L[5] = TH_CONV(4, 4, 3, 1, 1, 1);
+    L[6] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = 4, .activation = SSTC_SST_ACT_RELU};
+    L[7] = TH_CONV(6, 4, 3, 2, 1, 1);
+    L[8] = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = 6};
+    L[9] = (sstc_sst_layer){.kind = SSTC_SST_ROUTE, .n_route = 1, .route = {6}};
+    L[10] = TH_CONV(6, 4, 1, 2, 0, 0);
+    L[11] = (sstc_sst_layer){.kind = SSTC_SST_SHORTCUT, .from = 8, .activation = SSTC_SST_ACT_RELU};
+    L[12] = (sstc_sst_layer){.kind = SSTC_SST_ROUTE, .n_route = 2, .route = {11, 8}};
+    L[13] = (sstc_sst_layer){.kind = SSTC_SST_GLOBALAVGPOOL};
+    L[14] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 5, .in = 12, .coded = 1, .N = N, .K = K};
+#undef TH_CONV
+    for (int i = 0; i < m->n_layers; i++) th_fill_layer(r, &L[i]);
+    return m;
+}
+
 /* Rewrites the trailing crc32 after a test patched the image. */
 static inline void th_fix_crc(uint8_t *buf, size_t n) {
     uint32_t c = (uint32_t)crc32(0L, buf, (uInt)(n - 4));

@@ -470,3 +470,53 @@ Test(sst_file, inspect_prints_layers_and_bits_per_weight) {
     unlink(path);
     sstc_sst_free(m);
 }
+
+/* Version-1 files must keep their exact bytes: these sizes and checksums were
+ * taken from files written before the format had version 2, and the seed
+ * corpus of fuzz_sst (fuzz/corpus/fuzz_sst, also version 1) must read and
+ * write back byte for byte. */
+Test(sst_file, version_1_files_are_written_byte_identical_to_before) {
+    static const struct {
+        int N, K, per_row;
+        size_t bytes;
+        uint32_t crc;
+    } golden[] = {
+        {8, 2, 0, 1567, 0xa93a31b9u}, {4, 1, 1, 1644, 0xe9cc7888u}, {16, 4, 0, 1572, 0x81ef807fu},
+        {1, 1, 0, 1722, 0x032e15d1u}, {8, 3, 1, 1692, 0x80c27a8fu},
+    };
+    for (int i = 0; i < 5; i++) {
+        sstc_rng r;
+        sstc_rng_seed(&r, 300 + (uint64_t)i);
+        sstc_sst_model *m = th_random_net(&r, golden[i].N, golden[i].K, golden[i].per_row);
+        uint8_t *buf;
+        size_t n;
+        cr_assert_eq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK, "%s", sstc_errmsg());
+        cr_assert_eq(n, golden[i].bytes, "(%d,%d): %zu bytes", golden[i].N, golden[i].K, n);
+        cr_assert_eq(buf[4], 1, "version 1");
+        uint32_t crc = (uint32_t)crc32(0L, buf, (uInt)(n - 4));
+        cr_assert_eq(crc, golden[i].crc, "(%d,%d): checksum 0x%08x, the old writer gave 0x%08x", golden[i].N,
+                     golden[i].K, crc, golden[i].crc);
+        free(buf);
+        sstc_sst_free(m);
+    }
+    static const char *corpus[] = {"cnn_16_4.sst", "cnn_4_1_rows.sst", "cnn_8_2.sst", "cnn_8_3_rows.sst",
+                                   "mlp_ternary.sst", "seed-permute.sst", "tiny_fc.sst"};
+    for (size_t i = 0; i < sizeof corpus / sizeof corpus[0]; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "fuzz/corpus/fuzz_sst/%s", corpus[i]);
+        FILE *f = fopen(path, "rb");
+        cr_assert_not_null(f, "%s", path);
+        uint8_t img[1 << 16];
+        size_t n = fread(img, 1, sizeof img, f);
+        fclose(f);
+        sstc_sst_model *m = NULL;
+        cr_assert_eq(sstc_sst_read_mem(img, n, &m), SSTC_OK, "%s: %s", path, sstc_errmsg());
+        uint8_t *buf;
+        size_t n2;
+        cr_assert_eq(sstc_sst_write_mem(m, &buf, &n2), SSTC_OK, "%s", sstc_errmsg());
+        cr_assert_eq(n2, n, "%s", path);
+        cr_assert_eq(memcmp(buf, img, n), 0, "%s: written back byte for byte", path);
+        free(buf);
+        sstc_sst_free(m);
+    }
+}
