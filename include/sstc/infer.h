@@ -98,6 +98,11 @@ int sstc_engine_check_input(const sstc_engine *e, int c, int h, int w, int num_c
  * NULL) receives the predicted classes. */
 int sstc_engine_evaluate_pixels(sstc_engine *e, const uint8_t *pixels, const int *labels, long n, int batch, int *pred,
                                 sstc_infer_result *result);
+/* The same; with flip, each image's class probabilities are averaged with
+ * those of its mirror image (left-right) before scoring, as training's
+ * [data] test_flip evaluates (loss: -log of the averaged probability). */
+int sstc_engine_evaluate_flip(sstc_engine *e, const uint8_t *pixels, const int *labels, long n, int batch, int flip,
+                              int *pred, sstc_infer_result *result);
 
 /* ---- C export ----------------------------------------------------------------- */
 

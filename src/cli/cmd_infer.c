@@ -29,6 +29,8 @@ static const char infer_usage[] =
     "  --calib N     calibration images for --int8 (default 500)\n"
     "  --limit N     only the first N test images\n"
     "  --batch B     images per forward pass (default 64; 1 measures latency)\n"
+    "  --flip        average each image's class probabilities with its mirror\n"
+    "                image's (test-time flip averaging, as [data] test_flip)\n"
     "  -h, --help\n";
 
 static int parse_count(const char *opt, const char *s, long *out) {
@@ -88,11 +90,12 @@ int cmd_infer(int argc, char **argv) {
     }
     const char *path = NULL, *data = NULL;
     long limit = 0, batch = 64, calib = 500;
-    int int8 = 0;
+    int int8 = 0, flip = 0;
     for (int i = 1; i < argc; i++) {
         int bad = 0;
         if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--int8")) int8 = 1;
+        else if (!strcmp(argv[i], "--flip")) flip = 1;
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) bad = parse_count("--limit", argv[++i], &limit);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) bad = parse_count("--batch", argv[++i], &batch);
         else if (!strcmp(argv[i], "--calib") && i + 1 < argc) bad = parse_count("--calib", argv[++i], &calib);
@@ -116,7 +119,7 @@ int cmd_infer(int argc, char **argv) {
     int status = load_test(path, data, &e, &test);
     sstc_infer_result rf, rq;
     long n = limit > 0 && limit < test.n ? limit : test.n;
-    if (!status && sstc_engine_evaluate_pixels(e, test.pixels, test.labels, n, (int)batch, NULL, &rf)) {
+    if (!status && sstc_engine_evaluate_flip(e, test.pixels, test.labels, n, (int)batch, flip, NULL, &rf)) {
         fprintf(stderr, "sstc infer: %s\n", sstc_errmsg());
         status = 1;
     }
@@ -124,7 +127,7 @@ int cmd_infer(int argc, char **argv) {
     if (!status && int8) {
         status = calibrate(e, data, calib);
         if (!status && (sstc_engine_set_mode(e, SSTC_ENGINE_INT8) ||
-                        sstc_engine_evaluate_pixels(e, test.pixels, test.labels, n, (int)batch, NULL, &rq))) {
+                        sstc_engine_evaluate_flip(e, test.pixels, test.labels, n, (int)batch, flip, NULL, &rq))) {
             fprintf(stderr, "sstc infer: %s\n", sstc_errmsg());
             status = 1;
         }
@@ -148,7 +151,7 @@ int cli_is_sst_file(const char *path) {
     return n == 8 && !memcmp(b, "SSTC", 4) && memcmp(b + 4, "CKPT", 4);
 }
 
-int cli_eval_sst(const char *path, const char *data) {
+int cli_eval_sst(const char *path, const char *data, int flip) {
     if (!data) {
         fprintf(stderr, "sstc eval: %s is a .sst file, which does not name its dataset: pass --data NAME\n", path);
         return 2;
@@ -157,7 +160,7 @@ int cli_eval_sst(const char *path, const char *data) {
     sstc_dataset test = {0};
     sstc_infer_result r;
     int status = load_test(path, data, &e, &test);
-    if (!status && sstc_engine_evaluate_pixels(e, test.pixels, test.labels, test.n, 64, NULL, &r)) {
+    if (!status && sstc_engine_evaluate_flip(e, test.pixels, test.labels, test.n, 64, flip, NULL, &r)) {
         fprintf(stderr, "sstc eval: %s\n", sstc_errmsg());
         status = 1;
     }

@@ -48,67 +48,16 @@ static long file_size(const char *p) {
     return stat(p, &st) ? -1 : (long)st.st_size;
 }
 
-/* Mirrors n images of c planes h x w left to right. */
-static void mirror(uint8_t *px, long n, int c, int h, int w) {
-    for (long r = 0; r < n * c * h; r++) {
-        uint8_t *row = px + (size_t)r * w;
-        for (int a = 0, b = w - 1; a < b; a++, b--) {
-            uint8_t t = row[a];
-            row[a] = row[b];
-            row[b] = t;
-        }
-    }
-}
-
-static void softmax(const float *z, int k, double *p) {
-    double mx = z[0], s = 0;
-    for (int j = 1; j < k; j++) mx = z[j] > mx ? z[j] : mx;
-    for (int j = 0; j < k; j++) s += p[j] = exp((double)z[j] - mx);
-    for (int j = 0; j < k; j++) p[j] /= s;
-}
-
-/* Errors of the .sst network on a test set, from pixels; with flip, the class
- * probabilities of each image and its mirror image averaged (as training's
- * test_flip evaluation does). */
+/* Errors of the .sst network on the test set, from pixels; with flip, the
+ * class probabilities of each image and its mirror image averaged. */
 static int sst_errors(const char *sst, const sstc_dataset *ds, int flip, long *errors) {
     sstc_engine *e = NULL;
-    if (sstc_engine_load(sst, &e)) return sstc_errcode();
-    sstc_engine_info info;
-    sstc_engine_get_info(e, &info);
-    int K = info.num_classes, B = 100;
-    size_t isz = (size_t)ds->c * ds->h * ds->w;
-    float *z = malloc((size_t)B * K * sizeof(float));
-    double *p = malloc((size_t)B * K * sizeof(double)), *q = malloc((size_t)K * sizeof(double));
-    uint8_t *m = malloc((size_t)B * isz);
-    int rc = !z || !p || !q || !m ? sstc_fail(SSTC_ENOMEM, "out of memory") : 0;
-    if (!rc && (ds->c != info.in_c || ds->h != info.in_h || ds->w != info.in_w || ds->num_classes > K))
-        rc = sstc_fail(SSTC_ESHAPE, "%s: the network takes %dx%dx%d images in %d classes, the test set has %dx%dx%d in %d", sst,
-                       info.in_c, info.in_h, info.in_w, K, ds->c, ds->h, ds->w, ds->num_classes);
-    *errors = 0;
-    for (long b0 = 0; !rc && b0 < ds->n; b0 += B) {
-        int n = ds->n - b0 < B ? (int)(ds->n - b0) : B;
-        for (int pass = 0; pass <= flip && !rc; pass++) {
-            const uint8_t *px = ds->pixels + (size_t)b0 * isz;
-            if (pass) {
-                memcpy(m, px, (size_t)n * isz);
-                mirror(m, n, ds->c, ds->h, ds->w);
-                px = m;
-            }
-            if ((rc = sstc_engine_forward_pixels(e, px, n, z))) break;
-            for (int i = 0; i < n; i++) {
-                softmax(z + (size_t)i * K, K, q);
-                for (int j = 0; j < K; j++) p[(size_t)i * K + j] = pass ? 0.5 * (p[(size_t)i * K + j] + q[j]) : q[j];
-            }
-        }
-        for (int i = 0; !rc && i < n; i++) {
-            int best = 0;
-            for (int j = 1; j < K; j++)
-                if (p[(size_t)i * K + j] > p[(size_t)i * K + best]) best = j;
-            *errors += best != ds->labels[b0 + i];
-        }
-    }
-    free(z), free(p), free(q), free(m);
+    sstc_infer_result r;
+    int rc = sstc_engine_load(sst, &e);
+    if (!rc) rc = sstc_engine_check_input(e, ds->c, ds->h, ds->w, ds->num_classes);
+    if (!rc) rc = sstc_engine_evaluate_flip(e, ds->pixels, ds->labels, ds->n, 100, flip, NULL, &r);
     sstc_engine_free(e);
+    *errors = rc ? 0 : r.errors;
     return rc;
 }
 

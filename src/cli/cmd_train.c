@@ -65,7 +65,8 @@ static const char eval_usage[] =
     "same image shape and classes). --flip averages the class probabilities of\n"
     "each image and its mirror image (as [data] test_flip = true does; the\n"
     "checkpoint's own setting is used otherwise). A .sst file (MODEL.sst) runs in\n"
-    "the multiplication-free inference engine and needs --data NAME.\n";
+    "the multiplication-free inference engine and needs --data NAME (--flip\n"
+    "applies there too; a .sst file does not record the setting).\n";
 
 int cmd_eval(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -90,11 +91,8 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "sstc eval: missing CHECKPOINT\n\n%s", eval_usage);
         return 2;
     }
-    if (flip && cli_is_sst_file(ckpt)) {
-        fprintf(stderr, "sstc eval: --flip works on checkpoints, not on .sst files (%s)\n", ckpt);
-        return 2;
-    }
-    return flip ? cli_eval_checkpoint_flip(ckpt, data, 1) : cli_eval_file(ckpt, data);
+    if (cli_is_sst_file(ckpt)) return cli_eval_sst(ckpt, data, flip);
+    return cli_eval_checkpoint_flip(ckpt, data, flip);
 }
 
 /* Opens a training or compression checkpoint; a compression checkpoint also
@@ -192,5 +190,5 @@ int cmd_export(int argc, char **argv) {
 }
 
 int cli_eval_file(const char *path, const char *data) {
-    return cli_is_sst_file(path) ? cli_eval_sst(path, data) : cli_eval_checkpoint(path, data);
+    return cli_is_sst_file(path) ? cli_eval_sst(path, data, 0) : cli_eval_checkpoint(path, data);
 }

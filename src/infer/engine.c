@@ -1011,8 +1011,22 @@ static double seconds_now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int sstc_engine_evaluate_pixels(sstc_engine *e, const uint8_t *pixels, const int *labels, long n, int batch, int *pred,
-                                sstc_infer_result *r) {
+/* Mirrors n images of c planes h x w left to right into dst. */
+static void mirror_pixels(const uint8_t *src, uint8_t *dst, int n, int c, int h, int w) {
+    for (size_t r = 0; r < (size_t)n * c * h; r++)
+        for (int x = 0; x < w; x++) dst[r * w + x] = src[r * w + (size_t)(w - 1 - x)];
+}
+
+/* Softmax of one row of logits into p (double). */
+static void softmax_row(const float *z, int k, double *p) {
+    double mx = z[0], s = 0;
+    for (int j = 1; j < k; j++) mx = z[j] > mx ? z[j] : mx;
+    for (int j = 0; j < k; j++) s += p[j] = exp((double)z[j] - mx);
+    for (int j = 0; j < k; j++) p[j] /= s;
+}
+
+int sstc_engine_evaluate_flip(sstc_engine *e, const uint8_t *pixels, const int *labels, long n, int batch, int flip,
+                              int *pred, sstc_infer_result *r) {
     if (!r) return sstc_fail(SSTC_EINVAL, "sstc_engine_evaluate_pixels: NULL result");
     memset(r, 0, sizeof *r);
     if (!e || (n > 0 && (!pixels || !labels)) || n < 0)
@@ -1022,33 +1036,51 @@ int sstc_engine_evaluate_pixels(sstc_engine *e, const uint8_t *pixels, const int
             return sstc_fail(SSTC_EINVAL, "image %ld: label %d, expected 0..%d (the network's classes)", i, labels[i],
                              e->classes - 1);
     if (batch <= 0) batch = 64;
+    int K = e->classes;
     size_t isz = (size_t)e->in_c * e->in_h * e->in_w;
-    float *logits = malloc((size_t)batch * e->classes * sizeof(float));
-    int *p = malloc((size_t)batch * sizeof(int)), rc = SSTC_OK;
-    if (!logits || !p) rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
+    float *logits = malloc((size_t)batch * K * sizeof(float));
+    double *prob = malloc((size_t)K * sizeof(double)), *prob2 = malloc((size_t)K * sizeof(double));
+    uint8_t *mirrored = flip ? malloc((size_t)batch * isz) : NULL;
+    float *logits2 = flip ? malloc((size_t)batch * K * sizeof(float)) : NULL;
+    int rc = SSTC_OK;
+    if (!logits || !prob || !prob2 || (flip && (!mirrored || !logits2))) rc = sstc_fail(SSTC_ENOMEM, "infer: out of memory");
     double loss = 0;
     for (long b0 = 0; !rc && b0 < n; b0 += batch) {
         int m = n - b0 < batch ? (int)(n - b0) : batch;
+        const uint8_t *pb = pixels + (size_t)b0 * isz;
         double t0 = seconds_now();
-        rc = sstc_engine_forward_pixels(e, pixels + (size_t)b0 * isz, m, logits);
+        rc = sstc_engine_forward_pixels(e, pb, m, logits);
+        if (!rc && flip) {
+            /* test-time flip averaging: the class probabilities of each image
+             * and its mirror image, averaged (as training's test_flip) */
+            mirror_pixels(pb, mirrored, m, e->in_c, e->in_h, e->in_w);
+            rc = sstc_engine_forward_pixels(e, mirrored, m, logits2);
+        }
         r->seconds += seconds_now() - t0;
         if (rc) break;
-        sstc_engine_argmax(logits, m, e->classes, p);
         for (int i = 0; i < m; i++) {
-            const float *l = logits + (size_t)i * e->classes;
-            int y = labels[b0 + i];
-            double mx = l[p[i]], s = 0;
-            for (int j = 0; j < e->classes; j++) s += exp((double)l[j] - mx);
-            loss += mx + log(s) - (double)l[y];
-            r->errors += p[i] != y;
-            if (pred) pred[b0 + i] = p[i];
+            softmax_row(logits + (size_t)i * K, K, prob);
+            if (flip) {
+                softmax_row(logits2 + (size_t)i * K, K, prob2);
+                for (int j = 0; j < K; j++) prob[j] = 0.5 * (prob[j] + prob2[j]);
+            }
+            int best = 0, y = labels[b0 + i];
+            for (int j = 1; j < K; j++)
+                if (prob[j] > prob[best]) best = j;
+            loss -= log(prob[y] > 1e-300 ? prob[y] : 1e-300);
+            r->errors += best != y;
+            if (pred) pred[b0 + i] = best;
         }
         r->count += m;
     }
-    free(logits);
-    free(p);
+    free(logits), free(logits2), free(prob), free(prob2), free(mirrored);
     if (rc) return rc;
     r->loss = r->count ? loss / (double)r->count : 0;
     r->error = r->count ? (double)r->errors / (double)r->count : 0;
     return SSTC_OK;
+}
+
+int sstc_engine_evaluate_pixels(sstc_engine *e, const uint8_t *pixels, const int *labels, long n, int batch, int *pred,
+                                sstc_infer_result *r) {
+    return sstc_engine_evaluate_flip(e, pixels, labels, n, batch, 0, pred, r);
 }

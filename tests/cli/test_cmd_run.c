@@ -109,3 +109,43 @@ Test(run_cli, run_trains_compresses_and_checks_the_sst_file) {
     cr_assert_eq(run(cmd, out, sizeof out), 1, "%s", out);
     cr_assert(th_has(out, "another configuration"), "%s", out);
 }
+
+/* A residual network with test-time flip averaging, from config to .sst: the
+ * file alone, run by the engine with --flip, gives the run's test error. */
+Test(run_cli, a_residual_network_runs_end_to_end_and_its_sst_file_agrees_with_flip) {
+    static char out[1 << 15];
+    char cfg[400], odir[400], cmd[1200];
+    snprintf(cfg, sizeof cfg, "%s/res.ini", dir);
+    snprintf(odir, sizeof odir, "%s/res", dir);
+    char text[2048];
+    int n = snprintf(text, sizeof text,
+                     "[experiment]\nname = res\nseed = 3\nthreads = 1\n[data]\ndataset = %s\ntest_flip = true\n"
+                     "[train]\nepochs = 2\nbatch_size = 16\nlr = 0.01\n"
+                     "[conv]\nfilters = 8\npad = 1\nbias = false\n[batchnorm]\n[relu]\n"
+                     "[conv]\nfilters = 8\npad = 1\nbias = false\n[batchnorm]\n[shortcut]\nfrom = -3\nactivation = relu\n"
+                     "[route]\nlayers = -1\n[conv]\nfilters = 16\nsize = 1\nstride = 2\nbias = false\n[batchnorm]\n"
+                     "[globalavgpool]\n[fc]\noutputs = 2\n"
+                     "[compress]\nN = 8\nK = 2\nschedule = 4,2\nstage_epochs = 1\nretrain_epochs = 1\nbn_batches = 2\n",
+                     dir);
+    write_file(cfg, text, (size_t)n);
+    snprintf(cmd, sizeof cmd, "./build/sstc run '%s' --out '%s' --quiet 2>&1", cfg, odir);
+    int rc = run(cmd, out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    char p[600];
+    snprintf(p, sizeof p, "%s/summary.json", odir);
+    cJSON *j = NULL;
+    cr_assert_eq(sstc_read_json(p, &j), 0, "%s", sstc_errmsg());
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "sst_check")), "agrees");
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "test_flip")));
+    double sst_err = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "sst_test_error"));
+    cJSON_Delete(j);
+    /* eval of the .sst file with --flip prints the same figure */
+    snprintf(cmd, sizeof cmd, "./build/sstc eval '%s/model.sst' --data '%s' --flip 2>&1", odir, dir);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "test_error=%.6f", sst_err);
+    cr_assert(th_has(out, want), "expected %s in: %s", want, out);
+    snprintf(cmd, sizeof cmd, "./build/sstc inspect '%s/model.sst' 2>&1", odir);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    cr_assert(th_has(out, "shortcut"), "%s", out);
+}
