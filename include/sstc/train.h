@@ -18,6 +18,7 @@
 
 #include "sstc/config.h"
 #include "sstc/data.h"
+#include "sstc/io.h"
 
 typedef struct sstc_session sstc_session;
 
@@ -147,7 +148,5 @@ int sstc_checkpoint_check_config(const sstc_session *s, const char *path);
  * (zip) archive, so np.load(FILE)["fc1.weight"] gives the (out,in) matrix. */
 int sstc_export_npz(sstc_model *m, const char *path);
 
-/* Writes a file atomically: data to path.tmp, fsync, rename over path. */
-int sstc_write_atomic(const char *path, const void *data, size_t len);
 
 #endif

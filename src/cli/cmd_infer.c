@@ -6,7 +6,10 @@
 #include "sstc/error.h"
 #include "sstc/infer.h"
 
+#include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,11 +145,13 @@ int cmd_infer(int argc, char **argv) {
 }
 
 int cli_is_sst_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
+    /* non-blocking: a FIFO must not hang the peek (the reader refuses it) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
     unsigned char b[8];
-    size_t n = fread(b, 1, 8, f);
-    fclose(f);
+    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, b, 8) : 0;
+    close(fd);
     /* .sst: "SSTC" then a u32 version; checkpoints start "SSTCCKPT" */
     return n == 8 && !memcmp(b, "SSTC", 4) && memcmp(b + 4, "CKPT", 4);
 }

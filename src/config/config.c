@@ -17,6 +17,7 @@
 #include <ini.h>
 
 #include "sstc/config.h"
+#include "sstc/io.h"
 
 /* ---- key tables ------------------------------------------------------- */
 /* The sections besides the layers; each layer kind declares its own keys in
@@ -437,43 +438,19 @@ int sstc_config_parse(const char *text, const char *path, const char *const *ove
 }
 
 int sstc_read_config_file(const char *path, char **text_out) {
+    uint8_t *buf;
+    size_t n;
     *text_out = NULL;
-    /* a FIFO or a device would block or never end: only regular files */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot open config: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return sstc_fail(SSTC_EIO, "%s: not a regular file; expected an INI config", path);
+    if (sstc_read_file(path, SSTC_MAX_CONFIG_BYTES, "config", &buf, &n)) return sstc_errcode();
+    if (n == 0) {
+        free(buf);
+        return sstc_fail(SSTC_EIO, "%s: empty; expected an INI config", path);
     }
-    if (st.st_size == 0 || st.st_size > SSTC_MAX_CONFIG_BYTES) {
-        close(fd);
-        return sstc_fail(SSTC_EIO, "%s: %s (%lld bytes); expected an INI config of at most %d bytes", path,
-                         st.st_size ? "too large" : "empty", (long long)st.st_size, SSTC_MAX_CONFIG_BYTES);
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    char *text = malloc(n + 1);
-    if (!text) {
-        close(fd);
-        return sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);
-    }
-    while (got < n) {
-        ssize_t r = read(fd, text + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got != n) {
-        free(text);
-        return sstc_fail(SSTC_EIO, "%s: read %zu of %zu bytes", path, got, n);
-    }
-    text[n] = 0;
-    if (memchr(text, 0, n)) {
-        free(text);
+    if (memchr(buf, 0, n)) {
+        free(buf);
         return sstc_fail(SSTC_EFORMAT, "%s: contains NUL bytes, expected a text INI file", path);
     }
-    *text_out = text;
+    *text_out = (char *)buf;
     return 0;
 }
 

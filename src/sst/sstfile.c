@@ -12,6 +12,7 @@
  * the bytes that remain before anything is read or allocated, and every
  * failure names the layer and the byte offset. The writer validates by
  * parsing what it produced, so it can never write a file the reader refuses. */
+#include "sstc/io.h"
 #include "sstc/sst.h"
 #include "sstc/error.h"
 
@@ -1056,29 +1057,9 @@ int sstc_sst_read_mem(const void *buf, size_t n, sstc_sst_model **out) {
 int sstc_sst_read(const char *path, sstc_sst_model **out) {
     if (!path || !out) return sstc_fail(SSTC_EINVAL, "sstc_sst_read: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sstc_fail(SSTC_EIO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        uint8_t *nb = realloc(buf, cap * 2);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf) return sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);
-    if (err) {
-        free(buf);
-        return sstc_fail(SSTC_EIO, "%s: read error", path);
-    }
+    uint8_t *buf;
+    size_t n;
+    if (sstc_read_file(path, (size_t)1 << 32, ".sst file", &buf, &n)) return sstc_errcode();
     int rc = sstc_sst_read_mem(buf, n, out);
     free(buf);
     if (rc) return sstc_fail_prefix(rc, "%s: ", path);

@@ -110,53 +110,6 @@ static char *get_str(rbuf *r, const char *what) {
     return s;
 }
 
-int sstc_write_atomic(const char *path, const void *data, size_t len) {
-    char tmp[4096];
-    /* only a regular file is ever replaced: renaming over a device node or a
-     * FIFO would destroy it */
-    struct stat st;
-    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
-        return sstc_fail(SSTC_EIO, "%s: exists and is not a regular file; not replacing it", path);
-    /* a per-process temporary name: two writers never share one */
-    int tn = snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
-    if (tn < 0 || (size_t)tn >= sizeof tmp) return sstc_fail(SSTC_EIO, "%.200s...: path too long", path);
-    unlink(tmp); /* left by a killed process that had our pid */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    const unsigned char *p = data;
-    size_t left = len;
-    while (left) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return sstc_fail(SSTC_EIO, "%s: write failed: %s", tmp, strerror(e));
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) || close(fd)) {
-        unlink(tmp);
-        return sstc_fail(SSTC_EIO, "%s: fsync/close failed: %s", tmp, strerror(errno));
-    }
-    if (rename(tmp, path)) {
-        int e = errno;
-        unlink(tmp);
-        return sstc_fail(SSTC_EIO, "%s: rename failed: %s", path, strerror(e));
-    }
-    /* make the rename itself durable */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    int dfd = open(dirname(dir), O_RDONLY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
-}
-
 int sstc_checkpoint_save(const sstc_session *s, const char *path, const void *extra, size_t extra_len) {
     wbuf b = {0};
     put(&b, CKPT_MAGIC, 8);
@@ -225,26 +178,8 @@ int sstc_checkpoint_save(const sstc_session *s, const char *path, const void *ex
 }
 
 static int read_file(const char *path, unsigned char **data, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return sstc_fail(SSTC_EIO, "%s: cannot open checkpoint: %s", path, strerror(errno));
-    struct stat stt;
-    if (fstat(fileno(f), &stt) || !S_ISREG(stt.st_mode)) {
-        fclose(f);
-        return sstc_fail(SSTC_EIO, "%s: not a regular file", path);
-    }
-    *len = (size_t)stt.st_size;
-    *data = malloc(*len ? *len : 1);
-    if (!*data) {
-        fclose(f);
-        return sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);
-    }
-    size_t got = fread(*data, 1, *len, f);
-    fclose(f);
-    if (got != *len) {
-        free(*data);
-        return sstc_fail(SSTC_EIO, "%s: short read", path);
-    }
-    return 0;
+    /* the largest network a config can describe stays far below this */
+    return sstc_read_file(path, (size_t)1 << 34, "checkpoint", data, len);
 }
 
 /* Checks magic, version and CRC; leaves r positioned after the version. */

@@ -63,28 +63,10 @@ int sstc_write_json(const char *path, const cJSON *obj) {
 
 int sstc_read_json(const char *path, cJSON **obj) {
     *obj = NULL;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (16 << 20)) {
-        close(fd);
-        return sstc_fail(SSTC_EIO, "%s: not a regular file of at most 16 MiB", path);
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    char *text = malloc(n + 1);
-    if (!text) {
-        close(fd);
-        return sstc_fail(SSTC_ENOMEM, "%s: out of memory", path);
-    }
-    while (got < n) {
-        ssize_t r = read(fd, text + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    text[got] = 0;
-    *obj = cJSON_ParseWithLength(text, got);
+    uint8_t *text;
+    size_t n;
+    if (sstc_read_file(path, 16 << 20, "JSON file", &text, &n)) return sstc_errcode();
+    *obj = cJSON_ParseWithLength((const char *)text, n);
     free(text);
     if (!*obj || !cJSON_IsObject(*obj)) {
         cJSON_Delete(*obj);

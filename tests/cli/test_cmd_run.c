@@ -58,6 +58,19 @@ Test(run_cli, unusable_config_paths_fail_cleanly_in_every_run_command) {
             cr_assert_eq(rc, 1, "sstc %s %s: exit %d: %s", cmds[c], paths[i], rc, out);
             cr_assert(th_has(out, expect[i]), "sstc %s %s: %s", cmds[c], paths[i], out);
         }
+    /* the same for the readers of checkpoints and .sst files */
+    const char *readers[] = {"inspect '%s'", "eval '%s'", "eval '%s' --data mnist", "infer '%s' --data mnist",
+                             "export '%s' --npz x.npz"};
+    for (int r = 0; r < 5; r++)
+        for (int i = 0; i < 6; i++) {
+            if (i == 1 || i == 2) continue; /* empty and NUL files are plain malformed files here */
+            char sub[600];
+            snprintf(sub, sizeof sub, readers[r], paths[i]);
+            snprintf(cmd, sizeof cmd, "timeout 10 ./build/sstc %s 2>&1", sub);
+            int rc = run(cmd, out, sizeof out);
+            cr_assert(rc == 1 || rc == 2, "sstc %s: exit %d: %s", sub, rc, out);
+            cr_assert(th_has(out, i == 0 ? "No such file" : "not a regular file"), "sstc %s: %s", sub, out);
+        }
 }
 
 Test(run_cli, usage_errors_exit_2) {
