@@ -15,6 +15,7 @@
 
 #include "infer/internal.h"
 #include "sstc/error.h"
+#include "sstc/io.h"
 #include "sstc/infer.h"
 
 /* mkdir -p */
@@ -576,23 +577,23 @@ int sstc_engine_export_c(const sstc_engine *e, const char *dir, sstc_export_c_in
     snprintf(cp, n, "%s/sstc_net.c", dir);
     size_t *at = malloc(((size_t)e->n_ops + 1) * sizeof *at), arena = 0;
     int nb = at ? plan_arena(e, at, &arena) : sstc_fail(SSTC_ENOMEM, "export: out of memory");
+    /* both files are composed in memory and written like every output
+     * (temporary file, fsync, rename): a failed export leaves no truncated
+     * file under a final name */
+    char *text = NULL;
+    size_t tlen = 0;
     FILE *f = NULL;
     if (nb < 0) rc = nb;
-    else if (!(f = fopen(hp, "w"))) rc = sstc_fail(SSTC_EIO, "%s: cannot create: %s", hp, strerror(errno));
+    else if (!(f = open_memstream(&text, &tlen))) rc = sstc_fail(SSTC_ENOMEM, "export: out of memory");
     if (!rc) {
         rc = write_header(e, f, at, arena, nb, info);
-        if (ferror(f) && !rc) rc = sstc_fail(SSTC_EIO, "%s: write error", hp);
-        if (fclose(f) && !rc) rc = sstc_fail(SSTC_EIO, "%s: write error: %s", hp, strerror(errno));
+        if (ferror(f) && !rc) rc = sstc_fail(SSTC_ENOMEM, "%s: out of memory composing it", hp);
     }
-    if (!rc) {
-        f = fopen(cp, "w");
-        if (!f) rc = sstc_fail(SSTC_EIO, "%s: cannot create: %s", cp, strerror(errno));
-        else {
-            fputs(runner, f);
-            if (ferror(f)) rc = sstc_fail(SSTC_EIO, "%s: write error", cp);
-            if (fclose(f) && !rc) rc = sstc_fail(SSTC_EIO, "%s: write error: %s", cp, strerror(errno));
-        }
-    }
+    if (f && fclose(f) && !rc) rc = sstc_fail(SSTC_ENOMEM, "%s: out of memory composing it", hp);
+    /* the runner first: a header without its runner would not build */
+    if (!rc) rc = sstc_write_atomic(cp, runner, strlen(runner));
+    if (!rc) rc = sstc_write_atomic(hp, text, tlen);
+    free(text);
     free(hp);
     free(cp);
     free(at);
