@@ -18,6 +18,8 @@ import ast
 import fnmatch
 import json
 import os
+import shlex
+import signal
 import shutil
 import subprocess
 import sys
@@ -353,16 +355,50 @@ plot '%s' index 0 using 1:2 with steps title 'float', '%s' index 1 using 1:2 wit
     print("wrote", png if r.returncode == 0 else "nothing: " + r.stderr)
 
 
+def emit(spec, outroot, float_dir, only):
+    """One self-contained shell command per unfinished run (run from anywhere)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--emit | head` is fine
+    q = shlex.quote
+    rel = lambda p: os.path.relpath(p, ROOT)
+    fck = os.path.join(float_dir, "checkpoint.sstc")
+    fdone = os.path.join(float_dir, "summary.json")
+    if not os.path.exists(fdone):
+        print("cd %s && mkdir -p %s && build/sstc train %s --out %s --quiet%s > %s/train.log 2>&1" % (
+            q(ROOT), q(rel(float_dir)), q(spec["config"]), q(rel(float_dir)),
+            " --resume" if os.path.exists(fck) else "", q(rel(float_dir))))
+    for r in spec["runs"]:
+        if only and not fnmatch.fnmatch(r["name"], only):
+            continue
+        out = os.path.join(outroot, r["name"])
+        if os.path.exists(os.path.join(out, "summary.json")):
+            continue
+        cmd = ["build/sstc", "compress", spec["config"], "--from", rel(fck), "--out", rel(out), "--quiet"]
+        for s in r["sets"]:
+            cmd += ["--set", s]
+        # waits for the float network (a job array starts every task at once);
+        # --resume continues a run that an earlier task left unfinished
+        print("cd %s && until [ -f %s ]; do sleep 60; done && mkdir -p %s && "
+              "{ [ -f %s/checkpoint.sstc ] && r=--resume || r=; } && %s $r > %s/compress.log 2>&1" % (
+                  q(ROOT), q(rel(fdone)), q(rel(out)), q(rel(out)), " ".join(q(c) for c in cmd), q(rel(out))))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("table", choices=sorted(TABLES))
     ap.add_argument("--only", help="run only runs whose name matches this glob")
     ap.add_argument("--list", action="store_true", help="list the runs and whether they are done")
     ap.add_argument("--collect", action="store_true", help="only collect finished runs into the table")
+    ap.add_argument("--emit", action="store_true",
+                    help="print the unfinished runs as shell commands, one per line, for GNU parallel or a Slurm "
+                         "array (experiments/slurm_array.sh); the float network's training is the first line and "
+                         "every other line waits for its checkpoint; then --collect builds the table")
     args = ap.parse_args()
     spec = TABLES[args.table]()
     outroot = os.path.join(ROOT, "runs", "tables", args.table)
     float_dir = os.path.join(ROOT, spec["float_run"])
+    if args.emit:
+        emit(spec, outroot, float_dir, args.only)
+        return
     if args.list:
         for r in spec["runs"]:
             done = os.path.exists(os.path.join(outroot, r["name"], "summary.json"))
