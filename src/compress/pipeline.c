@@ -162,7 +162,9 @@ int sstc_compress_run(sstc_session *s, const sstc_compress_run_opts *o, sstc_com
         /* the structure the normalization added (output scales) before the tensors */
         if ((rc = sstc_compress_prepare_structure(&c))) goto done;
     } else {
-        if (o->resume && !o->from && !exists(floatdir)) {
+        /* --resume continues what is there: the compression, or the float
+         * training before it; with --from there is no float training */
+        if (o->resume && (o->from || !exists(floatdir))) {
             rc = sstc_fail(SSTC_EIO, "--resume: no checkpoint in %s (nothing to resume; run without --resume)", res->outdir);
             goto done;
         }

@@ -107,17 +107,22 @@ static sstc_layer *new_layer(sstc_model *m, const sstc_layer_desc *d, const char
             sstc_fail(SSTC_EINVAL, "model: layer name '%s' longer than %zu characters", name, sizeof l->name - 1);
             return NULL;
         }
-        for (int i = 0; i < m->nlayers; i++)
-            if (!strcmp(m->layers[i].name, name)) {
-                sstc_fail(SSTC_EINVAL, "model: layer name '%s' used twice", name);
-                return NULL;
-            }
         snprintf(l->name, sizeof l->name, "%s", name);
     } else {
         int count = 1;
         for (int i = 0; i < m->nlayers; i++) count += m->layers[i].kind == d->kind;
         snprintf(l->name, sizeof l->name, "%s%d", d->prefix, count);
     }
+    /* names key the tensors of checkpoints and .npz files: never two alike,
+     * also when a given name equals a later layer's default one */
+    for (int i = 0; i < m->nlayers; i++)
+        if (!strcmp(m->layers[i].name, l->name)) {
+            if (name && *name) sstc_fail(SSTC_EINVAL, "model: layer name '%s' used twice", l->name);
+            else
+                sstc_fail(SSTC_EINVAL, "model: layer %d is named '%s', the default name of this %s layer; give one of them "
+                          "another name", i, l->name, d->kind_name);
+            return NULL;
+        }
     cur_shape(m, &l->in_ndim, l->in_shape);
     return l;
 }

@@ -149,6 +149,12 @@ Test(config, hostile_values_are_refused_where_they_are_written) {
     }
     const char *ov[] = {"train.lr=nan"};
     cr_assert_neq(sstc_config_parse(base, "h.ini", ov, 1, &c), 0);
+    /* a given name equal to a later layer's default name would merge their tensors */
+    cr_assert_eq(sstc_config_parse("[data]\ndataset = mnist\n[fc]\nname = fc2\noutputs = 10\n[relu]\n[fc]\noutputs = 10\n",
+                                   "h.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());
+    cr_assert_null(sstc_config_build_model(&c, 1, 28, 28, 10));
+    cr_assert_not_null(strstr(sstc_errmsg(), "default name"), "%s", sstc_errmsg());
+    cr_assert_not_null(strstr(sstc_errmsg(), "h.ini:7"), "%s", sstc_errmsg());
     /* a UTF-8 byte-order mark before the first section is skipped */
     snprintf(text, sizeof text, "\xEF\xBB\xBF%s", base);
     cr_assert_eq(sstc_config_parse(text, "h.ini", NULL, 0, &c), 0, "%s", sstc_errmsg());

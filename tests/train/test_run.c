@@ -230,3 +230,21 @@ Test(run, paths_too_long_and_files_in_the_way_are_errors) {
     cr_assert_not_null(strstr(sstc_errmsg(), "not a folder"), "%s", sstc_errmsg());
     sstc_session_close(s);
 }
+
+Test(run, resuming_a_compression_that_never_started_is_an_error) {
+    char fl[300], out[300], ck[400];
+    snprintf(fl, sizeof fl, "%s/fl", dir);
+    snprintf(out, sizeof out, "%s/never", dir);
+    snprintf(ck, sizeof ck, "%s/checkpoint.sstc", fl);
+    free(run_to_end(fl, "", 0, -1));
+    sstc_session *s = NULL;
+    cr_assert_eq(sstc_session_open_text(&s, config("[compress]\nN = 4\nK = 1\n"), "tiny.ini", NULL, 0, 1), 0, "%s",
+                 sstc_errmsg());
+    sstc_session_set_quiet(s, 1);
+    sstc_compress_run_opts o = {.outdir = out, .from = ck, .resume = 1};
+    cr_assert_eq(sstc_compress_run(s, &o, NULL), SSTC_EIO);
+    cr_assert_not_null(strstr(sstc_errmsg(), "nothing to resume"), "%s", sstc_errmsg());
+    o.resume = 0;
+    cr_assert_eq(sstc_compress_run(s, &o, NULL), 0, "%s", sstc_errmsg());
+    sstc_session_close(s);
+}
