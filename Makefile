@@ -35,7 +35,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 ASAN_LIB_OBJ  := $(LIB_SRC:%.c=$(ASAN_DIR)/obj/%.o)
 ASAN_TEST_OBJ := $(TEST_SRC:%.c=$(ASAN_DIR)/obj/%.o)
 
-.PHONY: fuzz-deps all deps test check-symbols asan bench bench-train bench-infer run data fuzz clean
+.PHONY: fuzz-deps all deps test check-symbols check-install asan install uninstall bench bench-train bench-infer run data fuzz clean
 
 all: $(BUILD)/libsstc.a $(BUILD)/sstc
 
@@ -62,7 +62,7 @@ $(BUILD)/test_sstc: $(TEST_OBJ) $(BUILD)/libsstc.a
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libsstc.a -lcriterion $(LDLIBS)
 
 # Tests run from the repository root so fixtures are found at tests/fixtures.
-test: $(BUILD)/test_sstc $(BUILD)/sstc check-symbols
+test: $(BUILD)/test_sstc $(BUILD)/sstc check-symbols check-install
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ./$(BUILD)/test_sstc --jobs 2
 
 # Every symbol libsstc.a exports starts with sstc_ (the rest are static).
@@ -84,6 +84,33 @@ asan: $(ASAN_DIR)/test_sstc
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- installing the library ---------------------------------------------------
+# make install PREFIX=/opt/sstc: lib/libsstc.a, include/sstc/*.h, bin/sstc and
+# lib/pkgconfig/sstc.pc (a static library: the .pc lists what it links with)
+PREFIX  ?= /usr/local
+VERSION := 0.4.0
+install: $(BUILD)/libsstc.a $(BUILD)/sstc
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/sstc $(DESTDIR)$(PREFIX)/bin
+	install -m 644 $(BUILD)/libsstc.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/sstc/*.h $(DESTDIR)$(PREFIX)/include/sstc/
+	install -m 755 $(BUILD)/sstc $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LDLIBS)|' sstc.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/sstc.pc
+
+# An installed copy is usable the usual way: examples/classify.c builds with
+# pkg-config against it and classifies an image with a .sst file.
+check-install: $(BUILD)/libsstc.a $(BUILD)/sstc
+	@rm -rf $(BUILD)/install-check && $(MAKE) --no-print-directory -s install PREFIX=$(CURDIR)/$(BUILD)/install-check >/dev/null
+	@PKG_CONFIG_PATH=$(BUILD)/install-check/lib/pkgconfig $(CC) -std=c11 -Wall -Wextra -Werror examples/classify.c \
+	    $$(PKG_CONFIG_PATH=$(BUILD)/install-check/lib/pkgconfig pkg-config --cflags --libs sstc) -o $(BUILD)/install-check/classify
+	@head -c 192 /dev/zero > $(BUILD)/install-check/black.raw
+	@$(BUILD)/install-check/classify fuzz/corpus/fuzz_sst/cnn_8_2.sst $(BUILD)/install-check/black.raw | grep -q 'black.raw: class [0-9]' \
+	    && echo "check-install: examples/classify.c builds with pkg-config against an installed copy and runs"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/lib/libsstc.a $(DESTDIR)$(PREFIX)/bin/sstc $(DESTDIR)$(PREFIX)/lib/pkgconfig/sstc.pc
+	rm -rf $(DESTDIR)$(PREFIX)/include/sstc
 
 # ---- datasets --------------------------------------------------------------
 data: $(BUILD)/sstc
