@@ -147,6 +147,15 @@ int sstc_checkpoint_check_config(const sstc_session *s, const char *path);
  * Writes every named tensor as a float32 .npy member "<name>.npy" of a .npz
  * (zip) archive, so np.load(FILE)["fc1.weight"] gives the (out,in) matrix. */
 int sstc_export_npz(sstc_model *m, const char *path);
+/* The same plus input.mean and input.std (float32, one per channel): the
+ * normalization x = (pixel/255 - mean) / std the network expects. */
+int sstc_session_export_npz(sstc_session *s, const char *path);
+/* The inverse: reads every tensor of the session's network from an archive
+ * named as docs/export.md says (an error names the array and both shapes; an
+ * array the network does not have, a missing one, a non-float32 or
+ * non-finite value are errors, after which the session is not to be used), plus
+ * <layer>.out_scale, input.permutation and input.mean/std when present. */
+int sstc_session_import_npz(sstc_session *s, const char *path);
 
 
 #endif

@@ -177,7 +177,7 @@ int cmd_export(int argc, char **argv) {
     int coded;
     /* a compression checkpoint exports its decoded weights (delta*t), like model.npz */
     if (open_checkpoint(&s, &c, ckpt, &coded) ||
-        (coded ? sstc_compress_write_npz(&c, npz) : sstc_export_npz(sstc_session_model(s), npz))) {
+        (coded ? sstc_compress_write_npz(&c, npz) : sstc_session_export_npz(s, npz))) {
         fprintf(stderr, "sstc export: %s\n", sstc_errmsg());
         sstc_compress_free(&c);
         sstc_session_close(s);

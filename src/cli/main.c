@@ -19,6 +19,7 @@ static const command commands[] = {
     {"compress", cmd_compress, "compress a trained network into (N,K) ternary codes"},
     {"eval", cmd_eval, "loss and error of a checkpoint or .sst file on a test set"},
     {"export", cmd_export, "weights as NumPy .npz, or a .sst network as standalone C"},
+    {"import", cmd_import, "weights from a NumPy .npz (e.g. trained in PyTorch) into a checkpoint"},
     {"data", cmd_data, "prepare, describe and show datasets"},
     {"codes", cmd_codes, "size of the (N,K) code, or its table (--list)"},
     {"inspect", cmd_inspect, "check a .sst file and print its layers and bits per weight"},

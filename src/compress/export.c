@@ -221,7 +221,7 @@ int sstc_compress_write_npz(const sstc_compressor *c, const char *path) {
             saved[k] = w->data;
             w->data = c->coded[k].q; /* decoded delta*t */
         }
-    int rc = sstc_export_npz(m, path);
+    int rc = sstc_session_export_npz(c->s, path);
     if (c->quantizing)
         for (int k = 0; k < c->ncoded; k++) m->layers[c->coded[k].layer].weight->data = saved[k];
     return rc;

@@ -136,7 +136,7 @@ static int normalize(sstc_compressor *c, sstc_session *s, const char *outdir) {
     if (nm != SSTC_CNORM_NONE) {
         char normnpz[1200];
         if (sstc_path(normnpz, sizeof normnpz, "%s/normalized.npz", outdir) ||
-            sstc_export_npz(sstc_session_model(s), normnpz))
+            sstc_session_export_npz(s, normnpz))
             fprintf(stderr, "sstc compress: warning: %s\n", sstc_errmsg());
     }
     if (diff > 1e-3)

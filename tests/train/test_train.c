@@ -327,3 +327,49 @@ Test(train, test_flip_averages_each_image_with_its_mirror) {
     free(m.pixels);
     sstc_session_close(s);
 }
+
+Test(train, npz_export_import_export_is_byte_identical_and_shapes_are_checked) {
+    sstc_session *s = NULL, *t = NULL;
+    cr_assert_eq(sstc_session_open_text(&s, config(), "tiny.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
+    sstc_session_set_quiet(s, 1);
+    double tl, te;
+    cr_assert_eq(sstc_session_train_epoch(s, &sstc_session_config(s)->lr, 1, "t", &tl, &te), 0, "%s", sstc_errmsg());
+    char a[300], b[300];
+    snprintf(a, sizeof a, "%s/a.npz", dir);
+    snprintf(b, sizeof b, "%s/b.npz", dir);
+    cr_assert_eq(sstc_session_export_npz(s, a), 0, "%s", sstc_errmsg());
+    /* a fresh network of the same config takes every tensor back */
+    cr_assert_eq(sstc_session_open_text(&t, config(), "tiny.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_session_import_npz(t, a), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_session_export_npz(t, b), 0, "%s", sstc_errmsg());
+    size_t na = file_size(a), nb = file_size(b);
+    cr_assert_eq(na, nb);
+    unsigned char *x = malloc(na), *y = malloc(nb);
+    FILE *f = fopen(a, "rb");
+    cr_assert_eq(fread(x, 1, na, f), na);
+    fclose(f);
+    f = fopen(b, "rb");
+    cr_assert_eq(fread(y, 1, nb, f), nb);
+    fclose(f);
+    cr_assert_eq(memcmp(x, y, na), 0, "export -> import -> export changed bytes");
+    free(x), free(y);
+    sstc_eval_result r1, r2;
+    cr_assert_eq(sstc_session_evaluate_test(s, &r1), 0);
+    cr_assert_eq(sstc_session_evaluate_test(t, &r2), 0);
+    cr_assert_eq(r1.loss, r2.loss, "the imported network computes the same");
+    sstc_session_close(t);
+    /* another network: the error names the array and both shapes */
+    const char *ov[] = {"fc1.outputs=12"};
+    cr_assert_eq(sstc_session_open_text(&t, config(), "tiny.ini", ov, 1, 1), 0, "%s", sstc_errmsg());
+    cr_assert_neq(sstc_session_import_npz(t, a), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "'fc1.weight' has shape (16,64)"), "%s", sstc_errmsg());
+    cr_assert_not_null(strstr(sstc_errmsg(), "(12,64)"), "%s", sstc_errmsg());
+    sstc_session_close(t);
+    /* an archive with an array the network does not have */
+    const char *ov2[] = {"fc1.bias=false"};
+    cr_assert_eq(sstc_session_open_text(&t, config(), "tiny.ini", ov2, 1, 1), 0, "%s", sstc_errmsg());
+    cr_assert_neq(sstc_session_import_npz(t, a), 0);
+    cr_assert_not_null(strstr(sstc_errmsg(), "'fc1.bias' is no tensor"), "%s", sstc_errmsg());
+    sstc_session_close(t);
+    sstc_session_close(s);
+}
