@@ -5,6 +5,8 @@
  * loop, evaluation after every epoch (test set, and the validation split when
  * configured), Ctrl-C / SIGTERM handling (a checkpoint after the current
  * batch), --resume, a checkpoint every epoch, metrics.csv and summary.json.
+ * summary.json holds the final figures (test_error; with [data] test_flip
+ * that is flip-averaged and test_error_single is the single-view one).
  * Every run writes the same metrics.csv layout:
  *
  *   epoch,phase,K,lr,train_loss,train_error,test_loss,test_error,val_loss,val_error,seconds,images_per_s
@@ -61,6 +63,7 @@ typedef struct {
 
 typedef struct {
     sstc_eval_result test, val;  /* after the last epoch (and the finish hook) */
+    sstc_eval_result test_single; /* with [data] test_flip: the test set without flip averaging */
     double train_loss, train_error;
     double seconds;              /* wall time of the whole run, resumed parts included */
     int epochs;

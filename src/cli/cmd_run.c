@@ -66,8 +66,8 @@ static int sst_errors(const char *sst, const sstc_dataset *ds, int flip, long *e
 static int check_sst(sstc_session *s, const sstc_compress_run_result *r, double *sst_error) {
     const sstc_dataset *test = sstc_session_test_set(s);
     int flip = sstc_session_config(s)->test_flip;
-    long errors = 0;
-    if (sst_errors(r->sst_path, test, flip, &errors)) return -1;
+    long errors = 0, single = 0;
+    if (sst_errors(r->sst_path, test, flip, &errors) || (flip && sst_errors(r->sst_path, test, 0, &single))) return -1;
     *sst_error = (double)errors / test->n;
     long run_errors = lround(r->run.test.error * test->n);
     /* the engine sums in another order than the training engine: an image
@@ -80,6 +80,8 @@ static int check_sst(sstc_session *s, const sstc_compress_run_result *r, double 
     cJSON_DeleteItemFromObject(o, "sst_test_error");
     cJSON_DeleteItemFromObject(o, "sst_check");
     cJSON_AddNumberToObject(o, "sst_test_error", *sst_error);
+    cJSON_DeleteItemFromObject(o, "sst_test_error_single");
+    if (flip) cJSON_AddNumberToObject(o, "sst_test_error_single", (double)single / test->n);
     cJSON_AddStringToObject(o, "sst_check", agree ? "agrees" : "differs");
     int rc = sstc_write_json(summary, o);
     cJSON_Delete(o);

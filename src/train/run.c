@@ -200,6 +200,10 @@ static int write_summary(run_ctx *r, const sstc_run_result *res) {
     cJSON_AddNumberToObject(o, "test_loss", res->test.loss);
     cJSON_AddNumberToObject(o, "test_error", res->test.error);
     cJSON_AddBoolToObject(o, "test_flip", c->test_flip != 0);
+    if (c->test_flip) {
+        cJSON_AddNumberToObject(o, "test_loss_single", res->test_single.loss);
+        cJSON_AddNumberToObject(o, "test_error_single", res->test_single.error);
+    }
     if (s->nval) cJSON_AddNumberToObject(o, "val_error", res->val.error);
     cJSON_AddNumberToObject(o, "seconds", round(res->seconds * 10) / 10);
     if (r->config_changed) cJSON_AddBoolToObject(o, "config_changed_on_resume", 1);
@@ -324,6 +328,14 @@ int sstc_run(sstc_session *s, const sstc_run_opts *o, const sstc_run_hooks *h, s
     if ((h && h->finish && (rc = save_checkpoint(&r))) ||
         (h && h->write_outputs && (rc = h->write_outputs(h->user, s, o->outdir))))
         goto done;
+    if (s->cfg.test_flip) {
+        /* with flip averaging, the single-view figure too, so a table can say
+         * which one it compares with which */
+        s->cfg.test_flip = 0;
+        rc = sstc_session_evaluate_test(s, &res.test_single);
+        s->cfg.test_flip = 1;
+        if (rc) goto done;
+    }
     res.seconds = s->state.total_seconds;
     res.epochs = total;
     rc = write_summary(&r, &res);

@@ -3,6 +3,7 @@
  * `sstc run` goes from a config to a checked .sst file. Runs the built
  * program from the repository root. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,7 +152,16 @@ Test(run_cli, a_residual_network_runs_end_to_end_and_its_sst_file_agrees_with_fl
     cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "sst_check")), "agrees");
     cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "test_flip")));
     double sst_err = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "sst_test_error"));
+    double sst_single = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "sst_test_error_single"));
+    double single = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "test_error_single"));
+    cr_assert(single == single && sst_single == sst_single, "single-view figures in the summary");
+    cr_assert_leq(fabs(single - sst_single), 2.5 / 32, "single view: run %g, .sst %g", single, sst_single);
     cJSON_Delete(j);
+    snprintf(cmd, sizeof cmd, "./build/sstc eval '%s/model.sst' --data '%s' 2>&1", odir, dir);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    char want1[64];
+    snprintf(want1, sizeof want1, "test_error=%.6f", sst_single);
+    cr_assert(th_has(out, want1), "expected %s in: %s", want1, out);
     /* eval of the .sst file with --flip prints the same figure */
     snprintf(cmd, sizeof cmd, "./build/sstc eval '%s/model.sst' --data '%s' --flip 2>&1", odir, dir);
     cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
