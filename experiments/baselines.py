@@ -3,7 +3,7 @@
 experiments/results/baselines.csv and baselines.md from their summary.json.
 
     experiments/baselines.py [--collect] [NAME ...]     NAME: mnist_fc fashion_fc cifar10_cnn
-                                                        cifar10_cnn_small
+                                                        cifar10_cnn_small cifar10_resnet20
 
 Every figure comes from a run's summary.json (seed, epochs and wall time included).
 """
@@ -23,6 +23,7 @@ BASELINES = {  # name -> (config, dataset to prepare, target test error or None)
     "fashion_fc": ("configs/fashion_fc.ini", "fashion-mnist", None),
     "cifar10_cnn": ("configs/cifar10_cnn.ini", "cifar10", 0.12),
     "cifar10_cnn_small": ("configs/cifar10_cnn_small.ini", "cifar10", None),
+    "cifar10_resnet20": ("configs/cifar10_resnet20.ini", "cifar10", 0.09),
 }
 
 
