@@ -125,6 +125,31 @@ static int from_idx(const uint8_t *img, size_t img_len, const char *img_name, co
     return sstc_data_dataset_numeric_classes(out, num_classes > 0 ? num_classes : maxlab + 1);
 }
 
+/* The size an IDX file's header announces (header and data), from its
+ * first bytes inflated; 0 if they do not form an IDX header (the full
+ * parse then says what is wrong). */
+static size_t idx_announced_size(const uint8_t *gz, size_t len, const char *name) {
+    uint8_t *h = NULL;
+    size_t n = 0, total = 0;
+    if (sstc_data_gunzip_limit(gz, len, name, 4, 1, &h, &n) == 0 && n == 4 && h[0] == 0 && h[1] == 0 && h[2] == 8 &&
+        h[3] >= 1 && h[3] <= 4) {
+        int nd = h[3];
+        free(h);
+        h = NULL;
+        if (sstc_data_gunzip_limit(gz, len, name, 4 + 4 * (size_t)nd, 1, &h, &n) == 0 && n == 4 + 4 * (size_t)nd) {
+            uint64_t t = 1;
+            for (int d = 0; d < nd && t; d++) {
+                uint32_t v = (uint32_t)h[4 + 4 * d] << 24 | (uint32_t)h[5 + 4 * d] << 16 | (uint32_t)h[6 + 4 * d] << 8 | h[7 + 4 * d];
+                t = t * v > ((uint64_t)1 << 40) ? 0 : t * v;
+            }
+            total = t ? (size_t)(4 + 4 * (size_t)nd + t) : 0;
+        }
+    }
+    free(h);
+    sstc_clear_error();
+    return total;
+}
+
 int sstc_dataset_from_idx_buffers(const void *images, size_t images_len, const char *images_name,
                                   const void *labels, size_t labels_len, const char *labels_name,
                                   int num_classes, sstc_dataset *out) {
@@ -137,13 +162,18 @@ int sstc_dataset_from_idx_buffers(const void *images, size_t images_len, const c
     const char *img_where = "", *lab_where = "";
     int rc = 0;
     if (sstc_data_is_gzip(img, images_len)) {
-        rc = sstc_data_gunzip(img, images_len, images_name, &img_own, &images_len);
+        /* never more than the header announces: a gzip bomb stops there */
+        size_t want = idx_announced_size(img, images_len, images_name);
+        rc = want ? sstc_data_gunzip_limit(img, images_len, images_name, want, 0, &img_own, &images_len)
+                  : sstc_data_gunzip_limit(img, images_len, images_name, 64, 1, &img_own, &images_len);
         if (rc) goto done;
         img = img_own;
         img_where = " after decompression";
     }
     if (sstc_data_is_gzip(lab, labels_len)) {
-        rc = sstc_data_gunzip(lab, labels_len, labels_name, &lab_own, &labels_len);
+        size_t want = idx_announced_size(lab, labels_len, labels_name);
+        rc = want ? sstc_data_gunzip_limit(lab, labels_len, labels_name, want, 0, &lab_own, &labels_len)
+                  : sstc_data_gunzip_limit(lab, labels_len, labels_name, 64, 1, &lab_own, &labels_len);
         if (rc) goto done;
         lab = lab_own;
         lab_where = " after decompression";

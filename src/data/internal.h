@@ -24,6 +24,11 @@ int sstc_data_read_file(const char *path, uint8_t **buf, size_t *len);
 int sstc_data_read_file_into(const char *path, uint8_t **buf, size_t *cap, size_t *len);
 /* Inflates a gzip (or zlib) stream held in memory into a malloc'd buffer. */
 int sstc_data_gunzip(const uint8_t *in, size_t in_len, const char *name, uint8_t **out, size_t *out_len);
+/* With a limit (0: none): more output than limit bytes is SSTC_EFORMAT (a
+ * gzip bomb stops there); with peek, only the first limit bytes are
+ * inflated and returned (to read a header). */
+int sstc_data_gunzip_limit(const uint8_t *in, size_t in_len, const char *name, size_t limit, int peek, uint8_t **out,
+                           size_t *out_len);
 int sstc_data_is_gzip(const uint8_t *buf, size_t len);
 /* Reads a file, inflating it when it is gzip-compressed. */
 int sstc_data_read_maybe_gz(const char *path, uint8_t **buf, size_t *len);

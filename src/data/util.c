@@ -116,11 +116,17 @@ int sstc_data_read_file(const char *path, uint8_t **buf, size_t *len) {
 int sstc_data_is_gzip(const uint8_t *buf, size_t len) { return len >= 2 && buf[0] == 0x1f && buf[1] == 0x8b; }
 
 int sstc_data_gunzip(const uint8_t *in, size_t in_len, const char *name, uint8_t **out, size_t *out_len) {
+    return sstc_data_gunzip_limit(in, in_len, name, 0, 0, out, out_len);
+}
+
+int sstc_data_gunzip_limit(const uint8_t *in, size_t in_len, const char *name, size_t limit, int peek, uint8_t **out,
+                           size_t *out_len) {
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     /* 15 + 32: accept gzip or zlib headers; zlib checks the gzip CRC-32. */
     if (inflateInit2(&zs, 15 + 32) != Z_OK) return sstc_fail(SSTC_ENOMEM, "%s: cannot start zlib", name);
     size_t cap = in_len * 4 + 1024, n = 0;
+    if (limit && cap > limit + 1) cap = limit + 1; /* one byte past the limit tells that it is exceeded */
     uint8_t *buf = malloc(cap);
     if (!buf) {
         inflateEnd(&zs);
@@ -131,6 +137,7 @@ int sstc_data_gunzip(const uint8_t *in, size_t in_len, const char *name, uint8_t
     for (;;) {
         if (n == cap) {
             size_t nc = cap * 2;
+            if (limit && nc > limit + 1) nc = limit + 1;
             uint8_t *nb = realloc(buf, nc);
             if (!nb) {
                 free(buf);
@@ -149,7 +156,18 @@ int sstc_data_gunzip(const uint8_t *in, size_t in_len, const char *name, uint8_t
         rc = inflate(&zs, Z_NO_FLUSH);
         consumed += in_chunk - zs.avail_in;
         n += out_chunk - zs.avail_out;
+        if (limit && !peek && n > limit) {
+            free(buf);
+            inflateEnd(&zs);
+            return sstc_fail(SSTC_EFORMAT, "%s: inflates to more than the %zu bytes its header announces", name, limit);
+        }
         if (rc == Z_STREAM_END) break;
+        if (peek && limit && n >= limit) {
+            inflateEnd(&zs);
+            *out = buf;
+            *out_len = limit;
+            return 0;
+        }
         if (rc == Z_BUF_ERROR && consumed == in_len) break; /* input ran out */
         if (rc != Z_OK && rc != Z_BUF_ERROR) break;
     }

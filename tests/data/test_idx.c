@@ -1,5 +1,6 @@
 /* IDX loading (MNIST's format), plain and gzip, and its error messages. */
 #include <criterion/criterion.h>
+#include <zlib.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -206,4 +207,40 @@ Test(data_idx, folder_with_labels_but_no_images_says_which_file_is_missing) {
     sstc_dataset ds;
     cr_assert_eq(sstc_dataset_load(dir, "train", &ds), SSTC_EIO);
     cr_assert(th_has(sstc_errmsg(), "no train-images-idx3-ubyte[.gz]"), "%s", sstc_errmsg());
+}
+
+/* gzip (in memory) of n bytes of src */
+static uint8_t *gzip_mem(const uint8_t *src, size_t n, size_t *out_len) {
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    cr_assert_eq(deflateInit2(&zs, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t cap = deflateBound(&zs, (uLong)n) + 64;
+    uint8_t *out = malloc(cap);
+    zs.next_in = (Bytef *)src;
+    zs.avail_in = (uInt)n;
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    cr_assert_eq(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    *out_len = cap - zs.avail_out;
+    deflateEnd(&zs);
+    return out;
+}
+
+Test(data_idx, a_gzip_bomb_stops_at_the_size_its_header_announces) {
+    /* a header announcing 2 images of 4x4 (32 bytes of data), then 64 MB */
+    size_t n = (size_t)64 << 20;
+    uint8_t *raw = calloc(n, 1);
+    const uint8_t hdr[16] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 4};
+    memcpy(raw, hdr, 16);
+    size_t glen, llen;
+    uint8_t *gz = gzip_mem(raw, n, &glen);
+    free(raw);
+    const uint8_t lab_raw[10] = {0, 0, 8, 1, 0, 0, 0, 2, 1, 2};
+    uint8_t *lgz = gzip_mem(lab_raw, sizeof lab_raw, &llen);
+    sstc_dataset ds;
+    cr_assert_eq(sstc_dataset_from_idx_buffers(gz, glen, "bomb.gz", lgz, llen, "labels.gz", 0, &ds), SSTC_EFORMAT);
+    cr_assert(th_has(sstc_errmsg(), "bomb.gz: inflates to more than the 48 bytes its header announces"), "%s",
+              sstc_errmsg());
+    free(gz);
+    free(lgz);
 }
