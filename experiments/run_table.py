@@ -82,7 +82,8 @@ def write(rows):
           "Written by `experiments/run_table.py` from the runs' summary.json files. Each row is one",
           "`sstc run CONFIG`: the float network trained from scratch, then coded as the config's",
           "[compress] section says; \"model.sst alone\" is the test error of the `.sst` file run by the",
-          "multiplication-free engine from the file alone (`sstc run` checks that it agrees).", "",
+          "multiplication-free engine from the file alone (`sstc run` checks that it agrees). For a config",
+          "without [compress], `sstc run` and `sstc train` make the same run (float only).", "",
           "| config | seed | float (epochs, s) | float error | coded (epochs, s) | coded error | model.sst alone | bits/weight |",
           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
