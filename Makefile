@@ -5,7 +5,7 @@
 CC      ?= gcc
 BUILD   := build
 PKGS    := libopenblas-openmp-dev libcriterion-dev libpng-dev libstb-dev zlib1g-dev \
-           libinih-dev libzip-dev libcjson-dev nettle-dev pkg-config
+           libinih-dev libzip-dev libcjson-dev nettle-dev libgd-dev pkg-config
 
 # OpenBLAS's OpenMP build, so that BLAS calls and sstc's own OpenMP loops share
 # one thread pool (the pthread build's threads and OpenMP's compete for cores).
@@ -56,7 +56,7 @@ $(BUILD)/libsstc.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/sstc: $(CLI_OBJ) $(BUILD)/libsstc.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libsstc.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libsstc.a $(LDLIBS) -lgd
 
 $(BUILD)/test_sstc: $(TEST_OBJ) $(BUILD)/libsstc.a
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libsstc.a -lcriterion $(LDLIBS)

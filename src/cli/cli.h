@@ -15,6 +15,7 @@ int cmd_infer(int argc, char **argv);
 
 int cmd_run(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 /* ---- shared by the run commands (common.c) ---- */
 #include <signal.h>

@@ -23,6 +23,7 @@ static const command commands[] = {
     {"data", cmd_data, "prepare, describe and show datasets"},
     {"codes", cmd_codes, "size of the (N,K) code, or its table (--list)"},
     {"inspect", cmd_inspect, "check a .sst file and print its layers and bits per weight"},
+    {"plot", cmd_plot, "charts as PNG: error per epoch, weight histograms, layer rows, code usage"},
     {"infer", cmd_infer, "test error of a .sst network with the multiplication-free engine"},
     {"help", NULL, "show this help"},
 };
