@@ -259,6 +259,14 @@ int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int to
                     st->epoch + 1, total_epochs, 100 * st->batch / nb, st->batch, nb, st->loss_sum / st->seen,
                     100.0 * st->err_sum / st->seen, ips, eta);
             fflush(s->log);
+        } else if (!tty && !s->quiet && s->log && t - last_print > 60) {
+            /* a log file (no terminal): a plain line a minute, so a long epoch shows it is alive */
+            if (last_print > 0)
+                fprintf(s->log, "%s epoch %d/%d %3d%% %d/%d  loss %.4f  err %.2f%%  %.0f img/s\n", tag, st->epoch + 1,
+                        total_epochs, 100 * st->batch / nb, st->batch, nb, st->loss_sum / st->seen,
+                        100.0 * st->err_sum / st->seen, (double)st->seen / (st->seconds > 0 ? st->seconds : 1));
+            fflush(s->log);
+            last_print = t;
         }
     }
     if (tty) fprintf(s->log, "\r\033[K");
