@@ -35,7 +35,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 ASAN_LIB_OBJ  := $(LIB_SRC:%.c=$(ASAN_DIR)/obj/%.o)
 ASAN_TEST_OBJ := $(TEST_SRC:%.c=$(ASAN_DIR)/obj/%.o)
 
-.PHONY: fuzz-deps all deps test check-symbols check-install asan install uninstall bench bench-train bench-infer run data fuzz clean
+.PHONY: mpi mpi-deps test-mpi mutate fuzz-deps all deps test check-symbols check-install asan install uninstall bench bench-train bench-infer run data fuzz clean
 
 all: $(BUILD)/libsstc.a $(BUILD)/sstc
 
@@ -166,3 +166,33 @@ run: $(BUILD)/sstc
 # sstc against PyTorch (needs python3-torch), alternating, same net/data/threads
 bench-train: $(BUILD)/sstc
 	./experiments/bench_train
+
+# Mutation testing: plants each bug of tests/mutate/mutants.txt in a copy of the
+# tree (build/mutate/tree), runs the suite, reports the survivors. Takes a while.
+mutate: $(BUILD)/test_sstc $(BUILD)/sstc
+	python3 tests/mutate/mutate.py $(MUTATE_ARGS)
+
+# Data-parallel training over MPI (docs/distributed.md): build/sstc-mpi is sstc
+# with src/core/dist.c built against Open MPI (every other object is shared
+# with build/sstc, which needs no MPI). Run it with mpirun -np P.
+MPI_PKGS := libopenmpi-dev openmpi-bin
+MPICC    ?= mpicc
+MPI_OBJ  := $(filter-out $(BUILD)/obj/src/core/dist.o,$(LIB_OBJ)) $(BUILD)/mpi/dist.o
+
+mpi: $(BUILD)/sstc-mpi
+
+mpi-deps:
+	@$(MAKE) --no-print-directory deps EXTRA_PKGS="$(MPI_PKGS)"
+
+$(BUILD)/mpi/dist.o: src/core/dist.c $(HDRS) | mpi-deps
+	@mkdir -p $(dir $@)
+	OMPI_CC=$(CC) $(MPICC) $(CFLAGS) -DSSTC_MPI -c $< -o $@
+
+$(BUILD)/sstc-mpi: $(CLI_OBJ) $(MPI_OBJ)
+	OMPI_CC=$(CC) $(MPICC) $(CFLAGS) -o $@ $(CLI_OBJ) $(MPI_OBJ) $(LDLIBS) -lgd
+
+# A 2-rank job on this machine against a 1-rank run (tests/mpi/test_mpi.c).
+test-mpi: $(BUILD)/sstc-mpi $(BUILD)/sstc $(BUILD)/test_sstc
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ./$(BUILD)/test_sstc --filter 'mpi/*'
+
+# `make test` runs these too (tests/mpi), and skips them when build/sstc-mpi is missing.

@@ -67,6 +67,7 @@ typedef struct {
     char name[64];
     uint64_t seed;
     int threads;
+    int ranks;                  /* MPI ranks of the job (set by sstc-mpi; sstc/dist.h) */
     /* [data] */
     char dataset[256];
     sstc_norm_mode normalize;

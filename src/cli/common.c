@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "sstc/dist.h"
 #include "sstc/error.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -69,12 +70,23 @@ int cli_parse_run_args(int argc, char **argv, cli_run_args *a, const char *cmd, 
 }
 
 int cli_open_session(const cli_run_args *a, const char *cmd, sstc_session **s) {
-    if (!a->quiet) fprintf(stderr, "loading %s\n", a->config);
-    if (sstc_session_open(s, a->config, a->overrides, a->noverrides, 1)) {
+    int quiet = a->quiet || sstc_dist_rank() > 0; /* rank 0 speaks for an MPI job */
+    if (!quiet) fprintf(stderr, "loading %s\n", a->config);
+    /* an MPI job's rank count is part of its configuration (recorded in the
+     * checkpoint; --resume with another count is refused) */
+    const char *ovr[CLI_MAX_OVERRIDES + 1];
+    int nov = a->noverrides;
+    memcpy(ovr, a->overrides, (size_t)nov * sizeof *ovr);
+    char ranks[48];
+    if (sstc_dist_size() > 1) {
+        snprintf(ranks, sizeof ranks, "experiment.ranks=%d", sstc_dist_size());
+        ovr[nov++] = ranks;
+    }
+    if (sstc_session_open(s, a->config, ovr, nov, 1)) {
         fprintf(stderr, "sstc %s: %s\n", cmd, sstc_errmsg());
         return 1;
     }
-    sstc_session_set_quiet(*s, a->quiet);
+    sstc_session_set_quiet(*s, quiet);
     cli_install_stop_handlers();
     sstc_session_set_stop(*s, cli_stop_flag());
     return 0;

@@ -1,6 +1,8 @@
 /* sstc: train, compress and run networks with structured sparse ternary codes. */
 #include "cli.h"
 #include "startup.h"
+#include "sstc/dist.h"
+#include "sstc/error.h"
 #include "sstc/tensor.h"
 
 #include <stdio.h>
@@ -47,8 +49,24 @@ int cli_wants_help(int argc, char **argv) {
     return 0;
 }
 
+static int dispatch(int argc, char **argv);
+
 int main(int argc, char **argv) {
     cli_platform_init(argc, argv);
+    if (sstc_dist_init(&argc, &argv)) {
+        fprintf(stderr, "sstc: %s\n", sstc_errmsg());
+        return 1;
+    }
+    /* in an MPI job (build/sstc-mpi) rank 0 prints the results; the other
+     * ranks report only errors */
+    if (sstc_dist_rank() > 0 && !freopen("/dev/null", "w", stdout)) return 1;
+    int rc = dispatch(argc, argv);
+    fflush(stdout);
+    sstc_dist_finalize(rc == 1 ? 1 : 0);
+    return rc;
+}
+
+static int dispatch(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;

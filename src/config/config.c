@@ -35,6 +35,7 @@ static const sstc_key_def experiment_keys[] = {
     KSTR("name", CF(name), sizeof(((sstc_config *)0)->name)),
     {.key = "seed", .type = SSTC_KEY_U64, .off = CF(seed), .lo = 0, .hi = 1.8e19},
     KINT("threads", CF(threads), 1, 256),
+    KINT("ranks", CF(ranks), 1, 65536),
     {0}};
 
 static const sstc_key_def data_keys[] = {
@@ -278,6 +279,7 @@ static void config_defaults(sstc_config *c, const char *path) {
     if (!c->name[0]) snprintf(c->name, sizeof c->name, "experiment");
     c->seed = 1;
     c->threads = 2;
+    c->ranks = 1;
     c->normalize = SSTC_NORM_DATASET;
     c->epochs = 10;
     c->batch_size = 100;

@@ -10,6 +10,7 @@
 
 #include "sstc/error.h"
 #include "sstc/io.h"
+#include "sstc/dist.h"
 
 int sstc_read_file(const char *path, size_t max_bytes, const char *what, uint8_t **buf, size_t *len) {
     *buf = NULL;
@@ -59,6 +60,8 @@ int sstc_read_file(const char *path, size_t max_bytes, const char *what, uint8_t
 
 int sstc_write_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
+    /* in a job of several MPI ranks, rank 0 writes every file (sstc/dist.h) */
+    if (sstc_dist_rank() != 0) return 0;
     /* only a regular file is ever replaced: renaming over a device node or a
      * FIFO would destroy it */
     struct stat st;

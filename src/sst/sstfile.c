@@ -1183,14 +1183,8 @@ int sstc_sst_write(const char *path, const sstc_sst_model *m) {
     size_t n = 0;
     int rc = sstc_sst_write_mem(m, &buf, &n);
     if (rc) return sstc_fail_prefix(rc, "%s: ", path);
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        free(buf);
-        return sstc_fail(SSTC_EIO, "%s: cannot create: %s", path, strerror(errno));
-    }
-    size_t wrote = fwrite(buf, 1, n, f);
-    int closed = fclose(f);
+    rc = sstc_write_atomic(path, buf, n);
     free(buf);
-    if (wrote != n || closed) return sstc_fail(SSTC_EIO, "%s: write failed after %zu of %zu bytes", path, wrote, n);
+    if (rc) return rc;
     return SSTC_OK;
 }

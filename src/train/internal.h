@@ -30,6 +30,9 @@ struct sstc_session {
     int lr_epoch_offset;            /* the schedule sees epoch - offset (phases of a compression run) */
     FILE *log;                      /* progress output (stderr by default) */
     int data_loaded;
+    float *dist_buf;                /* several MPI ranks: the flat gradient buffer */
+    size_t dist_cap;
+    int dist_stop;                  /* the stop flag as the ranks agreed on it */
 };
 
 /* Opens a session whose input shape, class count and normalization are known

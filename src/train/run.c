@@ -15,6 +15,10 @@
 
 #include "internal.h"
 #include "sstc/run.h"
+#include "sstc/dist.h"
+#include "sstc/io.h"
+
+#include <nettle/sha2.h>
 
 static double now(void) {
     struct timespec ts;
@@ -109,6 +113,7 @@ static int trim_metrics(const char *path, int keep) {
 }
 
 static int append_line(const char *path, const char *line) {
+    if (sstc_dist_rank() != 0) return 0; /* rank 0 writes the files */
     int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
     if (fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot append: %s", path, strerror(errno));
     size_t n = strlen(line);
@@ -192,6 +197,7 @@ static int write_summary(run_ctx *r, const sstc_run_result *res) {
     cJSON_AddStringToObject(o, "dataset", c->dataset);
     cJSON_AddStringToObject(o, "method", r->o->method ? r->o->method : "float");
     cJSON_AddNumberToObject(o, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(o, "ranks", (double)sstc_dist_size());
     cJSON_AddNumberToObject(o, "threads", c->threads);
     cJSON_AddNumberToObject(o, "epochs", res->epochs);
     cJSON_AddNumberToObject(o, "params", (double)sstc_model_num_params(s->model));
@@ -275,6 +281,7 @@ static int run_epoch(run_ctx *r, int total, sstc_run_result *res) {
 }
 
 static int lock_outdir(run_ctx *r) {
+    if (sstc_dist_rank() != 0) return 0; /* rank 0 holds the lock for the job */
     r->lock_fd = open(r->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (r->lock_fd < 0) return sstc_fail(SSTC_EIO, "%s: cannot create the run lock: %s", r->lock, strerror(errno));
     if (flock(r->lock_fd, LOCK_EX | LOCK_NB)) {
@@ -285,9 +292,40 @@ static int lock_outdir(run_ctx *r) {
     return 0;
 }
 
+/* Several MPI ranks: the rank count the configuration records must be the
+ * job's, and every rank must run the same program on the same configuration. */
+static int check_job(const sstc_session *s) {
+    int P = sstc_dist_size();
+    if (s->cfg.ranks != P)
+        return sstc_fail(SSTC_ECONFIG, "%s: this job runs %d rank%s but the configuration says [experiment] ranks = %d%s",
+                         s->cfg.path, P, P == 1 ? "" : "s", s->cfg.ranks,
+                         P == 1 ? " (a data-parallel run: start it with mpirun -np N build/sstc-mpi; docs/distributed.md)"
+                                : " (sstc-mpi sets it to the job's size; leave it out of the config)");
+    if (P == 1) return 0;
+    if (s->cfg.batch_size < P)
+        return sstc_fail(SSTC_ECONFIG, "%s: batch_size %d cannot be split over %d ranks (each rank needs a sample of every "
+                         "batch); use at most %d ranks or a larger batch", s->cfg.path, s->cfg.batch_size, P, s->cfg.batch_size);
+    struct sha256_ctx h;
+    unsigned char d[SHA256_DIGEST_SIZE];
+    sha256_init(&h);
+    sha256_update(&h, strlen(s->cfg_text), (const uint8_t *)s->cfg_text);
+    for (int i = 0; i < s->noverrides; i++) sha256_update(&h, strlen(s->overrides[i]) + 1, (const uint8_t *)s->overrides[i]);
+    sha256_digest(&h, sizeof d, d);
+    if (sstc_dist_check_same(d, "configurations or --set options")) return sstc_errcode();
+    uint8_t *exe = NULL;
+    size_t n = 0;
+    if (sstc_read_file("/proc/self/exe", (size_t)1 << 30, "program", &exe, &n)) return sstc_errcode();
+    sha256_init(&h);
+    sha256_update(&h, n, exe);
+    sha256_digest(&h, sizeof d, d);
+    free(exe);
+    return sstc_dist_check_same(d, "programs (sstc-mpi binaries)");
+}
+
 int sstc_run(sstc_session *s, const sstc_run_opts *o, const sstc_run_hooks *h, sstc_run_result *result) {
     if (!s || !o || !o->outdir) return sstc_fail(SSTC_EINVAL, "run: NULL session or output folder");
     if (!s->data_loaded) return sstc_fail(SSTC_ESTATE, "run: the session has no data loaded");
+    if (check_job(s)) return sstc_errcode();
     run_ctx r = {.s = s, .o = o, .h = h, .lock_fd = -1};
     sstc_run_result res = {0};
     if (sstc_path(r.ckpt, sizeof r.ckpt, "%s/checkpoint.sstc", o->outdir) ||
@@ -303,7 +341,7 @@ int sstc_run(sstc_session *s, const sstc_run_opts *o, const sstc_run_hooks *h, s
                 fprintf(s->log, "resuming from %s at epoch %d, batch %d\n", r.ckpt, s->state.epoch + 1, s->state.batch);
         }
     } else {
-        unlink(r.summary); /* a summary is only ever the result of a finished run */
+        if (sstc_dist_rank() == 0) unlink(r.summary); /* a summary is only ever the result of a finished run */
         rc = sstc_write_atomic(r.metrics, metrics_header, strlen(metrics_header));
     }
     if (rc) goto done;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sstc/dist.h"
 
 static double now(void) {
     struct timespec ts;
@@ -185,6 +186,7 @@ void sstc_session_release(sstc_session *s) {
     sstc_ctx_free(s->ctx);
     free(s->x);
     free(s->y);
+    free(s->dist_buf);
     free(s->cfg_text);
     for (int i = 0; i < s->noverrides; i++) free(s->overrides[i]);
     free(s->overrides);
@@ -209,6 +211,66 @@ static void fmt_time(double s, char *buf, size_t n) {
     else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
+/* ---- several MPI ranks (sstc/dist.h) ---------------------------------------- */
+
+/* Sums every rank's gradients, each scaled by its share of the global batch,
+ * together with the stop flag, the loss sum and the error count of the step,
+ * in one reduction. Returns 0 or an error code. */
+static int dist_reduce_step(sstc_session *s, int n_local, int n_global, double *loss_sum, double *errs) {
+    sstc_optimizer *o = s->opt;
+    size_t total = 0;
+    for (int p = 0; p < o->nparams; p++) total += o->params[p]->size;
+    if (s->dist_cap < total + 3) {
+        free(s->dist_buf);
+        s->dist_buf = malloc((total + 3) * sizeof(float));
+        s->dist_cap = s->dist_buf ? total + 3 : 0;
+        if (!s->dist_buf) return sstc_fail(SSTC_ENOMEM, "gradient reduction buffer: out of memory");
+    }
+    float *b = s->dist_buf, share = (float)n_local / (float)n_global;
+    size_t k = 0;
+    for (int p = 0; p < o->nparams; p++) {
+        const sstc_tensor *t = o->params[p];
+        for (size_t i = 0; i < t->size; i++) b[k + i] = t->grad[i] * share;
+        k += t->size;
+    }
+    b[k] = s->stop && *s->stop ? 1.0f : 0.0f;
+    if (sstc_dist_sum_f32(b, total + 1)) return sstc_errcode();
+    size_t j = 0;
+    for (int p = 0; p < o->nparams; p++) {
+        sstc_tensor *t = o->params[p];
+        memcpy(t->grad, b + j, t->size * sizeof(float));
+        j += t->size;
+    }
+    s->dist_stop = b[k] > 0;
+    double sums[2] = {*loss_sum, *errs};
+    if (sstc_dist_sum_f64(sums, 2)) return sstc_errcode();
+    *loss_sum = sums[0], *errs = sums[1];
+    return 0;
+}
+
+/* End of an epoch: batch-norm running statistics averaged over the ranks, then
+ * rank 0's tensors to every rank, so that all hold the same network. */
+static int dist_sync_model(sstc_session *s) {
+    int P = sstc_dist_size();
+    if (P <= 1) return 0;
+    sstc_named_tensor nt[5 * SSTC_MAX_LAYERS];
+    int n = sstc_model_named_tensors(s->model, nt, 5 * SSTC_MAX_LAYERS);
+    for (int i = 0; i < n; i++) {
+        sstc_tensor *t = nt[i].tensor;
+        if (!nt[i].trainable) {
+            if (sstc_dist_sum_f32(t->data, t->size)) return sstc_errcode();
+            for (size_t j = 0; j < t->size; j++) t->data[j] /= (float)P;
+        }
+        if (sstc_dist_bcast(t->data, t->size * sizeof(float))) return sstc_errcode();
+    }
+    return 0;
+}
+
+static int stop_requested(const sstc_session *s) {
+    if (sstc_dist_size() > 1) return s->dist_stop; /* agreed on by every rank in the last reduction */
+    return s->stop && *s->stop;
+}
+
 int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int total_epochs, const char *tag,
                              double *train_loss, double *train_err) {
     if (!s->batcher_ready) return sstc_fail(SSTC_ESTATE, "train_epoch: no data loaded");
@@ -224,28 +286,41 @@ int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int to
     double t_start = now(), last_print = 0, sec0 = st->seconds;
     sstc_model_train(s->model, 1);
     sstc_ctx_set_rng(s->ctx, &s->batch_rng);
+    int P = sstc_dist_size(), rank = sstc_dist_rank();
+    size_t per = (size_t)s->in_c * s->in_h * s->in_w;
     while (st->batch < nb) {
-        if (s->stop && *s->stop) return sstc_fail(SSTC_EINTR, "interrupted at epoch %d, batch %d", st->epoch + 1, st->batch);
+        if (stop_requested(s)) return sstc_fail(SSTC_EINTR, "interrupted at epoch %d, batch %d", st->epoch + 1, st->batch);
         sstc_rng_seed(&s->batch_rng, stream_seed(c->seed, st->epoch, st->batch));
         int n = sstc_batcher_next(&s->batcher, s->x, s->y);
         if (n <= 0) break;
+        /* with several ranks, every rank draws the same global batch and takes
+         * its slice; dropout then draws from a stream of its own */
+        int lo = (int)((long)n * rank / P), hi = (int)((long)n * (rank + 1) / P), nl = hi - lo;
+        if (P > 1) sstc_rng_seed(&s->batch_rng, stream_seed(c->seed ^ (0x5bd1e995ULL * (uint64_t)(rank + 1)), st->epoch, st->batch));
         float rate = sstc_lr_at(lr, st->epoch - s->lr_epoch_offset + (double)st->batch / nb);
         sstc_ctx_reset(s->ctx);
         if (s->hooks.before_forward && s->hooks.before_forward(s->hooks.user, s)) return sstc_errcode();
-        sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
-        sstc_tensor *logits = sstc_model_forward(s->model, s->ctx, xt);
-        sstc_tensor *loss = sstc_softmax_ce_smooth(s->ctx, logits, s->y, c->label_smoothing);
-        if (!loss) return sstc_errcode();
-        float lv = loss->data[0];
+        sstc_optim_zero_grad(s->opt);
+        double lsum = 0, errs = 0;
+        if (nl > 0) {
+            sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x + (size_t)lo * per, 4, (int[]){nl, s->in_c, s->in_h, s->in_w});
+            sstc_tensor *logits = sstc_model_forward(s->model, s->ctx, xt);
+            sstc_tensor *loss = sstc_softmax_ce_smooth(s->ctx, logits, s->y + lo, c->label_smoothing);
+            if (!loss) return sstc_errcode();
+            lsum = (double)loss->data[0] * nl;
+            errs = argmax_errors(logits->data, s->y + lo, nl, C);
+            /* a non-finite loss skips the backward pass; the check below stops every rank */
+            if (isfinite(lsum) && sstc_backward(s->ctx, loss)) return sstc_errcode();
+        }
+        if (P > 1 && dist_reduce_step(s, nl, n, &lsum, &errs)) return sstc_errcode();
+        double lv = lsum / n;
         if (!isfinite(lv))
             return sstc_fail(SSTC_ENUMERIC, "the training loss became %s at epoch %d, batch %d (learning rate %g); "
                              "lower the learning rate", isnan(lv) ? "NaN" : "Inf", st->epoch + 1, st->batch + 1, (double)rate);
-        st->err_sum += argmax_errors(logits->data, s->y, n, C);
-        sstc_optim_zero_grad(s->opt);
-        if (sstc_backward(s->ctx, loss)) return sstc_errcode();
+        st->err_sum += errs;
         sstc_optim_step(s->opt, rate);
         if (s->hooks.after_step && s->hooks.after_step(s->hooks.user, s)) return sstc_errcode();
-        st->loss_sum += (double)lv * n;
+        st->loss_sum += lsum;
         st->seen += n;
         st->batch++;
         double t = now();
@@ -270,6 +345,7 @@ int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int to
         }
     }
     if (tty) fprintf(s->log, "\r\033[K");
+    if (dist_sync_model(s)) return sstc_errcode();
     *train_loss = st->seen ? st->loss_sum / st->seen : 0;
     *train_err = st->seen ? st->err_sum / st->seen : 0;
     return 0;
@@ -316,12 +392,16 @@ int sstc_session_evaluate(sstc_session *s, const sstc_dataset *ds, const int *id
     double loss = 0;
     long err = 0;
     int rc = 0;
-    for (int from = 0; from < count && !rc; from += B) {
-        if (s->stop && *s->stop) {
+    /* several MPI ranks: each evaluates its share, the sums are reduced (an
+     * interruption waits for the training loop, where the ranks agree on it) */
+    int P = sstc_dist_size(), rank = sstc_dist_rank();
+    int lo = (int)((long)count * rank / P), hi = (int)((long)count * (rank + 1) / P);
+    for (int from = lo; from < hi && !rc; from += B) {
+        if (P == 1 && s->stop && *s->stop) {
             rc = sstc_fail(SSTC_EINTR, "interrupted during evaluation");
             break;
         }
-        int n = count - from < B ? count - from : B;
+        int n = hi - from < B ? hi - from : B;
         eval_batch(s, ds, idx, from, n, s->x, s->y);
         for (int i = 0; i < n && !rc; i++)
             if (s->y[i] < 0 || s->y[i] >= C)
@@ -361,6 +441,11 @@ int sstc_session_evaluate(sstc_session *s, const sstc_dataset *ds, const int *id
     sstc_ctx_reset(s->ctx);
     free(p1);
     if (rc) return rc;
+    if (P > 1) {
+        double sums[2] = {loss, (double)err};
+        if (sstc_dist_sum_f64(sums, 2)) return sstc_errcode();
+        loss = sums[0], err = (long)sums[1];
+    }
     out->loss = count ? loss / count : 0;
     out->error = count ? (double)err / count : 0;
     out->count = count;
