@@ -128,7 +128,7 @@ static int count_lines(const char *path) {
 Test(mpi, a_two_rank_job_is_repeatable_and_resumes_exactly_after_sigterm_to_one_rank) {
     NEED_MPI();
     static char out[1 << 15];
-    char cfg[400], cmd[3000], oa[400], ob[400], na[600], nb[600];
+    char cfg[400], cmd[4096], oa[400], ob[400], na[420], nb[420];
     write_config("b.ini",
                  "augment_crop = 1\n[train]\nepochs = 300\nbatch_size = 8\noptimizer = adam\nlr = 0.001\n"
                  "[fc]\noutputs = 24\nbias = false\n[batchnorm]\n[relu]\n[dropout]\np = 0.2\n[fc]\noutputs = 2\n",
