@@ -78,6 +78,7 @@ typedef struct {
     int augment_cutout;         /* side of the cutout square, 0 = off */
     int test_flip;              /* evaluation averages each image and its mirror image */
     int validation;             /* images held out of the training set */
+    int train_subset;           /* > 0: train on the first this many of the (seeded) training split */
     /* [train] */
     int epochs, batch_size, eval_batch_size;
     float label_smoothing;      /* of the training loss; evaluation uses plain cross-entropy */

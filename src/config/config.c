@@ -48,6 +48,7 @@ static const sstc_key_def data_keys[] = {
     KINT("augment_cutout", CF(augment_cutout), 0, 64),
     KBOOL("test_flip", CF(test_flip)),
     KINT("validation", CF(validation), 0, 1e9),
+    KINT("train_subset", CF(train_subset), 0, 1e9),
     {0}};
 
 static const sstc_key_def train_keys[] = {

@@ -11,6 +11,7 @@ struct sstc_session {
     int noverrides;
     sstc_dataset train, test;
     int *train_idx, *val_idx;       /* indices into train */
+    int *subset_idx;                /* [data] train_subset: the chosen indices first */
     int ntrain, nval;
     int in_c, in_h, in_w, classes; /* per-sample input shape and class count */
     sstc_batcher batcher;           /* training batches */

@@ -198,6 +198,11 @@ static int write_summary(run_ctx *r, const sstc_run_result *res) {
     cJSON_AddStringToObject(o, "method", r->o->method ? r->o->method : "float");
     cJSON_AddNumberToObject(o, "seed", (double)c->seed);
     cJSON_AddNumberToObject(o, "ranks", (double)sstc_dist_size());
+    if (sstc_dist_size() > 1) {
+        /* time in the reductions of this process (including waits for the other ranks) and bytes summed */
+        cJSON_AddNumberToObject(o, "reduce_seconds", sstc_dist_reduce_seconds());
+        cJSON_AddNumberToObject(o, "reduce_bytes", sstc_dist_reduce_bytes());
+    }
     cJSON_AddNumberToObject(o, "threads", c->threads);
     cJSON_AddNumberToObject(o, "epochs", res->epochs);
     cJSON_AddNumberToObject(o, "params", (double)sstc_model_num_params(s->model));
@@ -224,6 +229,11 @@ static void print_header(const sstc_session *s) {
     const sstc_config *c = &s->cfg;
     fprintf(s->log, "%s: %s, %d train / %d validation / %d test images of %dx%dx%d, %zu parameters\n", c->name,
             c->dataset, s->ntrain, s->nval, s->test.n, s->in_c, s->in_h, s->in_w, sstc_model_num_params(s->model));
+    if (c->train_subset > 0 && c->train_subset < s->ntrain)
+        fprintf(s->log, "training on %d of the %d training images ([data] train_subset)\n", c->train_subset, s->ntrain);
+    if (sstc_dist_size() > 1)
+        fprintf(s->log, "data-parallel over %d MPI ranks: %d images per rank and step\n", sstc_dist_size(),
+                c->batch_size / sstc_dist_size());
     sstc_model_print(s->model, s->log);
 }
 

@@ -83,7 +83,25 @@ int sstc_session_load_data(sstc_session *s, const char *dataset) {
     s->aug.pad_crop = c->augment_crop;
     s->aug.hflip = c->augment_flip;
     s->aug.cutout = c->augment_cutout;
-    if (sstc_batcher_init(&s->batcher, &s->train, s->train_idx, s->ntrain, c->batch_size, 1, 0, &s->norm,
+    /* [data] train_subset: a seeded choice of that many training images (after
+     * the normalization statistics, which are those of the whole split) */
+    int nbatch = s->ntrain;
+    const int *use = s->train_idx;
+    free(s->subset_idx);
+    s->subset_idx = NULL;
+    if (c->train_subset > 0 && c->train_subset < s->ntrain) {
+        nbatch = c->train_subset;
+        if (!(s->subset_idx = malloc((size_t)s->ntrain * sizeof(int)))) return sstc_fail(SSTC_ENOMEM, "out of memory");
+        memcpy(s->subset_idx, s->train_idx, (size_t)s->ntrain * sizeof(int));
+        sstc_rng sr;
+        sstc_rng_seed(&sr, stream_seed(c->seed, -4, 0));
+        for (int i = 0; i < nbatch; i++) {
+            int j = i + (int)sstc_rng_below(&sr, (uint64_t)(s->ntrain - i)), t = s->subset_idx[i];
+            s->subset_idx[i] = s->subset_idx[j], s->subset_idx[j] = t;
+        }
+        use = s->subset_idx;
+    }
+    if (sstc_batcher_init(&s->batcher, &s->train, use, nbatch, c->batch_size, 1, 0, &s->norm,
                           &s->aug, &s->batch_rng))
         return sstc_errcode();
     s->batcher_ready = 1;
@@ -181,6 +199,7 @@ void sstc_session_release(sstc_session *s) {
     if (s->batcher_ready) sstc_batcher_free(&s->batcher);
     free(s->train_idx);
     free(s->val_idx);
+    free(s->subset_idx);
     sstc_model_free(s->model);
     sstc_optim_free(s->opt);
     sstc_ctx_free(s->ctx);
