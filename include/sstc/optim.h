@@ -43,6 +43,13 @@ void sstc_optim_free(sstc_optimizer *o);
 int sstc_optim_step(sstc_optimizer *o, float lr);
 void sstc_optim_zero_grad(sstc_optimizer *o);
 
+/* Instruction sets of the Adam kernel: the baseline build, AVX2, AVX-512. */
+enum { SSTC_ISA_BASE = 0, SSTC_ISA_AVX2 = 1, SSTC_ISA_AVX512 = 2 };
+/* The kernel version in use: the best this machine has, at most the cap. */
+int sstc_optim_isa(void);
+/* Caps the version (tests force each one the machine has); default AVX512. */
+void sstc_optim_force_isa(int level);
+
 typedef enum { SSTC_LR_CONSTANT = 0, SSTC_LR_STEP, SSTC_LR_EXP, SSTC_LR_COSINE } sstc_lr_kind;
 
 typedef struct {

@@ -217,27 +217,31 @@ fail:
 
 /* ---- dispatch ---------------------------------------------------------------- */
 
-static int force_portable;
+static int isa_cap = 2; /* 0 portable, 1 AVX2 at most, 2 AVX-512 at most */
 
-int sstc_infer_avx2(void) {
+static int have_avx2(void) {
     static int have = -1;
     if (have < 0) {
         __builtin_cpu_init();
         have = __builtin_cpu_supports("avx2") ? 1 : 0;
     }
-    return have && !force_portable;
+    return have;
 }
 
-void sstc_infer_force_portable(int on) { force_portable = on; }
-
-int sstc_infer_avx512(void) {
+static int have_avx512(void) {
     static int have = -1;
     if (have < 0) {
         __builtin_cpu_init();
         have = __builtin_cpu_supports("avx512f") ? 1 : 0;
     }
-    return have && !force_portable;
+    return have;
 }
+
+int sstc_infer_avx2(void) { return have_avx2() && isa_cap >= 1; }
+int sstc_infer_avx512(void) { return have_avx512() && isa_cap >= 2; }
+void sstc_infer_force_portable(int on) { isa_cap = on ? 0 : 2; }
+void sstc_infer_force_isa(int level) { isa_cap = level; }
+int sstc_infer_isa_available(int level) { return level == 0 || (level == 1 && have_avx2()) || (level == 2 && have_avx512()); }
 
 /* Work below this many look-ups or adds runs on one thread (a fork and join
  * costs microseconds when the machine is idle, far more when it is not). */

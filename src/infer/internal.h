@@ -104,6 +104,11 @@ int sstc_infer_avx2(void);
 int sstc_infer_avx512(void);
 /* Tests: 1 forces the portable kernels, 0 restores the default. */
 void sstc_infer_force_portable(int on);
+/* Tests: caps the kernels at 0 (portable), 1 (AVX2) or 2 (AVX-512, the
+ * default), so that every path the machine has is run; and whether this
+ * machine has the instructions of a level. */
+void sstc_infer_force_isa(int level);
+int sstc_infer_isa_available(int level);
 
 /* Round half away from zero and saturate to [lo, 127]; NaN gives lo. The C
  * export prints the same function, so both give identical codes. */

@@ -63,22 +63,50 @@ oom:
 }
 
 /* One Adam update of n values. Compiled for AVX-512, AVX2 and the baseline,
- * picked at load time: the update is memory- and divide-bound, and the
- * baseline build only has 4-wide SSE. Every element sees the same operations
- * in every version (no contraction into FMA in ISO C mode), so results do not
- * depend on the machine. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
-adam_update(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, size_t n, float b1,
-            float b2, float step, float isb2, float eps, float l2, float shrink) {
-#pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        float wi = w[i] * shrink;
-        float gi = g[i] + l2 * w[i];
-        float mi = b1 * m[i] + (1 - b1) * gi;
-        float vi = b2 * v[i] + (1 - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = wi - step * mi / (sqrtf(vi) * isb2 + eps);
+ * picked at run time (sstc_optim_isa): the update is memory- and divide-bound,
+ * and the baseline build only has 4-wide SSE. Every element sees the same
+ * operations in every version (no contraction into FMA in ISO C mode), so
+ * results do not depend on the machine; tests force each version the machine
+ * has (sstc_optim_force_isa) and compare. */
+#define ADAM_UPDATE(NAME, ATTR)                                                                                       \
+    ATTR static void NAME(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, size_t n, \
+                          float b1, float b2, float step, float isb2, float eps, float l2, float shrink) {             \
+        _Pragma("omp simd") for (size_t i = 0; i < n; i++) {                                                          \
+            float wi = w[i] * shrink;                                                                                  \
+            float gi = g[i] + l2 * w[i];                                                                               \
+            float mi = b1 * m[i] + (1 - b1) * gi;                                                                      \
+            float vi = b2 * v[i] + (1 - b2) * gi * gi;                                                                 \
+            m[i] = mi;                                                                                                 \
+            v[i] = vi;                                                                                                 \
+            w[i] = wi - step * mi / (sqrtf(vi) * isb2 + eps);                                                          \
+        }                                                                                                              \
+    }
+ADAM_UPDATE(adam_update_base, )
+ADAM_UPDATE(adam_update_avx2, __attribute__((target("avx2"))))
+ADAM_UPDATE(adam_update_avx512, __attribute__((target("avx512f"))))
+
+typedef void (*adam_fn)(float *restrict, const float *restrict, float *restrict, float *restrict, size_t, float, float,
+                        float, float, float, float, float);
+
+static int isa_cap = SSTC_ISA_AVX512;
+
+void sstc_optim_force_isa(int level) { isa_cap = level; }
+
+int sstc_optim_isa(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx512f") ? SSTC_ISA_AVX512 : __builtin_cpu_supports("avx2") ? SSTC_ISA_AVX2
+                                                                                                     : SSTC_ISA_BASE;
+    }
+    return have < isa_cap ? have : isa_cap;
+}
+
+static adam_fn adam_kernel(void) {
+    switch (sstc_optim_isa()) {
+    case SSTC_ISA_AVX512: return adam_update_avx512;
+    case SSTC_ISA_AVX2: return adam_update_avx2;
+    default: return adam_update_base;
     }
 }
 
@@ -111,6 +139,7 @@ int sstc_optim_step(sstc_optimizer *o, float lr) {
             /* L2 decay folds into the gradient; decoupled decay scales w first */
             float l2 = c->decoupled_wd ? 0.0f : wd, shrink = c->decoupled_wd ? 1.0f - lr * wd : 1.0f;
             size_t chunks = (n + ADAM_CHUNK - 1) / ADAM_CHUNK;
+            adam_fn adam_update = adam_kernel();
 #pragma omp parallel for if (n > 65536) schedule(static)
             for (size_t k = 0; k < chunks; k++) {
                 size_t i0 = k * ADAM_CHUNK, len = n - i0 < ADAM_CHUNK ? n - i0 : ADAM_CHUNK;

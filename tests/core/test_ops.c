@@ -595,3 +595,80 @@ Test(ops, conv2d_1x1_stride2_gradient_matches_finite_differences) {
         sstc_ctx_free(ctx);
     }
 }
+
+/* ---- a tensor used twice: every backward rule adds into an existing gradient ---- */
+
+static sstc_tensor *f_matmul_twice(sstc_ctx *c, sstc_tensor **in, void *u) {
+    return sstc_matmul(c, in[0], sstc_matmul(c, in[0], in[1])); /* a (a b): a gets two contributions */
+}
+static sstc_tensor *f_linear_twice(sstc_ctx *c, sstc_tensor **in, void *u) {
+    return sstc_linear(c, sstc_relu(c, sstc_linear(c, in[0], in[1], in[2])), in[1], in[2]); /* same W and b twice */
+}
+static sstc_tensor *f_conv_twice(sstc_ctx *c, sstc_tensor **in, void *u) {
+    return sstc_conv2d(c, sstc_conv2d(c, in[0], in[1], in[2], 1, 1), in[1], in[2], 1, 1); /* C_in = C_out */
+}
+static sstc_tensor *f_concat_twice(sstc_ctx *c, sstc_tensor **in, void *u) {
+    sstc_tensor *xs[3] = {in[0], in[1], in[0]};
+    return sstc_concat(c, 3, xs);
+}
+Test(ops, gradients_of_a_tensor_used_twice_match_finite_differences) {
+    sstc_tensor *mm[] = {randp(2, (int[]){4, 4}, 1), randp(2, (int[]){4, 3}, 1)};
+    gradcheck(f_matmul_twice, mm, 2, NULL, "matmul twice");
+    sstc_tensor *li[] = {randp(2, (int[]){3, 5}, 1), randp(2, (int[]){5, 5}, 0.7f), randp(1, (int[]){5}, 0.3f)};
+    gradcheck(f_linear_twice, li, 3, NULL, "linear twice");
+    sstc_tensor *cv[] = {randp(4, (int[]){2, 3, 5, 5}, 1), randp(4, (int[]){3, 3, 3, 3}, 0.5f), randp(1, (int[]){3}, 0.3f)};
+    gradcheck(f_conv_twice, cv, 3, NULL, "conv twice");
+    sstc_tensor *ct[] = {randp(4, (int[]){2, 2, 3, 3}, 1), randp(4, (int[]){2, 1, 3, 3}, 1)};
+    gradcheck(f_concat_twice, ct, 2, NULL, "concat twice");
+}
+
+/* ReLU's gradient at exactly 0 is 0 (PyTorch's convention); finite
+ * differences cannot see a kink, so this is checked directly. */
+Test(ops, relu_gradient_at_exactly_zero_is_zero) {
+    sstc_tensor *x = randp(1, (int[]){4}, 1);
+    const float v[4] = {-1.0f, 0.0f, -0.0f, 2.0f};
+    memcpy(x->data, v, sizeof v);
+    sstc_ctx *c = sstc_ctx_create(1 << 16);
+    sstc_zero_grad(x);
+    cr_assert_eq(sstc_backward(c, sstc_sum(c, sstc_relu(c, x))), 0, "%s", sstc_errmsg());
+    cr_assert(x->grad[0] == 0 && x->grad[1] == 0 && x->grad[2] == 0 && x->grad[3] == 1, "dx = %g %g %g %g",
+              x->grad[0], x->grad[1], x->grad[2], x->grad[3]);
+    sstc_ctx_free(c);
+}
+
+/* A batch large enough that the convolution's backward pass splits it over
+ * several sgemm calls (and, with two threads, over the per-image path): the
+ * weight gradient is the sum of the single-image gradients, and it adds to
+ * a gradient already there. */
+Test(ops, conv_weight_gradient_of_a_split_batch_is_the_sum_over_images) {
+    int B = 9, C = 64, H = 32, OC = 64;
+    sstc_tensor *x = randp(4, (int[]){B, C, H, H}, 1), *w = randp(4, (int[]){OC, C, 3, 3}, 0.05f);
+    size_t wn = w->size, per = (size_t)C * H * H;
+    double *sum = calloc(wn, sizeof(double));
+    sstc_ctx *c = sstc_ctx_create(1 << 20);
+    sstc_rng r;
+    sstc_rng_seed(&r, 3);
+    float *R = malloc((size_t)B * OC * H * H * sizeof(float));
+    for (size_t i = 0; i < (size_t)B * OC * H * H; i++) R[i] = sstc_rng_normal(&r);
+    for (int b = 0; b < B; b++) {
+        sstc_ctx_reset(c);
+        sstc_tensor *xb = sstc_tensor_wrap(c, x->data + b * per, 4, (int[]){1, C, H, H});
+        sstc_tensor *Rb = sstc_tensor_wrap(c, R + (size_t)b * OC * H * H, 4, (int[]){1, OC, H, H});
+        sstc_zero_grad(w);
+        cr_assert_eq(sstc_backward(c, sstc_sum(c, sstc_mul(c, sstc_conv2d(c, xb, w, NULL, 1, 1), Rb))), 0);
+        for (size_t i = 0; i < wn; i++) sum[i] += w->grad[i];
+    }
+    for (int threads = 1; threads <= 2; threads++) {
+        sstc_set_threads(threads);
+        sstc_ctx_reset(c);
+        sstc_tensor *Rt = sstc_tensor_wrap(c, R, 4, (int[]){B, OC, H, H});
+        for (size_t i = 0; i < wn; i++) w->grad[i] = 1.0f; /* an existing gradient */
+        cr_assert_eq(sstc_backward(c, sstc_sum(c, sstc_mul(c, sstc_conv2d(c, x, w, NULL, 1, 1), Rt))), 0);
+        for (size_t i = 0; i < wn; i++)
+            cr_assert_leq(fabs(w->grad[i] - 1.0 - sum[i]), 1e-3 * (1 + fabs(sum[i])), "threads %d, dw[%zu] %g, want %g",
+                          threads, i, w->grad[i] - 1.0, sum[i]);
+    }
+    sstc_set_threads(1);
+    free(sum), free(R);
+    sstc_ctx_free(c);
+}

@@ -93,20 +93,24 @@ Test(infer_engine, portable_kernels_give_the_same_logits_as_avx2) {
         float *a = malloc((size_t)B * K * sizeof(float)), *b = malloc((size_t)B * K * sizeof(float));
         for (int mode = 0; mode < 2; mode++) {
             cr_assert_eq(sstc_engine_set_mode(e, mode), SSTC_OK);
-            for (int nb = 1; nb <= B; nb += B - 1) {
-                sstc_infer_force_portable(0);
-                cr_assert_eq(sstc_engine_forward_pixels(e, px, nb, a), SSTC_OK);
-                sstc_infer_force_portable(1);
-                cr_assert_eq(sstc_engine_forward_pixels(e, px, nb, b), SSTC_OK);
-                sstc_infer_force_portable(0);
-                if (mode == SSTC_ENGINE_INT8) {
-                    /* integer sums: exactly equal whatever the order */
-                    cr_assert_eq(memcmp(a, b, (size_t)nb * K * sizeof(float)), 0, "int8 net %d batch %d", i, nb);
-                } else {
-                    for (int s = 0; s < nb * K; s++)
-                        cr_assert_leq(fabsf(a[s] - b[s]), 1e-5f * (1 + fabsf(b[s])), "float net %d batch %d", i, nb);
+            /* every instruction-set path this machine has (AVX2 also on an
+             * AVX-512 machine) against the portable kernels */
+            for (int isa = 1; isa <= 2; isa++)
+                for (int nb = 1; nb <= B && sstc_infer_isa_available(isa); nb += B - 1) {
+                    sstc_infer_force_isa(isa);
+                    cr_assert_eq(sstc_engine_forward_pixels(e, px, nb, a), SSTC_OK);
+                    sstc_infer_force_isa(0);
+                    cr_assert_eq(sstc_engine_forward_pixels(e, px, nb, b), SSTC_OK);
+                    sstc_infer_force_isa(2);
+                    if (mode == SSTC_ENGINE_INT8) {
+                        /* integer sums: exactly equal whatever the order */
+                        cr_assert_eq(memcmp(a, b, (size_t)nb * K * sizeof(float)), 0, "int8 net %d batch %d isa %d", i, nb, isa);
+                    } else {
+                        for (int s = 0; s < nb * K; s++)
+                            cr_assert_leq(fabsf(a[s] - b[s]), 1e-5f * (1 + fabsf(b[s])), "float net %d batch %d isa %d", i,
+                                          nb, isa);
+                    }
                 }
-            }
         }
         free(px), free(a), free(b);
         sstc_engine_free(e);
@@ -140,9 +144,11 @@ Test(infer_engine, coded_kernels_equal_a_dense_ternary_product_on_large_layers) 
             x[i] = (float)xi[i] * 0.01f;
         }
         for (int j = 0; j < cols; j++) xv[j] = x[(size_t)j * ld + 5], xvi[j] = xi[(size_t)j * ld + 5];
-        for (int variant = 0; variant < 4; variant++) {
-            int portable = variant & 1, direct = variant >> 1;
-            sstc_infer_force_portable(portable);
+        for (int variant = 0; variant < 6; variant++) {
+            int isa = variant % 3, direct = variant / 3;
+            if (!sstc_infer_isa_available(isa)) continue;
+            sstc_infer_force_isa(isa); /* portable, AVX2, AVX-512: each path this machine has */
+            cr_assert(sstc_infer_avx2() == (isa >= 1) && sstc_infer_avx512() == (isa == 2), "level %d runs its kernels", isa);
             if (direct) {
                 sstc_coded_gemm_direct_f32(&cm, x, ld, acc);
                 sstc_coded_gemm_direct_i32(&cm, xi, ld, acci);
@@ -169,7 +175,7 @@ Test(infer_engine, coded_kernels_equal_a_dense_ternary_product_on_large_layers) 
                 }
             }
         }
-        sstc_infer_force_portable(0);
+        sstc_infer_force_isa(2);
         free(T), free(x), free(acc), free(xi), free(acci), free(xv), free(lut), free(xvi), free(luti), free(av), free(avi);
         sstc_coded_matrix_free(&cm);
     }

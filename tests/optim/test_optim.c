@@ -78,6 +78,52 @@ Test(optim, schedules_follow_their_formulas) {
     s = (sstc_lr_schedule){.kind = SSTC_LR_COSINE, .base_lr = 1.0f, .min_lr = 0.1f, .total_epochs = 10};
     cr_assert_float_eq(sstc_lr_at(&s, 0), 1.0f, 1e-6);
     cr_assert_float_eq(sstc_lr_at(&s, 5), 0.55f, 1e-6);
+    /* fractional epochs (training asks per batch): 0.1 + 0.45 * (1 + cos(pi/4)) */
+    cr_assert_float_eq(sstc_lr_at(&s, 2.5), 0.868198f, 1e-6);
+    cr_assert_float_eq(sstc_lr_at(&s, 0.125), 0.999653f, 1e-6);
     cr_assert_float_eq(sstc_lr_at(&s, 10), 0.1f, 1e-6);
     cr_assert_float_eq(sstc_lr_at(&s, 12), 0.1f, 1e-6);
+}
+
+/* Each Adam kernel version this machine has (AVX-512, AVX2 on an AVX-512
+ * machine too, the baseline) gives the same bits: no contraction, the same
+ * operations per element. Sizes with vector tails, L2 and decoupled decay. */
+Test(optim, every_adam_kernel_version_gives_the_same_bits) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 31);
+    sstc_ctx *P = sstc_ctx_create(0);
+    for (int decoupled = 0; decoupled < 2; decoupled++) {
+        float *ref = NULL;
+        for (int isa = SSTC_ISA_BASE; isa <= SSTC_ISA_AVX512; isa++) {
+            sstc_optim_force_isa(isa);
+            if (sstc_optim_isa() != isa) continue; /* the machine lacks it */
+            sstc_tensor *w = sstc_tensor_2d(P, 7, 10001);
+            w->grad = malloc(w->size * sizeof(float));
+            sstc_rng rr = r;
+            for (size_t i = 0; i < w->size; i++) w->data[i] = sstc_rng_normal(&rr);
+            sstc_optim_config c = sstc_optim_defaults(SSTC_OPT_ADAM);
+            c.weight_decay = 0.01f;
+            c.decoupled_wd = decoupled;
+            sstc_optimizer *o = sstc_optim_create(&c, &w, 1);
+            cr_assert_not_null(o, "%s", sstc_errmsg());
+            for (int k = 0; k < 3; k++) {
+                for (size_t i = 0; i < w->size; i++) w->grad[i] = sstc_rng_normal(&rr) * (k + 1);
+                cr_assert_eq(sstc_optim_step(o, 0.01f), 0);
+            }
+            if (!ref) {
+                ref = malloc(w->size * sizeof(float));
+                memcpy(ref, w->data, w->size * sizeof(float));
+            } else {
+                for (size_t i = 0; i < w->size; i++)
+                    cr_assert_eq(memcmp(&ref[i], &w->data[i], 4), 0, "version %d, weight %zu: %.9g vs %.9g", isa, i,
+                                 (double)w->data[i], (double)ref[i]);
+            }
+            free(w->grad);
+            w->grad = NULL;
+            sstc_optim_free(o);
+        }
+        free(ref);
+    }
+    sstc_optim_force_isa(SSTC_ISA_AVX512);
+    sstc_ctx_free(P);
 }

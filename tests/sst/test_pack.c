@@ -117,3 +117,28 @@ Test(sst_pack, projected_weights_survive_the_whole_coding_pipeline) {
         cr_assert_eq(memcmp(T, back, sizeof T), 0, "(%d,%d)", N, K);
     }
 }
+
+/* Widths above 16 bits (a table of (16,K) codes, or a future larger N): every
+ * width from 1 to 32 round-trips indices that use its top bit, and a 20-bit
+ * pair packs to the documented bytes. */
+Test(sst_pack, every_width_up_to_32_bits_round_trips_its_largest_indices) {
+    sstc_rng r;
+    sstc_rng_seed(&r, 12);
+    for (int b = 1; b <= 32; b++) {
+        uint64_t lim = (uint64_t)1 << b;
+        uint32_t idx[41], back[41];
+        for (int i = 0; i < 41; i++) idx[i] = (uint32_t)(lim - 1 - sstc_rng_below(&r, lim < 1000 ? lim : 1000));
+        idx[1] = (uint32_t)(lim - 1);
+        idx[2] = (uint32_t)(lim >> 1); /* only the top bit */
+        uint8_t buf[41 * 4 + 1];
+        size_t nb = sstc_packed_bytes(41, b);
+        cr_assert_eq(nb, (41 * (size_t)b + 7) / 8, "width %d", b);
+        cr_assert_eq(sstc_pack_codes(idx, 41, b, buf), SSTC_OK, "width %d: %s", b, sstc_errmsg());
+        cr_assert_eq(sstc_unpack_codes(buf, nb, 41, b, back), SSTC_OK, "width %d: %s", b, sstc_errmsg());
+        for (int i = 0; i < 41; i++) cr_assert_eq(back[i], idx[i], "width %d, index %d: %u came back as %u", b, i, idx[i], back[i]);
+    }
+    uint32_t w20[2] = {0xABCDE, 0x12345};
+    uint8_t b20[5], want[5] = {0xDE, 0xBC, 0x5A, 0x34, 0x12}; /* 0x12345ABCDE, little-endian */
+    cr_assert_eq(sstc_pack_codes(w20, 2, 20, b20), SSTC_OK);
+    cr_assert_eq(memcmp(b20, want, 5), 0, "%02x %02x %02x %02x %02x", b20[0], b20[1], b20[2], b20[3], b20[4]);
+}

@@ -253,3 +253,35 @@ Test(sst_project, nm_sparsity_keeps_the_k_largest_float_values) {
     cr_assert_eq(sstc_nm_sparsify(inplace, rows, cols, N, K, inplace), SSTC_OK);
     cr_assert_eq(memcmp(inplace, S, sizeof S), 0, "in place gives the same result");
 }
+
+/* The threshold is strict: a kept weight of exactly delta/2 codes as 0 (both
+ * the group and the matrix projection), just above it as +-1. */
+Test(sst_project, a_weight_of_exactly_half_delta_codes_as_zero) {
+    float w[8] = {0.5f, -0.5f, 0, 0, 0, 0, 0, 0};
+    int8_t t[8];
+    cr_assert_eq(sstc_project_group(w, 8, 2, 1.0f, t), SSTC_OK);
+    cr_assert(t[0] == 0 && t[1] == 0, "|w| = delta/2 exactly: t = %d %d", t[0], t[1]);
+    w[0] = nextafterf(0.5f, 1.0f), w[1] = -nextafterf(0.5f, 1.0f);
+    cr_assert_eq(sstc_project_group(w, 8, 2, 1.0f, t), SSTC_OK);
+    cr_assert(t[0] == 1 && t[1] == -1, "just above delta/2: t = %d %d", t[0], t[1]);
+    float W[2 * 5] = {0.25f, -0.25f, 0.3f, 0, 0, 0.2f, -0.25f, 0, 0, 0};
+    int8_t T[10];
+    float d = 0.5f;
+    cr_assert_eq(sstc_project_matrix(W, 2, 5, 8, 2, &d, 0, T), SSTC_OK, "%s", sstc_errmsg());
+    int8_t want[10] = {0, 0, 1, 0, 0, 0, 0, 0, 0, 0};
+    cr_assert_eq(memcmp(T, want, 10), 0, "row 0: %d %d %d, row 1: %d %d", T[0], T[1], T[2], T[5], T[6]);
+}
+
+/* The fit starts where docs/method.md says: every top-K weight kept, delta =
+ * their mean magnitude (the first value reported, iteration 0). */
+Test(sst_project, the_delta_fit_starts_at_the_mean_magnitude_of_the_kept_weights) {
+    float W[2 * 8] = {0.9f, -0.1f, 0.2f, 0, 0, 0, 0, 0, /* top 2: 0.9, 0.2 */
+                      0, 0, 0, -0.4f, 0.3f, 0.35f, 0, 0}; /* top 2: 0.4, 0.35 */
+    trace tr = {.row = -2};
+    sstc_fit_opts o = {.on_iter = record, .ctx = &tr};
+    float delta;
+    cr_assert_eq(sstc_fit_delta(W, 2, 8, 8, 2, 0, &delta, &o), SSTC_OK);
+    cr_assert_geq(tr.n, 1);
+    double want = (0.9 + 0.2 + 0.4 + 0.35) / 4;
+    cr_assert(fabs(tr.delta[0] - want) < 1e-6, "start %g, expected %g", tr.delta[0], want);
+}

@@ -343,6 +343,31 @@ Test(sst_file, bad_code_lengths_indices_and_padding_are_rejected) {
     sstc_code_rank(8, 2, t, &idx);
     uint8_t ib = (uint8_t)idx;
     patch_and_expect(buf, n, codes + 3, &ib, 1, "padding", "non-zero in a padded position");
+    /* the boundaries themselves: index M is refused, M - 1 read; a non-zero in
+     * the first padded position (3) is refused */
+    uint8_t m129 = 129;
+    patch_and_expect(buf, n, codes + 1, &m129, 1, "code index 129 >= M(8,2) = 129", "index == M");
+    uint8_t *b = malloc(n);
+    memcpy(b, buf, n);
+    b[codes + 1] = 128;
+    th_fix_crc(b, n);
+    sstc_sst_model *back = NULL;
+    cr_assert_eq(sstc_sst_read_mem(b, n, &back), SSTC_OK, "index M - 1 is a valid code: %s", sstc_errmsg());
+    int8_t tt[8];
+    sstc_code_unrank(8, 2, 128, tt);
+    int8_t *T = malloc((size_t)L0->out * 27);
+    cr_assert_eq(sstc_sst_layer_ternary(&back->layers[0], T), SSTC_OK);
+    cr_assert_eq(memcmp(T + 8, tt, 8), 0, "group 1 of row 0 decodes as code 128");
+    free(T);
+    sstc_sst_free(back);
+    free(b);
+    int8_t t3[8] = {0, 0, 0, 1, 0, 0, 0, 0};
+    sstc_code_rank(8, 2, t3, &idx);
+    ib = (uint8_t)idx;
+    patch_and_expect(buf, n, codes + 3, &ib, 1, "padding position 3", "non-zero in the first padded position");
+    /* conv 0 (3x3): a padding equal to the kernel size */
+    uint16_t pad3 = 3;
+    patch_and_expect(buf, n, l0 + 18, &pad3, 2, "pad 3, expected < kernel 3x3", "padding equal to the kernel");
     free(buf);
     sstc_sst_free(m);
 }
@@ -360,6 +385,8 @@ Test(sst_file, stray_bits_after_the_last_code_are_rejected) {
     cr_assert_eq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK, "%s", sstc_errmsg());
     uint8_t last = buf[n - 5] | 0x80;
     patch_and_expect(buf, n, n - 5, &last, 1, "unused bits", "bit 31 of a 30-bit stream");
+    last = buf[n - 5] | 0x40;
+    patch_and_expect(buf, n, n - 5, &last, 1, "unused bits", "bit 30, the first unused one");
     free(buf);
     sstc_sst_free(m);
 }

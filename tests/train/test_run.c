@@ -3,6 +3,7 @@
  * to an uninterrupted one (training and compression), a resume with a changed
  * config refused, a second run into a busy folder refused. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,5 +247,60 @@ Test(run, resuming_a_compression_that_never_started_is_an_error) {
     cr_assert_not_null(strstr(sstc_errmsg(), "nothing to resume"), "%s", sstc_errmsg());
     o.resume = 0;
     cr_assert_eq(sstc_compress_run(s, &o, NULL), 0, "%s", sstc_errmsg());
+    sstc_session_close(s);
+}
+
+/* The learning rate as training applies it: per batch, at the fractional
+ * epoch e + b/nb. Plain SGD (no momentum, no decay) moves each weight by
+ * exactly -lr*g, so each step's rate is read back from one weight. */
+typedef struct {
+    float *w0;
+    sstc_tensor *w;
+    int steps, bad;
+    double worst;
+} lr_probe;
+
+static int probe_before(void *u, sstc_session *s) {
+    lr_probe *p = u;
+    memcpy(p->w0, p->w->data, p->w->size * sizeof(float));
+    return 0;
+}
+
+static int probe_after(void *u, sstc_session *s) {
+    lr_probe *p = u;
+    size_t k = 0;
+    for (size_t i = 1; i < p->w->size; i++)
+        if (fabsf(p->w->grad[i]) > fabsf(p->w->grad[k])) k = i;
+    double got = ((double)p->w0[k] - p->w->data[k]) / p->w->grad[k];
+    const sstc_epoch_state *st = sstc_session_state(s);
+    int nb = sstc_session_batches_per_epoch(s);
+    sstc_lr_schedule sch = {.kind = SSTC_LR_COSINE, .base_lr = 0.05f, .min_lr = 0.001f, .total_epochs = 3};
+    /* after_step runs before the state moves on: st->batch is this step's batch */
+    double want = sstc_lr_at(&sch, st->epoch + (double)st->batch / nb);
+    double rel = fabs(got - want) / want;
+    if (rel > p->worst) p->worst = rel;
+    p->bad += rel > 0.01;
+    p->steps++;
+    return 0;
+}
+
+Test(run, the_learning_rate_changes_every_batch_as_the_schedule_says) {
+    char out[600];
+    snprintf(out, sizeof out, "%s/lr", dir);
+    sstc_session *s = NULL;
+    const char *ovr[] = {"train.lr=0.05", "train.min_lr=0.001", "train.optimizer=sgd", "train.momentum=0",
+                         "train.weight_decay=0", "data.augment_crop=0"};
+    cr_assert_eq(sstc_session_open_text(&s, config(""), "tiny.ini", ovr, 6, 1), 0, "%s", sstc_errmsg());
+    sstc_session_set_quiet(s, 1);
+    lr_probe p = {0};
+    p.w = sstc_model_find(sstc_session_model(s), "fc2.weight");
+    cr_assert_not_null(p.w);
+    p.w0 = malloc(p.w->size * sizeof(float));
+    sstc_session_set_hooks(s, &(sstc_train_hooks){.user = &p, .before_forward = probe_before, .after_step = probe_after});
+    sstc_run_opts o = {.outdir = out};
+    cr_assert_eq(sstc_run(s, &o, NULL, NULL), 0, "%s", sstc_errmsg());
+    cr_assert_eq(p.steps, 3 * sstc_session_batches_per_epoch(s));
+    cr_assert_eq(p.bad, 0, "%d of %d steps used another rate (worst relative difference %g)", p.bad, p.steps, p.worst);
+    free(p.w0);
     sstc_session_close(s);
 }
