@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "sstc/dist.h"
 #include "sstc/compress.h"
 #include "sstc/data.h"
 #include "sstc/infer.h"
@@ -142,7 +143,7 @@ int cmd_run(int argc, char **argv) {
     sstc_compress_run_result r;
     status = cli_run_status(sstc_compress_run(s, &o, &r), "run");
     double sst_error = NAN;
-    if (!status && r.sst_path[0]) {
+    if (!status && r.sst_path[0] && sstc_dist_rank() == 0) { /* rank 0 wrote the file and checks it */
         int c = check_sst(s, &r, &sst_error);
         if (c < 0) fprintf(stderr, "sstc run: checking %s: %s\n", r.sst_path, sstc_errmsg());
         status = c ? 1 : 0;

@@ -199,3 +199,27 @@ Test(mpi, careless_rank_setups_fail_cleanly) {
     cr_assert_eq(run(cmd, out, sizeof out), 1, "%s", out);
     cr_assert(th_has(out, "this job runs 1 rank but the configuration says [experiment] ranks = 4"), "%s", out);
 }
+
+/* The whole method on 2 ranks: float training, compression (projection and
+ * masks applied identically on every rank), the .sst file checked by rank 0. */
+Test(mpi, sstc_run_trains_compresses_and_checks_the_file_on_two_ranks) {
+    NEED_MPI();
+    static char out[1 << 15];
+    char cfg[400], cmd[2000], o[400];
+    write_config("r.ini",
+                 "[train]\nepochs = 2\nbatch_size = 16\nlr = 0.01\n[fc]\noutputs = 24\nbias = false\n[batchnorm]\n[relu]\n"
+                 "[fc]\noutputs = 2\n[compress]\nN = 8\nK = 2\nschedule = 4,2\nstage_epochs = 1\nretrain_epochs = 1\n"
+                 "bn_batches = 2\n",
+                 cfg, sizeof cfg);
+    snprintf(o, sizeof o, "%s/run", dir);
+    snprintf(cmd, sizeof cmd, "mpirun -np 2 ./build/sstc-mpi run '%s' --out '%s' --quiet 2>&1", cfg, o);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    cr_assert(th_has(out, "model.sst alone (engine)"), "rank 0 prints the table: %s", out);
+    char p[600];
+    snprintf(p, sizeof p, "%s/summary.json", o);
+    cJSON *j = NULL;
+    cr_assert_eq(sstc_read_json(p, &j), 0, "%s", sstc_errmsg());
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(j, "sst_check")), "agrees");
+    cr_assert_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "ranks")), 2);
+    cJSON_Delete(j);
+}
