@@ -255,8 +255,14 @@ static int run_epoch(run_ctx *r, int total, sstc_run_result *res) {
     }
     if (rc == SSTC_ENUMERIC) {
         struct stat st;
-        return sstc_fail_prefix(rc, "%s", stat(r->ckpt, &st) ? "(no checkpoint was written yet) "
-                                                              : "(the last epoch's checkpoint is left as it was) ");
+        if (stat(r->ckpt, &st) || s->state.epoch == 0)
+            return sstc_fail_prefix(rc, "(no checkpoint of a finished epoch was written yet) ");
+        /* name the kept checkpoint's figures: a loss far above the first
+         * epoch's means it was already diverging */
+        char tl[48] = "";
+        if (res->test.count) snprintf(tl, sizeof tl, ", test loss %.4g", res->test.loss);
+        return sstc_fail_prefix(rc, "(the checkpoint of epoch %d, training loss %.4g%s, is left as it was) ",
+                                s->state.epoch, res->train_loss, tl);
     }
     if (rc) return rc;
     rc = sstc_session_evaluate_test(s, &res->test);
@@ -268,6 +274,11 @@ static int run_epoch(run_ctx *r, int total, sstc_run_result *res) {
         return interrupted(r, "during the evaluation");
     }
     if (rc) return sstc_fail_prefix(rc, "evaluation: ");
+    if (!isfinite(res->test.loss) || !isfinite(res->train_loss))
+        return sstc_fail(SSTC_ENUMERIC, "after epoch %d the %s loss is %g: the weights are no longer usable; the "
+                         "checkpoint of the epoch before is left as it was; lower the learning rate",
+                         s->state.epoch + 1, isfinite(res->train_loss) ? "test" : "training",
+                         isfinite(res->train_loss) ? res->test.loss : res->train_loss);
     double secs = now() - t0;
     double ips = s->state.seen / (s->state.seconds > 0 ? s->state.seconds : 1);
     s->state.epoch++;

@@ -304,3 +304,40 @@ Test(run, the_learning_rate_changes_every_batch_as_the_schedule_says) {
     free(p.w0);
     sstc_session_close(s);
 }
+
+/* Weights that stop being finite: no checkpoint of a broken network is
+ * written, and the message names the epoch whose checkpoint is kept. */
+static int poison_at; /* global step at which fc2.weight[0] becomes NaN */
+static int poison(void *u, sstc_session *s) {
+    (void)u;
+    if (++batches == poison_at) sstc_model_find(sstc_session_model(s), "fc2.weight")->data[0] = NAN;
+    return 0;
+}
+
+Test(run, non_finite_weights_stop_the_run_and_keep_the_last_good_checkpoint) {
+    for (int k = 0; k < 2; k++) {
+        char out[600];
+        snprintf(out, sizeof out, "%s/nan%d", dir, k);
+        sstc_session *s = NULL;
+        cr_assert_eq(sstc_session_open_text(&s, config(""), "tiny.ini", NULL, 0, 1), 0, "%s", sstc_errmsg());
+        sstc_session_set_quiet(s, 1);
+        int nb = sstc_session_batches_per_epoch(s);
+        batches = 0;
+        /* k = 0: in the middle of epoch 2 (its training loss turns NaN);
+         * k = 1: after the last step of epoch 2 (only its evaluation sees it) */
+        poison_at = k == 0 ? nb + 2 : 2 * nb;
+        sstc_session_set_hooks(s, &(sstc_train_hooks){.after_step = poison});
+        sstc_run_opts o = {.outdir = out};
+        cr_assert_eq(sstc_run(s, &o, NULL, NULL), SSTC_ENUMERIC, "case %d: %s", k, sstc_errmsg());
+        const char *want = k == 0 ? "the checkpoint of epoch 1, training loss" : "after epoch 2 the test loss is nan";
+        cr_assert_not_null(strstr(sstc_errmsg(), want), "case %d: %s", k, sstc_errmsg());
+        sstc_session_close(s);
+        /* the checkpoint on disk is epoch 1's, with finite weights */
+        char ck[700];
+        snprintf(ck, sizeof ck, "%s/checkpoint.sstc", out);
+        cr_assert_eq(sstc_checkpoint_open(&s, ck, 0, NULL, NULL), 0, "%s", sstc_errmsg());
+        cr_assert_eq(sstc_session_state(s)->epoch, 1, "case %d", k);
+        cr_assert(isfinite(sstc_model_find(sstc_session_model(s), "fc2.weight")->data[0]), "case %d", k);
+        sstc_session_close(s);
+    }
+}
