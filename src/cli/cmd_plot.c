@@ -259,7 +259,7 @@ static int plot_metrics(const plot_args *a) {
     plot_line(&ax, x, tr, n, plot_color(im, 1), 1, 0);
     const char *names[] = {"test error", "training error"};
     int colors[] = {plot_color(im, 0), plot_color(im, 1)};
-    plot_legend(&ax, names, colors, 2);
+    plot_legend(&ax, names, colors, 2, 1);
     rc = plot_save(im, a->out);
     gdImageDestroy(im);
     if (rc) fprintf(stderr, "sstc plot: %s\n", sstc_errmsg());
@@ -624,7 +624,7 @@ static int plot_codes(const plot_args *a) {
             snprintf(names[z], sizeof names[z], "%d non-zero: %.1f %%", z, by_nnz[z]);
             np[z] = names[z], cols[z] = plot_color(im, z);
         }
-        plot_legend(&ax, np, cols, nnz_of_max + 1);
+        plot_legend(&ax, np, cols, nnz_of_max + 1, 0);
         rc = plot_save(im, a->out);
         if (!rc) printf("wrote %s: %.0f groups, entropy %.2f of %d bits\n", a->out, total, H, sstc_code_bits(N, K));
     }

@@ -101,17 +101,27 @@ void plot_axes_init(plot_axes *a, gdImagePtr im, int x, int y, int w, int h, dou
                         (unsigned char *)ylabel, black);
 }
 
+/* y in pixels without clamping (lines leaving the axes are clipped by gd) */
+static int py_free(const plot_axes *a, double y) {
+    double t = (y - a->ymin) / (a->ymax - a->ymin);
+    if (t < -10) t = -10;
+    if (t > 10) t = 10;
+    return a->y1 - (int)lround(t * (a->y1 - a->y0));
+}
+
 void plot_line(const plot_axes *a, const double *x, const double *y, int n, int color, int thick, int dashed) {
     gdImageSetThickness(a->im, thick > 0 ? thick : 1);
     gdImageSetClip(a->im, a->x0, a->y0, a->x1, a->y1);
     for (int i = 1; i < n; i++) {
         if (!isfinite(y[i - 1]) || !isfinite(y[i])) continue;
-        int px0 = plot_px(a, x[i - 1]), py0 = plot_py(a, y[i - 1]), px1 = plot_px(a, x[i]), py1 = plot_py(a, y[i]);
+        int px0 = plot_px(a, x[i - 1]), py0 = py_free(a, y[i - 1]), px1 = plot_px(a, x[i]), py1 = py_free(a, y[i]);
         if (dashed) gdImageDashedLine(a->im, px0, py0, px1, py1, color);
         else gdImageLine(a->im, px0, py0, px1, py1, color);
     }
+    /* a marker on each point inside the axes (points above ymax are off the chart) */
     for (int i = 0; i < n; i++)
-        if (isfinite(y[i])) gdImageFilledEllipse(a->im, plot_px(a, x[i]), plot_py(a, y[i]), 5, 5, color);
+        if (isfinite(y[i]) && y[i] >= a->ymin && y[i] <= a->ymax)
+            gdImageFilledEllipse(a->im, plot_px(a, x[i]), plot_py(a, y[i]), 5, 5, color);
     gdImageSetClip(a->im, 0, 0, gdImageSX(a->im) - 1, gdImageSY(a->im) - 1);
     gdImageSetThickness(a->im, 1);
 }
@@ -129,15 +139,18 @@ void plot_band(const plot_axes *a, double x0, double x1, int color, const char *
     gdImageFilledRectangle(a->im, px0 + 1, a->y0 + 1, px1 - 1, a->y1 - 1, color);
     if (label && text_width(label, 0) + 4 < px1 - px0)
         plot_text(a->im, (px0 + px1 - text_width(label, 0)) / 2, a->y0 + 3, label, 0, gdTrueColor(60, 60, 60));
+    else if (label && px1 - px0 >= 10) /* a narrow band: the label upright along it */
+        gdImageStringUp(a->im, gdFontGetSmall(), (px0 + px1) / 2 - 6, a->y0 + 4 + text_width(label, 0),
+                        (unsigned char *)label, gdTrueColor(60, 60, 60));
 }
 
-void plot_legend(const plot_axes *a, const char *const *names, const int *colors, int n) {
+void plot_legend(const plot_axes *a, const char *const *names, const int *colors, int n, int corner) {
     int wmax = 0;
     for (int i = 0; i < n; i++)
         if (text_width(names[i], 0) > wmax) wmax = text_width(names[i], 0);
-    int x = a->x1 - wmax - 34, y = a->y0 + 18;
-    gdImageFilledRectangle(a->im, x - 4, y - 3, a->x1 - 6, y + 15 * n, gdTrueColor(255, 255, 255));
-    gdImageRectangle(a->im, x - 4, y - 3, a->x1 - 6, y + 15 * n, gdTrueColor(180, 180, 180));
+    int x = corner ? a->x0 + 14 : a->x1 - wmax - 34, y = corner ? a->y1 - 8 - 15 * n : a->y0 + 18;
+    gdImageFilledRectangle(a->im, x - 4, y - 3, x + wmax + 28, y + 15 * n, gdTrueColor(255, 255, 255));
+    gdImageRectangle(a->im, x - 4, y - 3, x + wmax + 28, y + 15 * n, gdTrueColor(180, 180, 180));
     for (int i = 0; i < n; i++) {
         gdImageFilledRectangle(a->im, x, y + 15 * i + 3, x + 18, y + 15 * i + 9, colors[i]);
         plot_text(a->im, x + 24, y + 15 * i, names[i], 0, gdTrueColor(0, 0, 0));

@@ -32,8 +32,8 @@ void plot_line(const plot_axes *a, const double *x, const double *y, int n, int 
 void plot_bar(const plot_axes *a, double x0, double x1, double y, int color);
 /* A shaded vertical band between x0 and x1 with a label at its top. */
 void plot_band(const plot_axes *a, double x0, double x1, int color, const char *label);
-/* Legend entries in the top right corner of the axes. */
-void plot_legend(const plot_axes *a, const char *const *names, const int *colors, int n);
+/* Legend entries in a corner of the axes: 0 top right, 1 bottom left. */
+void plot_legend(const plot_axes *a, const char *const *names, const int *colors, int n, int corner);
 /* Text at (x, y), top left; font 0 small, 1 bold, 2 large. */
 void plot_text(gdImagePtr im, int x, int y, const char *s, int font, int color);
 
