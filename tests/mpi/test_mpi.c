@@ -169,6 +169,31 @@ Test(mpi, a_two_rank_job_is_repeatable_and_resumes_exactly_after_sigterm_to_one_
              "./build/sstc export '%s/checkpoint.sstc' --npz '%s' >/dev/null && cmp '%s' '%s' 2>&1",
              oa, na, ob, nb, na, nb);
     cr_assert_eq(run(cmd, out, sizeof out), 0, "the resumed job's network differs: %s", out);
+    /* a rank killed outright: the job ends (no hang), and the last checkpoint
+     * (end of an epoch) resumes to the same network */
+    char oc[400], nc[420];
+    snprintf(oc, sizeof oc, "%s/c", dir);
+    snprintf(metrics, sizeof metrics, "%s/metrics.csv", oc);
+    pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+        execlp("timeout", "timeout", "120", "mpirun", "-np", "2", "./build/sstc-mpi", "train", cfg, "--out", oc, "--quiet",
+               (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 600 && count_lines(metrics) < 6; i++) usleep(50000);
+    snprintf(cmd, sizeof cmd, "pgrep -f '^./build/[s]stc-mpi train %s --out %s' | sort -n | tail -1", cfg, oc);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "no rank found: %s", out);
+    cr_assert_eq(kill((pid_t)atol(out), SIGKILL), 0);
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != 124, "the job stops with an error (status %d)", st);
+    snprintf(cmd, sizeof cmd, "mpirun -np 2 ./build/sstc-mpi train '%s' --out '%s' --quiet --resume 2>&1", cfg, oc);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    snprintf(nc, sizeof nc, "%s/w.npz", oc);
+    snprintf(cmd, sizeof cmd, "./build/sstc export '%s/checkpoint.sstc' --npz '%s' >/dev/null && cmp '%s' '%s' 2>&1", oc, nc,
+             na, nc);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "the job resumed after SIGKILL differs: %s", out);
     /* a 1-rank resume of the 2-rank checkpoint is refused, naming the difference */
     snprintf(cmd, sizeof cmd, "./build/sstc train '%s' --out '%s' --quiet --resume 2>&1", cfg, ob);
     cr_assert_eq(run(cmd, out, sizeof out), 1, "%s", out);
@@ -189,6 +214,14 @@ Test(mpi, careless_rank_setups_fail_cleanly) {
     int rc = run(cmd, out, sizeof out);
     cr_assert(rc != 0 && rc != 124, "exit %d: %s", rc, out);
     cr_assert(th_has(out, "different configurations"), "%s", out);
+    /* two ranks running different programs (a copy with one byte appended still runs) */
+    snprintf(cmd, sizeof cmd,
+             "cp build/sstc-mpi '%s/other-sstc-mpi' && echo >> '%s/other-sstc-mpi' && "
+             "timeout 120 mpirun -np 1 ./build/sstc-mpi train '%s' --out '%s/w' --quiet : "
+             "-np 1 '%s/other-sstc-mpi' train '%s' --out '%s/w' --quiet 2>&1", dir, dir, c1, dir, dir, c1, dir);
+    rc = run(cmd, out, sizeof out);
+    cr_assert(rc != 0 && rc != 124, "exit %d: %s", rc, out);
+    cr_assert(th_has(out, "different programs"), "%s", out);
     /* a batch smaller than the job */
     snprintf(cmd, sizeof cmd, "timeout 120 mpirun -np 2 ./build/sstc-mpi train '%s' --out '%s/y' --quiet 2>&1", c3, dir);
     rc = run(cmd, out, sizeof out);
