@@ -58,6 +58,8 @@ typedef struct {
     int skip_first, skip_last;  /* leave the first/last coded-kind layer in float */
     int refit_every;            /* batches between delta refits (0 = once per epoch) */
     int bn_batches;             /* batches used to re-estimate batch-norm statistics */
+    float distill;              /* weight of the distillation term (0: off) */
+    float distill_temperature;  /* its softmax temperature */
     int line;
 } sstc_compress_spec;
 

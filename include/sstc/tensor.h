@@ -51,6 +51,7 @@ typedef enum {
     SSTC_OP_CHANNEL_SCALE,
     SSTC_OP_CONCAT,
     SSTC_OP_GLOBAL_AVGPOOL,
+    SSTC_OP_DISTILL,
     SSTC_OP_COUNT
 } sstc_op;
 
@@ -165,6 +166,16 @@ sstc_tensor *sstc_softmax_ce(sstc_ctx *ctx, sstc_tensor *logits, const int *labe
  * sample is (1 - smoothing) on its label plus smoothing / C on every class;
  * 0 <= smoothing < 1, and 0 gives exactly sstc_softmax_ce. */
 sstc_tensor *sstc_softmax_ce_smooth(sstc_ctx *ctx, sstc_tensor *logits, const int *labels, float smoothing);
+/* Knowledge distillation (Hinton et al.): the scalar
+ *   T^2 * mean_b sum_c p[b,c] * (log p[b,c] - log softmax(logits[b] / T)_c),
+ * the KL divergence from a teacher's softened probabilities p (B x C, each row
+ * summing to 1, p = softmax(teacher_logits / T)) to the student's, scaled by
+ * T^2 so that its gradient, T * (softmax(logits/T) - p) / B, keeps the size of
+ * a cross-entropy gradient. T > 0. p is copied. */
+sstc_tensor *sstc_distill_kl(sstc_ctx *ctx, sstc_tensor *logits, const float *teacher_probs, float T);
+/* p = softmax(z / T) row by row (B x C), in double internally; the helper the
+ * teacher side of sstc_distill_kl uses. */
+void sstc_softmax_temperature(const float *z, int B, int C, float T, float *p);
 
 /* ---- autodiff --------------------------------------------------------- */
 

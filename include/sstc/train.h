@@ -124,6 +124,16 @@ int sstc_session_logits(sstc_session *s, const sstc_dataset *ds, int count, floa
  * comes from `seed`. Polls the stop flag (SSTC_EINTR). */
 int sstc_session_reestimate_batchnorm(sstc_session *s, int batches, uint64_t seed);
 
+/* Knowledge distillation: from now on the training loss of s is
+ *   (1 - alpha) * label loss + alpha * sstc_distill_kl(logits, p_teacher, T)
+ * where p_teacher = softmax(teacher logits / T) on the same images, the
+ * teacher run in inference mode (running statistics, no dropout) in the same
+ * step. The session takes ownership of teacher (closed with s; the previous
+ * one, if any, is closed now); teacher NULL or alpha 0 turns distillation off.
+ * SSTC_ESHAPE unless the teacher takes the same input and gives as many
+ * classes. */
+int sstc_session_set_teacher(sstc_session *s, sstc_session *teacher, float alpha, float T);
+
 /* ---- checkpoints --------------------------------------------------------
  * Written atomically (temporary file, fsync, rename). They carry a magic, a
  * version, the config text and overrides (the network description), every

@@ -94,6 +94,8 @@ static int hook_summary(void *user, sstc_session *s, cJSON *o) {
         cJSON_AddItemToArray(names, cJSON_CreateString(m->layers[c->coded[k].layer].name));
     cJSON_AddNumberToObject(o, "stage_epochs", z->stage_epochs);
     cJSON_AddNumberToObject(o, "retrain_epochs", z->retrain_epochs);
+    cJSON_AddNumberToObject(o, "distill", z->distill);
+    if (z->distill > 0) cJSON_AddNumberToObject(o, "distill_temperature", z->distill_temperature);
     cJSON_AddNumberToObject(o, "bits_per_weight", bpw);
     cJSON_AddNumberToObject(o, "compression", 32.0 / bpw);
     /* a float: rounded to the digits it holds */
@@ -144,6 +146,26 @@ static int normalize(sstc_compressor *c, sstc_session *s, const char *outdir) {
     return 0;
 }
 
+/* [compress] distill: the float network (its checkpoint: --from, or the one
+ * trained into OUT/float/) teaches the network being coded. */
+static int load_teacher(sstc_session *s, const sstc_compressor *c, const sstc_compress_run_opts *o, const char *floatdir) {
+    char path[1200];
+    if (o->from) {
+        if (sstc_path(path, sizeof path, "%s", o->from)) return sstc_errcode();
+    } else if (sstc_path(path, sizeof path, "%s/checkpoint.sstc", floatdir)) {
+        return sstc_errcode();
+    }
+    sstc_session *t = NULL;
+    if (sstc_checkpoint_open(&t, path, 0, NULL, NULL))
+        return sstc_fail_prefix(sstc_errcode(), "[compress] distill: the teacher (the float network) %s: ", path);
+    sstc_session_set_quiet(t, 1);
+    if (sstc_session_set_teacher(s, t, c->spec.distill, c->spec.distill_temperature)) return sstc_errcode();
+    if (!sstc_session_quiet(s))
+        fprintf(stderr, "distillation from %s: weight %g, temperature %g\n", path, (double)c->spec.distill,
+                (double)c->spec.distill_temperature);
+    return 0;
+}
+
 int sstc_compress_run(sstc_session *s, const sstc_compress_run_opts *o, sstc_compress_run_result *res) {
     sstc_compressor c;
     sstc_compress_run_result local;
@@ -171,6 +193,7 @@ int sstc_compress_run(sstc_session *s, const sstc_compress_run_opts *o, sstc_com
         if ((rc = float_network(s, o, res->outdir, floatdir)) || (rc = normalize(&c, s, res->outdir))) goto done;
         *sstc_session_state(s) = (sstc_epoch_state){0};
     }
+    if (c.spec.distill > 0 && (rc = load_teacher(s, &c, o, floatdir))) goto done;
     if (!sstc_session_quiet(s)) {
         char sels[SSTC_MAX_CODED * 33];
         sstc_layer_select_str(&c.spec.layers, sels, sizeof sels);

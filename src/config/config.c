@@ -89,6 +89,8 @@ static const sstc_key_def compress_keys[] = {
     KBOOL("skip_last", PF(skip_last)),
     KINT("refit_every", PF(refit_every), 0, 1e9),
     KINT("bn_batches", PF(bn_batches), 0, 1e6),
+    KFLOAT("distill", PF(distill), 0, 1),
+    KFLOAT("distill_temperature", PF(distill_temperature), 0.05, 100),
     {0}};
 
 /* Every layer section takes a name besides its kind's keys. */
@@ -301,6 +303,8 @@ static void config_defaults(sstc_config *c, const char *path) {
     z->retrain_schedule = SSTC_LR_COSINE;
     z->layers.mode = SSTC_SELECT_ALL;
     z->bn_batches = 100;
+    z->distill = 0;
+    z->distill_temperature = 4;
 }
 
 /* --set section.key=value, where section may be a layer's name. */

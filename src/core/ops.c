@@ -20,7 +20,7 @@ static const char *const op_names[SSTC_OP_COUNT] = {
     "leaf",   "matmul",    "linear",    "add",       "bias_add", "mul",
     "scale",  "relu",      "conv2d",    "maxpool2d", "avgpool2d", "batchnorm",
     "dropout", "reshape",  "sum",       "mean",      "softmax_ce", "channel_scale",
-    "concat", "global_avgpool",
+    "concat", "global_avgpool", "distill",
 };
 
 const char *sstc_op_name(sstc_op op) {
@@ -1390,6 +1390,66 @@ static void softmax_ce_backward(sstc_ctx *ctx, sstc_tensor *y) {
             g[(size_t)b * C + c] += d * (prob[(size_t)b * C + c] - (c == lab[b] ? hit : miss));
 }
 
+/* ---- distillation ------------------------------------------------------ */
+
+void sstc_softmax_temperature(const float *z, int B, int C, float T, float *p) {
+    for (int b = 0; b < B; b++) {
+        const float *zr = z + (size_t)b * C;
+        float *pr = p + (size_t)b * C;
+        double mx = zr[0] / T, s = 0;
+        for (int c = 1; c < C; c++) mx = zr[c] / T > mx ? zr[c] / T : mx;
+        for (int c = 0; c < C; c++) s += exp(zr[c] / T - mx);
+        for (int c = 0; c < C; c++) pr[c] = (float)(exp(zr[c] / T - mx) / s);
+    }
+}
+
+sstc_tensor *sstc_distill_kl(sstc_ctx *ctx, sstc_tensor *logits, const float *teacher_probs, float T) {
+    if (null_args("distill", ctx, logits, logits)) return NULL;
+    if (!teacher_probs || !(T > 0) || !isfinite(T)) {
+        sstc_fail(SSTC_EINVAL, "distill: %s, expected teacher probabilities and a temperature > 0",
+                  teacher_probs ? "bad temperature" : "no teacher probabilities");
+        return NULL;
+    }
+    if (logits->ndim != 2) {
+        SHAPEBUF(logits);
+        sstc_fail(SSTC_ESHAPE, "distill: logits %s, expected (B,C)", S(logits));
+        return NULL;
+    }
+    int B = logits->shape[0], C = logits->shape[1];
+    sstc_tensor *y = sstc_ctx_op_output(ctx, SSTC_OP_DISTILL, 1, (int[]){1}, logits, NULL, NULL);
+    if (!y) return NULL;
+    /* saved: the student's softened probabilities q, the teacher's p, T */
+    float *q = sstc_ctx_alloc(ctx, (2 * logits->size + 1) * sizeof(float));
+    if (!q) return NULL;
+    float *p = q + logits->size;
+    memcpy(p, teacher_probs, logits->size * sizeof(float));
+    q[2 * logits->size] = T;
+    y->saved = q;
+    sstc_softmax_temperature(logits->data, B, C, T, q);
+    double loss = 0;
+    for (int b = 0; b < B; b++) {
+        const float *zr = logits->data + (size_t)b * C, *pr = p + (size_t)b * C;
+        double mx = zr[0] / T, s = 0;
+        for (int c = 1; c < C; c++) mx = zr[c] / T > mx ? zr[c] / T : mx;
+        for (int c = 0; c < C; c++) s += exp(zr[c] / T - mx);
+        double lse = mx + log(s); /* log q_c = z_c/T - lse */
+        for (int c = 0; c < C; c++)
+            if (pr[c] > 0) loss += pr[c] * (log(pr[c]) - (zr[c] / T - lse));
+    }
+    y->data[0] = (float)(loss * T * T / B);
+    return y;
+}
+
+static void distill_backward(sstc_ctx *ctx, sstc_tensor *y) {
+    sstc_tensor *z = y->src[0];
+    if (!z->requires_grad) return;
+    int B = z->shape[0];
+    const float *q = y->saved, *p = q + z->size;
+    float T = q[2 * z->size], d = y->grad[0] * T / (float)B;
+    float *g = sstc_ctx_grad(ctx, z);
+    for (size_t i = 0; i < z->size; i++) g[i] += d * (q[i] - p[i]);
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 const backward_fn sstc_backward_rules[SSTC_OP_COUNT] = {
@@ -1412,6 +1472,7 @@ const backward_fn sstc_backward_rules[SSTC_OP_COUNT] = {
     [SSTC_OP_CHANNEL_SCALE] = channel_scale_backward,
     [SSTC_OP_CONCAT] = concat_backward,
     [SSTC_OP_GLOBAL_AVGPOOL] = global_avgpool_backward,
+    [SSTC_OP_DISTILL] = distill_backward,
 };
 
 int sstc_backward(sstc_ctx *ctx, sstc_tensor *loss) {

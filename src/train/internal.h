@@ -34,6 +34,8 @@ struct sstc_session {
     float *dist_buf;                /* several MPI ranks: the flat gradient buffer */
     size_t dist_cap;
     int dist_stop;                  /* the stop flag as the ranks agreed on it */
+    struct sstc_session *teacher;   /* distillation: the teacher (owned), its weight and temperature */
+    float distill_alpha, distill_T;
 };
 
 /* Opens a session whose input shape, class count and normalization are known

@@ -206,6 +206,7 @@ void sstc_session_release(sstc_session *s) {
     free(s->x);
     free(s->y);
     free(s->dist_buf);
+    sstc_session_close(s->teacher);
     free(s->cfg_text);
     for (int i = 0; i < s->noverrides; i++) free(s->overrides[i]);
     free(s->overrides);
@@ -285,6 +286,41 @@ static int dist_sync_model(sstc_session *s) {
     return 0;
 }
 
+int sstc_session_set_teacher(sstc_session *s, sstc_session *teacher, float alpha, float T) {
+    if (teacher && (teacher->in_c != s->in_c || teacher->in_h != s->in_h || teacher->in_w != s->in_w ||
+                    teacher->classes != s->classes)) {
+        int rc = sstc_fail(SSTC_ESHAPE, "distillation: the teacher takes %dx%dx%d images into %d classes, the network %dx%dx%d into %d",
+                           teacher->in_c, teacher->in_h, teacher->in_w, teacher->classes, s->in_c, s->in_h, s->in_w, s->classes);
+        sstc_session_close(teacher);
+        return rc;
+    }
+    if (teacher && (!(alpha > 0 && alpha <= 1) || !(T > 0))) {
+        sstc_session_close(teacher);
+        return sstc_fail(SSTC_EINVAL, "distillation: weight %g (expected 0 < weight <= 1) and temperature %g (expected > 0)",
+                         (double)alpha, (double)T);
+    }
+    if (s->teacher != teacher) sstc_session_close(s->teacher);
+    s->teacher = teacher;
+    s->distill_alpha = alpha, s->distill_T = T;
+    return 0;
+}
+
+/* The training loss with distillation: the teacher's softened outputs on the
+ * same n images x, mixed with the label loss ce. */
+static sstc_tensor *distill_loss(sstc_session *s, sstc_tensor *logits, sstc_tensor *ce, float *x, int n) {
+    sstc_session *t = s->teacher;
+    sstc_ctx_reset(t->ctx);
+    sstc_model_train(t->model, 0);
+    sstc_tensor *xt = sstc_tensor_wrap(t->ctx, x, 4, (int[]){n, s->in_c, s->in_h, s->in_w});
+    sstc_tensor *zt = xt ? sstc_model_forward(t->model, t->ctx, xt) : NULL;
+    float *p = zt ? sstc_ctx_alloc(s->ctx, zt->size * sizeof(float)) : NULL;
+    if (!p) return NULL;
+    sstc_softmax_temperature(zt->data, n, s->classes, s->distill_T, p);
+    sstc_tensor *kd = sstc_distill_kl(s->ctx, logits, p, s->distill_T);
+    if (!kd) return NULL;
+    return sstc_add(s->ctx, sstc_scale(s->ctx, ce, 1.0f - s->distill_alpha), sstc_scale(s->ctx, kd, s->distill_alpha));
+}
+
 static int stop_requested(const sstc_session *s) {
     if (sstc_dist_size() > 1) return s->dist_stop; /* agreed on by every rank in the last reduction */
     return s->stop && *s->stop;
@@ -325,6 +361,7 @@ int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int to
             sstc_tensor *xt = sstc_tensor_wrap(s->ctx, s->x + (size_t)lo * per, 4, (int[]){nl, s->in_c, s->in_h, s->in_w});
             sstc_tensor *logits = sstc_model_forward(s->model, s->ctx, xt);
             sstc_tensor *loss = sstc_softmax_ce_smooth(s->ctx, logits, s->y + lo, c->label_smoothing);
+            if (loss && s->teacher) loss = distill_loss(s, logits, loss, s->x + (size_t)lo * per, nl);
             if (!loss) return sstc_errcode();
             lsum = (double)loss->data[0] * nl;
             errs = argmax_errors(logits->data, s->y + lo, nl, C);

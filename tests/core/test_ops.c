@@ -672,3 +672,44 @@ Test(ops, conv_weight_gradient_of_a_split_batch_is_the_sum_over_images) {
     free(sum), free(R);
     sstc_ctx_free(c);
 }
+
+/* ---- distillation ---- */
+
+static float distill_p[4 * 5];
+static sstc_tensor *f_distill(sstc_ctx *c, sstc_tensor **in, void *u) { return sstc_distill_kl(c, in[0], distill_p, 2.5f); }
+Test(ops, distillation_gradient_matches_finite_differences) {
+    float t[4 * 5];
+    for (int i = 0; i < 20; i++) t[i] = sstc_rng_normal(&rng) * 2;
+    sstc_softmax_temperature(t, 4, 5, 2.5f, distill_p);
+    for (int b = 0; b < 4; b++) {
+        double s = 0;
+        for (int c = 0; c < 5; c++) s += distill_p[b * 5 + c];
+        cr_assert(fabs(s - 1) < 1e-6, "row %d of the teacher's probabilities sums to %g", b, s);
+    }
+    sstc_tensor *in[] = {randp(2, (int[]){4, 5}, 2)};
+    gradcheck(f_distill, in, 1, NULL, "distillation, T = 2.5");
+    /* a student equal to the teacher: zero loss, zero gradient */
+    memcpy(in[0]->data, t, sizeof t);
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *l = sstc_distill_kl(ctx, in[0], distill_p, 2.5f);
+    cr_assert_not_null(l);
+    cr_assert_leq(fabsf(l->data[0]), 1e-6f, "KL of equal distributions: %g", l->data[0]);
+    cr_assert_null(sstc_distill_kl(ctx, in[0], distill_p, 0.0f), "temperature 0 is refused");
+    sstc_ctx_free(ctx);
+}
+
+Test(ops, distillation_matches_pytorch_kl_div) {
+    fx_file f;
+    fx_load(&f, "distill");
+    sstc_ctx *ctx = sstc_ctx_create(0);
+    sstc_tensor *z = fx_tensor(P, fx_get(&f, "logits"), 1);
+    fx_array *p = fx_get(&f, "teacher_probs");
+    sstc_tensor *loss = sstc_distill_kl(ctx, z, p->v, 3.0f);
+    cr_assert_not_null(loss, "%s", sstc_errmsg());
+    expect_close(loss->data, fx_get(&f, "loss")->v, 1, 1e-5f, 1e-4f, "loss");
+    cr_assert_eq(sstc_backward(ctx, loss), 0);
+    fx_array *g = fx_get(&f, "dlogits");
+    expect_close(z->grad, g->v, g->n, 1e-6f, 1e-4f, "dlogits");
+    sstc_ctx_free(ctx);
+    fx_free(&f);
+}

@@ -341,3 +341,32 @@ Test(run, non_finite_weights_stop_the_run_and_keep_the_last_good_checkpoint) {
         sstc_session_close(s);
     }
 }
+
+/* [compress] distill: the float network teaches the coded one. The loss
+ * changes (runs differ from the same run without it), the summary records it,
+ * and an interrupted and resumed run (the teacher reloaded from the float
+ * checkpoint) equals an uninterrupted one. */
+Test(run, compression_with_distillation_resumes_exactly_and_changes_the_run) {
+    const char *spec = "[compress]\nN = 4\nK = 1\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\nbn_batches = 3\n"
+                       "distill = 0.7\ndistill_temperature = 3\n";
+    const char *plain = "[compress]\nN = 4\nK = 1\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\nbn_batches = 3\n";
+    char a[300], b[300], c[300];
+    snprintf(a, sizeof a, "%s/da", dir);
+    snprintf(b, sizeof b, "%s/db", dir);
+    snprintf(c, sizeof c, "%s/dc", dir);
+    char *ma = run_to_end(a, spec, 1, -1);
+    char *mb = run_to_end(b, spec, 1, 22); /* inside the quantized retraining */
+    char *mc = run_to_end(c, plain, 1, -1);
+    cr_assert_str_eq(ma, mb);
+    /* the float epochs are the same; the compression epochs are not */
+    cr_assert_not_null(strstr(ma, "\n1,prune,2,"), "%s", ma);
+    cr_assert(strcmp(strstr(ma, "\n1,prune,2,"), strstr(mc, "\n1,prune,2,")) != 0, "distillation changed nothing");
+    char p1[400];
+    snprintf(p1, sizeof p1, "%s/summary.json", a);
+    cJSON *j = NULL;
+    cr_assert_eq(sstc_read_json(p1, &j), 0, "%s", sstc_errmsg());
+    cr_assert_float_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "distill")), 0.7, 1e-6);
+    cr_assert_float_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "distill_temperature")), 3, 1e-6);
+    cJSON_Delete(j);
+    free(ma), free(mb), free(mc);
+}
