@@ -37,12 +37,15 @@ int sstc_dist_size(void);
 /* In-place sums over all ranks (no-ops with one rank). 0 or SSTC_EIO. */
 int sstc_dist_sum_f32(float *buf, size_t n);
 int sstc_dist_sum_f64(double *buf, size_t n);
+/* buf holds P blocks of blk floats: every rank's own block r to all ranks
+ * (MPI_Allgather). */
+int sstc_dist_allgather_f32(float *buf, size_t blk);
 /* Rank 0's bytes to every rank. */
 int sstc_dist_bcast(void *buf, size_t bytes);
 /* SSTC_ECONFIG naming `what` unless every rank passed the same 32 bytes. */
 int sstc_dist_check_same(const unsigned char digest[32], const char *what);
 
-/* Seconds spent in the reductions and bytes summed so far (for benchmarks). */
+/* Seconds spent in the collectives above and bytes summed so far (for benchmarks). */
 double sstc_dist_reduce_seconds(void);
 double sstc_dist_reduce_bytes(void);
 

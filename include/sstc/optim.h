@@ -11,6 +11,8 @@
 #ifndef SSTC_OPTIM_H
 #define SSTC_OPTIM_H
 
+#include <stddef.h>
+
 #include "sstc/tensor.h"
 
 typedef enum { SSTC_OPT_SGD = 0, SSTC_OPT_ADAM } sstc_optim_kind;
@@ -41,6 +43,11 @@ sstc_optimizer *sstc_optim_create(const sstc_optim_config *cfg, sstc_tensor **pa
 void sstc_optim_free(sstc_optimizer *o);
 /* One update of every parameter from its .grad, at learning rate lr. */
 int sstc_optim_step(sstc_optimizer *o, float lr);
+/* The same step (the step counter advances) for the elements [lo, hi) of all
+ * parameters laid end to end in order only: every update is elementwise, so
+ * ranks that each step one part compute exactly the bits of a whole step
+ * (sharded optimizer of an MPI job, sstc/dist.h). */
+int sstc_optim_step_range(sstc_optimizer *o, float lr, size_t lo, size_t hi);
 void sstc_optim_zero_grad(sstc_optimizer *o);
 
 /* Instruction sets of the Adam kernel: the baseline build, AVX2, AVX-512. */

@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,15 +113,22 @@ static adam_fn adam_kernel(void) {
 
 #define ADAM_CHUNK 16384
 
-int sstc_optim_step(sstc_optimizer *o, float lr) {
+int sstc_optim_step(sstc_optimizer *o, float lr) { return sstc_optim_step_range(o, lr, 0, SIZE_MAX); }
+
+int sstc_optim_step_range(sstc_optimizer *o, float lr, size_t lo, size_t hi) {
     if (!o) return sstc_fail(SSTC_EINVAL, "optim_step: NULL optimizer");
     const sstc_optim_config *c = &o->cfg;
     o->step++;
     double bc1 = 1.0 - pow(c->beta1, (double)o->step), bc2 = 1.0 - pow(c->beta2, (double)o->step);
+    size_t off = 0;
     for (int p = 0; p < o->nparams; p++) {
         sstc_tensor *t = o->params[p];
-        float *w = t->data, *g = t->grad, *m = o->m[p];
-        size_t n = t->size;
+        /* the part of this tensor inside [lo, hi) of all parameters in order */
+        size_t a = lo > off ? lo - off : 0, b = hi - off < t->size ? hi - off : t->size;
+        off += t->size;
+        if (hi <= off - t->size || a >= b) continue;
+        float *w = t->data + a, *g = t->grad + a, *m = o->m[p] + a;
+        size_t n = b - a;
         float wd = t->ndim >= 2 ? c->weight_decay : 0.0f;
         if (c->kind == SSTC_OPT_SGD) {
             float mom = c->momentum;
@@ -131,7 +139,7 @@ int sstc_optim_step(sstc_optimizer *o, float lr) {
                 w[i] -= lr * m[i];
             }
         } else {
-            float *restrict v = o->v[p];
+            float *restrict v = o->v[p] + a;
             float *restrict wr = w, *restrict mr = m;
             const float *restrict gr = g;
             float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
