@@ -34,6 +34,7 @@ struct sstc_session {
     float *dist_buf;                /* several MPI ranks: the flat gradient buffer */
     size_t dist_cap;
     int dist_stop;                  /* the stop flag as the ranks agreed on it */
+    float *flat_data, *flat_grad;   /* several ranks: the trainable parameters, end to end */
     struct sstc_session *teacher;   /* distillation: the teacher (owned), its weight and temperature */
     float distill_alpha, distill_T;
 };

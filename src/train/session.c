@@ -108,6 +108,30 @@ int sstc_session_load_data(sstc_session *s, const char *dataset) {
     return 0;
 }
 
+/* Several MPI ranks: the trainable parameters' values and gradients moved
+ * into two flat buffers (P equal blocks, zero padding), so that the
+ * gradient all-reduce and the parameter all-gather run in place, without
+ * copies. The old storage stays with the model's arena, unused. */
+static int dist_flatten(sstc_session *s) {
+    sstc_optimizer *o = s->opt;
+    size_t P = (size_t)sstc_dist_size(), total = 0;
+    for (int p = 0; p < o->nparams; p++) total += o->params[p]->size;
+    size_t cap = (total + P - 1) / P * P;
+    s->flat_data = calloc(cap ? cap : 1, sizeof(float));
+    s->flat_grad = calloc(cap ? cap : 1, sizeof(float));
+    if (!s->flat_data || !s->flat_grad) return sstc_fail(SSTC_ENOMEM, "session: out of memory for the flat parameters");
+    size_t off = 0;
+    for (int p = 0; p < o->nparams; p++) {
+        sstc_tensor *t = o->params[p];
+        memcpy(s->flat_data + off, t->data, t->size * sizeof(float));
+        memcpy(s->flat_grad + off, t->grad, t->size * sizeof(float));
+        t->data = s->flat_data + off;
+        t->grad = s->flat_grad + off;
+        off += t->size;
+    }
+    return 0;
+}
+
 static int build(sstc_session *s) {
     const sstc_config *c = &s->cfg;
     sstc_set_threads(c->threads);
@@ -123,6 +147,7 @@ static int build(sstc_session *s) {
         if (nt[i].trainable) params[np++] = nt[i].tensor;
     s->opt = sstc_optim_create(&c->optim, params, np);
     if (!s->opt) return sstc_errcode();
+    if (sstc_dist_size() > 1 && dist_flatten(s)) return sstc_errcode();
     s->ctx = sstc_ctx_create((size_t)64 << 20);
     int bs = c->batch_size > c->eval_batch_size ? c->batch_size : c->eval_batch_size;
     size_t per = (size_t)s->in_c * s->in_h * s->in_w;
@@ -206,6 +231,8 @@ void sstc_session_release(sstc_session *s) {
     free(s->x);
     free(s->y);
     free(s->dist_buf);
+    free(s->flat_data);
+    free(s->flat_grad);
     sstc_session_close(s->teacher);
     free(s->cfg_text);
     for (int i = 0; i < s->noverrides; i++) free(s->overrides[i]);
@@ -280,10 +307,16 @@ static int dist_reduce_step(sstc_session *s, int n_local, int n_global, double *
         s->dist_cap = s->dist_buf ? blk * (size_t)P : 0;
         if (!s->dist_buf) return sstc_fail(SSTC_ENOMEM, "gradient reduction buffer: out of memory");
     }
-    dist_copy(o, s->dist_buf, 0, total, DIST_GRAD, 1, (float)n_local / (float)n_global);
-    if (sstc_dist_sum_f32(s->dist_buf, total)) return sstc_errcode();
-    size_t lo = (size_t)r * blk, hi = lo + blk < total ? lo + blk : total;
-    dist_copy(o, s->dist_buf, lo, hi, DIST_GRAD, 0, 1.0f);
+    if (s->flat_grad) {
+        /* the gradients are one flat array, already scaled (the loss was) */
+        (void)r;
+        if (sstc_dist_sum_f32(s->flat_grad, total)) return sstc_errcode();
+    } else {
+        dist_copy(o, s->dist_buf, 0, total, DIST_GRAD, 1, (float)n_local / (float)n_global);
+        if (sstc_dist_sum_f32(s->dist_buf, total)) return sstc_errcode();
+        size_t lo = (size_t)r * blk, hi = lo + blk < total ? lo + blk : total;
+        dist_copy(o, s->dist_buf, lo, hi, DIST_GRAD, 0, 1.0f);
+    }
     double sums[3] = {*loss_sum, *errs, s->stop && *s->stop ? 1.0 : 0.0};
     if (sstc_dist_sum_f64(sums, 3)) return sstc_errcode();
     *loss_sum = sums[0], *errs = sums[1];
@@ -298,6 +331,7 @@ static int dist_optim_step(sstc_session *s, float rate) {
     size_t lo = (size_t)r * blk, hi = lo + blk < total ? lo + blk : total;
     if (lo < hi && sstc_optim_step_range(o, rate, lo, hi)) return sstc_errcode();
     if (lo >= hi) o->step++; /* no elements here (more ranks than weights): keep the step count */
+    if (s->flat_data) return sstc_dist_allgather_f32(s->flat_data, blk) ? sstc_errcode() : 0;
     dist_copy(o, s->dist_buf, lo, hi, DIST_DATA, 1, 1.0f);
     if (sstc_dist_allgather_f32(s->dist_buf, blk)) return sstc_errcode();
     /* the other ranks' blocks (this rank's own is in place already) */
@@ -423,8 +457,11 @@ int sstc_session_train_epoch(sstc_session *s, const sstc_lr_schedule *lr, int to
             if (!loss) return sstc_errcode();
             lsum = (double)loss->data[0] * nl;
             errs = argmax_errors(logits->data, s->y + lo, nl, C);
+            /* several ranks with flat gradients: the rank's share of the batch
+             * scales its loss, so its gradients arrive scaled for the sum */
+            if (P > 1 && s->flat_grad) loss = sstc_scale(s->ctx, loss, (float)nl / (float)n);
             /* a non-finite loss skips the backward pass; the check below stops every rank */
-            if (isfinite(lsum) && sstc_backward(s->ctx, loss)) return sstc_errcode();
+            if (isfinite(lsum) && (!loss || sstc_backward(s->ctx, loss))) return sstc_errcode();
         }
         if (P > 1 && dist_reduce_step(s, nl, n, &lsum, &errs)) return sstc_errcode();
         double lv = lsum / n;
