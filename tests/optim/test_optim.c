@@ -127,3 +127,49 @@ Test(optim, every_adam_kernel_version_gives_the_same_bits) {
     sstc_optim_force_isa(SSTC_ISA_AVX512);
     sstc_ctx_free(P);
 }
+
+/* A sharded step: optimizers that each step only a range of the parameters
+ * laid end to end (cut inside a tensor, too) give together the bits of one
+ * whole step (what the ranks of an MPI job rely on). */
+Test(optim, stepping_ranges_of_the_parameters_equals_a_whole_step) {
+    sstc_ctx *P = sstc_ctx_create(0);
+    sstc_rng r;
+    sstc_rng_seed(&r, 41);
+    for (int kind = 0; kind < 2; kind++) {
+        sstc_tensor *w[3][2];
+        sstc_optimizer *o[3];
+        for (int k = 0; k < 3; k++) {
+            sstc_rng rr = r;
+            w[k][0] = sstc_param_new(P, 2, (int[]){7, 13});
+            w[k][1] = sstc_param_new(P, 1, (int[]){50});
+            for (int j = 0; j < 2; j++)
+                for (size_t i = 0; i < w[k][j]->size; i++) w[k][j]->data[i] = sstc_rng_normal(&rr);
+            sstc_optim_config c = sstc_optim_defaults(kind ? SSTC_OPT_SGD : SSTC_OPT_ADAM);
+            c.weight_decay = 0.05f;
+            if (kind) c.momentum = 0.9f;
+            o[k] = sstc_optim_create(&c, w[k], 2);
+            cr_assert_not_null(o[k], "%s", sstc_errmsg());
+        }
+        size_t cut = 40; /* inside the first tensor (91 values) */
+        for (int step = 0; step < 3; step++) {
+            for (int j = 0; j < 2; j++)
+                for (size_t i = 0; i < w[0][j]->size; i++) {
+                    float g = sstc_rng_normal(&r);
+                    for (int k = 0; k < 3; k++) w[k][j]->grad[i] = g;
+                }
+            cr_assert_eq(sstc_optim_step(o[0], 0.01f), 0);
+            cr_assert_eq(sstc_optim_step_range(o[1], 0.01f, 0, cut), 0);
+            cr_assert_eq(sstc_optim_step_range(o[2], 0.01f, cut, 141), 0);
+            /* each shard's owner keeps its part: merge into o[1]'s weights */
+            for (int j = 0, off = 0; j < 2; off += (int)w[0][j]->size, j++)
+                for (size_t i = 0; i < w[0][j]->size; i++)
+                    if ((size_t)off + i >= cut) w[1][j]->data[i] = w[2][j]->data[i], w[2][j]->data[i] = w[1][j]->data[i];
+                    else w[2][j]->data[i] = w[1][j]->data[i];
+        }
+        for (int j = 0; j < 2; j++)
+            cr_assert_eq(memcmp(w[0][j]->data, w[1][j]->data, w[0][j]->size * sizeof(float)), 0, "%s, tensor %d",
+                         kind ? "SGD" : "Adam", j);
+        for (int k = 0; k < 3; k++) sstc_optim_free(o[k]);
+    }
+    sstc_ctx_free(P);
+}
