@@ -629,10 +629,16 @@ Test(ops, relu_gradient_at_exactly_zero_is_zero) {
     const float v[4] = {-1.0f, 0.0f, -0.0f, 2.0f};
     memcpy(x->data, v, sizeof v);
     sstc_ctx *c = sstc_ctx_create(1 << 16);
-    sstc_zero_grad(x);
-    cr_assert_eq(sstc_backward(c, sstc_sum(c, sstc_relu(c, x))), 0, "%s", sstc_errmsg());
-    cr_assert(x->grad[0] == 0 && x->grad[1] == 0 && x->grad[2] == 0 && x->grad[3] == 1, "dx = %g %g %g %g",
-              x->grad[0], x->grad[1], x->grad[2], x->grad[3]);
+    /* both paths of the rule: into an existing gradient (x is a parameter)
+     * and into a fresh one (the input of the ReLU is an intermediate result) */
+    for (int fresh = 0; fresh < 2; fresh++) {
+        sstc_ctx_reset(c);
+        sstc_zero_grad(x);
+        sstc_tensor *in = fresh ? sstc_scale(c, x, 1.0f) : x;
+        cr_assert_eq(sstc_backward(c, sstc_sum(c, sstc_relu(c, in))), 0, "%s", sstc_errmsg());
+        cr_assert(x->grad[0] == 0 && x->grad[1] == 0 && x->grad[2] == 0 && x->grad[3] == 1, "fresh %d: dx = %g %g %g %g",
+                  fresh, x->grad[0], x->grad[1], x->grad[2], x->grad[3]);
+    }
     sstc_ctx_free(c);
 }
 

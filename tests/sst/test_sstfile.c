@@ -372,6 +372,28 @@ Test(sst_file, bad_code_lengths_indices_and_padding_are_rejected) {
     sstc_sst_free(m);
 }
 
+/* fan_in 7 with N = 8: one padded position only (the last), which must
+ * still be checked */
+Test(sst_file, a_non_zero_in_a_single_padded_position_is_rejected) {
+    sstc_sst_model *m = sstc_sst_model_new(1);
+    m->in_c = 7, m->in_h = 1, m->in_w = 1, m->num_classes = 2;
+    m->layers[0] = (sstc_sst_layer){.kind = SSTC_SST_FC, .out = 2, .in = 7, .coded = 1, .N = 8, .K = 2};
+    sstc_rng r;
+    sstc_rng_seed(&r, 26);
+    th_fill_layer(&r, &m->layers[0]);
+    uint8_t *buf;
+    size_t n;
+    cr_assert_eq(sstc_sst_write_mem(m, &buf, &n), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(m->layers[0].codes_bytes, 2u, "2 rows x 1 group x 8 bits");
+    int8_t t[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    uint32_t idx;
+    sstc_code_rank(8, 2, t, &idx);
+    uint8_t ib = (uint8_t)idx;
+    patch_and_expect(buf, n, n - 4 - 2, &ib, 1, "padding position 7", "non-zero in the only padded position");
+    free(buf);
+    sstc_sst_free(m);
+}
+
 Test(sst_file, stray_bits_after_the_last_code_are_rejected) {
     sstc_sst_model *m = sstc_sst_model_new(1);
     m->in_c = 3, m->in_h = 1, m->in_w = 1, m->num_classes = 3;
