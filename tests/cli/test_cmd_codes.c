@@ -6,15 +6,10 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "../data/data_helpers.h"
+
 /* Runs cmd, captures stdout (and stderr when the command redirects it). */
-static int run(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p, "cannot run %s", cmd);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *cmd, char *out, size_t cap) { return th_run(cmd, out, cap); }
 
 Test(sst_cli, codes_prints_one_machine_readable_line) {
     const char *want[][2] = {

@@ -20,14 +20,7 @@ static void teardown(void) {
 
 TestSuite(data_cli, .init = setup, .fini = teardown);
 
-static int run(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p, "cannot run %s", cmd);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *cmd, char *out, size_t cap) { return th_run(cmd, out, cap); }
 
 /* train: 3 "cat" + 2 "dog"; test: 1 "dog"; 5x4 RGB PNGs. */
 static void make_dataset(void) {

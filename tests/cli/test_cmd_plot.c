@@ -15,14 +15,7 @@
 
 static char dir[256], odir[400];
 
-static int run(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p, "cannot run %s", cmd);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *cmd, char *out, size_t cap) { return th_run(cmd, out, cap); }
 
 static void setup(void) {
     tiny_dataset_make(dir, sizeof dir, 64, 32);

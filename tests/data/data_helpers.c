@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
@@ -216,3 +217,12 @@ void th_write_cifar(const char *path, int n, const uint8_t *labels, int first) {
 }
 
 int th_has(const char *haystack, const char *needle) { return haystack && strstr(haystack, needle) != NULL; }
+
+int th_run(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p, "cannot run %s", cmd);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

@@ -42,5 +42,9 @@ void th_write_cifar(const char *path, int n, const uint8_t *labels, int first);
 
 /* 1 if haystack contains needle (for error-message checks). */
 int th_has(const char *haystack, const char *needle);
+/* Runs a shell command, its output (stdout; add 2>&1 for stderr) into out
+ * (NUL-terminated, at most cap - 1 bytes); returns its exit status (-1 when
+ * it did not exit normally). */
+int th_run(const char *cmd, char *out, size_t cap);
 
 #endif

@@ -38,14 +38,7 @@ static int have_mpi(void) {
         if (!have_mpi()) cr_skip_test("build/sstc-mpi or mpirun missing (make test-mpi)"); \
     } while (0)
 
-static int run(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p, "cannot run %s", cmd);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *cmd, char *out, size_t cap) { return th_run(cmd, out, cap); }
 
 static void write_config(const char *name, const char *body, char *path, size_t n) {
     snprintf(path, n, "%s/%s", dir, name);
