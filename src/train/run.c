@@ -174,7 +174,12 @@ static int restore(run_ctx *r) {
     if (sstc_checkpoint_check_config(s, r->ckpt)) {
         if (!r->o->allow_config_change) return sstc_fail_prefix(sstc_errcode(), "--resume: ");
         r->config_changed = 1;
-        if (!s->quiet) fprintf(s->log, "warning: resuming with a changed configuration: %s\n", sstc_errmsg());
+        if (!s->quiet) {
+            /* the refusal's advice does not apply: the change is accepted */
+            const char *m = sstc_errmsg(), *cut = strstr(m, "; resume with the same config");
+            fprintf(s->log, "warning: resuming with a changed configuration (accepted; summary.json records it): %.*s\n",
+                    cut ? (int)(cut - m) : (int)strlen(m), m);
+        }
     }
     void *blob = NULL;
     size_t len = 0;
