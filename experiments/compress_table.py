@@ -29,8 +29,11 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SSTC = os.path.join(ROOT, "build", "sstc")
 RESULTS = os.path.join(ROOT, "experiments", "results")
-HEADER = ("dataset,method,N,K,normalize,schedule,layers,seed,bits_per_weight,compression,"
-          "test_error,float_test_error,epochs,seconds")
+# config: which network (the CIFAR-10 tables code two networks, and ResNet-20);
+# test_flip: whether test_error averages each image with its mirror image, in which
+# case test_error_single is the single-view figure (empty otherwise)
+HEADER = ("config,dataset,method,N,K,normalize,schedule,layers,seed,bits_per_weight,compression,"
+          "test_error,float_test_error,epochs,seconds,test_flip,test_error_single,distill")
 
 # Gradual pruning schedules: strictly decreasing, ending at K.
 SCHEDULES = {(4, 1): "2,1", (8, 1): "4,2,1", (8, 2): "4,3,2", (8, 3): "6,4,3",
@@ -154,14 +157,18 @@ def write_results(table, spec, rows, float_summary):
     with open(csv_path, "w") as f:
         f.write(HEADER + "\n")
         fs = float_summary
-        f.write("%s,float,,,,,,%d,32,1,%.6f,%.6f,%d,%.1f\n" % (
-            fs["dataset"], fs["seed"], fs["test_error"], fs["test_error"], fs["epochs"], fs["seconds"]))
+        def flip(s):
+            single = s.get("test_error_single")
+            return "%d,%s" % (1 if s.get("test_flip") else 0, "%.6f" % single if single is not None else "")
+        f.write("%s,%s,float,,,,,,%d,32,1,%.6f,%.6f,%d,%.1f,%s,\n" % (
+            spec["config"], fs["dataset"], fs["seed"], fs["test_error"], fs["test_error"], fs["epochs"], fs["seconds"],
+            flip(fs)))
         for r in rows:
             s = r["summary"]
-            f.write("%s,%s,%d,%d,%s,%s,%s,%d,%.4f,%.2f,%.6f,%.6f,%d,%.1f\n" % (
-                s["dataset"], s["method"], s["N"], s["K"], s["normalize"], s["schedule"],
+            f.write("%s,%s,%s,%d,%d,%s,%s,%s,%d,%.4f,%.2f,%.6f,%.6f,%d,%.1f,%s,%g\n" % (
+                spec["config"], s["dataset"], s["method"], s["N"], s["K"], s["normalize"], s["schedule"],
                 s["layers"].replace(",", " "), s["seed"], s["bits_per_weight"], s["compression"],
-                s["test_error"], s["float_test_error"], s["epochs"], s["seconds"]))
+                s["test_error"], s["float_test_error"], s["epochs"], s["seconds"], flip(s), s.get("distill", 0)))
     md = [f"# {table}: structured sparse ternary coding", "",
           "Written by `experiments/compress_table.py %s` from the runs' summary.json files." % table,
           "Test error in %; every coded network codes all weight layers unless stated.", ""]
