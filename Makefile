@@ -161,7 +161,7 @@ bench-infer: $(BUILD)/bench_infer
 # model.sst checked with the multiplication-free engine, a short table
 run: $(BUILD)/sstc
 	./$(BUILD)/sstc data prepare mnist
-	./$(BUILD)/sstc run configs/mnist_fc.ini
+	./$(BUILD)/sstc run configs/mnist_fc_quick.ini
 
 # sstc against PyTorch (needs python3-torch), alternating, same net/data/threads
 bench-train: $(BUILD)/sstc
