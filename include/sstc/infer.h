@@ -110,6 +110,7 @@ typedef struct {
     size_t code_bytes;       /* packed indices and code tables */
     size_t param_bytes;      /* affines, float weights, input tables (one mode) */
     size_t buffer_bytes[2];  /* the activation buffers (input included): [0] float mode, [1] int8 mode */
+    size_t scratch_bytes;    /* the group-table scratch of coded fc layers (both modes: 4-byte sums) */
     int buffers;             /* how many: 2 for a plain chain, more to keep skip-connection sources */
     int int8;                /* the int8 variant was exported (the engine was calibrated) */
 } sstc_export_c_info;

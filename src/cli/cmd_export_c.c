@@ -34,8 +34,8 @@ int cli_export_c_header(const char *sst_path, const char *dir, const char *calib
     if (!status) {
         printf("wrote %s/sstc_net.h and %s/sstc_net.c\n", dir, dir);
         printf("const_code_bytes=%zu const_param_bytes=%zu ram_float_bytes=%zu ram_int8_bytes=%zu int8=%s\n",
-               info.code_bytes, info.param_bytes, info.buffer_bytes[0], info.buffer_bytes[1],
-               info.int8 ? "yes" : "no (pass --data NAME to calibrate)");
+               info.code_bytes, info.param_bytes, info.buffer_bytes[0] + info.scratch_bytes,
+               info.buffer_bytes[1] + info.scratch_bytes, info.int8 ? "yes" : "no (pass --data NAME to calibrate)");
     }
     sstc_engine_free(e);
     return status;

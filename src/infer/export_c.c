@@ -79,6 +79,36 @@ static uint8_t *table_bytes(const sstc_coded_matrix *cm) {
     return t;
 }
 
+/* A coded fully connected layer runs through per-group tables when its code
+ * table is small: for each group the sum of every code is built (one
+ * addition each, from the code with its last non-zero removed), then every
+ * output adds the sum its code names (docs/inference.md, section 4). */
+#define LUT_MAX_ENTRIES 1024
+static int uses_lut(const sstc_infer_op *op) {
+    return op->kind == SSTC_OP_FC && op->coded && op->cm.entries <= LUT_MAX_ENTRIES;
+}
+
+/* parent[e]: the entry with e's last non-zero slot removed; last[e]: that
+ * slot's byte (0 for the empty code). 0 or SSTC_EFORMAT. */
+static int lut_tables(const uint8_t *t, int E, int S, uint16_t *parent, uint8_t *last) {
+    for (int e = 0; e < E; e++) {
+        int k = 0;
+        while (k < S && t[e * S + k]) k++;
+        parent[e] = 0;
+        last[e] = k ? t[e * S + k - 1] : 0;
+        if (!k) continue;
+        int found = -1;
+        for (int q = 0; q < e && found < 0; q++) {
+            int ok = 1;
+            for (int j = 0; j < S && ok; j++) ok = t[q * S + j] == (j < k - 1 ? t[e * S + j] : 0);
+            if (ok) found = q;
+        }
+        if (found < 0) return sstc_fail(SSTC_EFORMAT, "export: code %d of the table has no parent code", e);
+        parent[e] = (uint16_t)found;
+    }
+    return SSTC_OK;
+}
+
 static void table_name(const sstc_coded_matrix *cm, char *buf, size_t n) {
     if (cm->native) snprintf(buf, n, "sstc_net_table_%d_%d", cm->N, cm->K);
     else snprintf(buf, n, "sstc_net_table_t4");
@@ -138,7 +168,8 @@ static int write_header(const sstc_engine *e, FILE *f, const size_t *at, size_t 
                "    int32_t kh, kw, stride, pad;      /* convolutions and pools */\n"
                "    int32_t n, groups, bits, slots;   /* coded: inputs per group, groups per row,\n"
                "                                         bits per index, non-zeros per entry */\n"
-               "    const uint8_t *codes;             /* coded: packed group indices, LSB first */\n"
+               "    const uint8_t *codes;             /* coded: packed group indices, LSB first; row by\n"
+               "                                         row, or group by group when entries > 0 */\n"
                "    const uint8_t *table;             /* coded: per entry `slots` bytes, 0 = none,\n"
                "                                         else 1 + 2*position + (sign < 0) */\n"
                "    const float *weight;              /* float layers: oc x fan_in */\n"
@@ -147,6 +178,9 @@ static int write_header(const sstc_engine *e, FILE *f, const size_t *at, size_t 
                "    const int32_t *src;               /* route: arena offset and size of each source */\n"
                "    const float *k;                   /* shortcut, route (int8): code factor per input,\n"
                "                                         its scale over the output's */\n"
+               "    int32_t entries;                  /* coded fc through group tables: codes in the table */\n"
+               "    const uint16_t *parent;           /* ... each code's code with its last non-zero removed */\n"
+               "    const uint8_t *lastnz;            /* ... that non-zero (1 + 2*position + (sign < 0)) */\n"
                "} sstc_net_op;\n\n");
     fprintf(f,
             "#define SSTC_NET_OPS %d\n"
@@ -194,6 +228,17 @@ static int write_header(const sstc_engine *e, FILE *f, const size_t *at, size_t 
         fprintf(f, "#define SSTC_NET_PERM(i) (i)\n\n");
     }
 
+    /* scratch of the group-table path: one table, one sum per output */
+    int lut_e = 1, lut_oc = 1;
+    for (int k = 0; k < e->n_ops; k++)
+        if (uses_lut(&e->ops[k])) {
+            if (e->ops[k].cm.entries > lut_e) lut_e = e->ops[k].cm.entries;
+            if (e->ops[k].oc > lut_oc) lut_oc = e->ops[k].oc;
+        }
+    fprintf(f, "#define SSTC_NET_LUT_E %d   /* scratch: the largest group table */\n"
+               "#define SSTC_NET_LUT_OC %d  /* scratch: sums of the widest table-run layer */\n\n", lut_e, lut_oc);
+    if (info) info->scratch_bytes = (size_t)(lut_e + lut_oc) * 4;
+
     /* code tables, once per kind */
     char names[64][48];
     int ntables = 0;
@@ -212,6 +257,22 @@ static int write_header(const sstc_engine *e, FILE *f, const size_t *at, size_t 
                 op->cm.native ? "(N,K)" : "ternary groups of 4", op->cm.entries, op->cm.slots);
         put_bytes(f, "uint8_t", nm, t, (size_t)op->cm.entries * op->cm.slots);
         codes += (size_t)op->cm.entries * op->cm.slots;
+        if (op->cm.entries <= LUT_MAX_ENTRIES) {
+            uint16_t parent[LUT_MAX_ENTRIES];
+            uint8_t last[LUT_MAX_ENTRIES];
+            int rc = lut_tables(t, op->cm.entries, op->cm.slots, parent, last);
+            if (rc) {
+                free(t);
+                return rc;
+            }
+            fprintf(f, "static const uint16_t %s_parent[%d] = {", nm, op->cm.entries);
+            for (int i = 0; i < op->cm.entries; i++) fprintf(f, "%s%u,", i % 16 ? "" : "\n    ", parent[i]);
+            fprintf(f, "\n};\n");
+            char ln[64];
+            snprintf(ln, sizeof ln, "%s_last", nm);
+            put_bytes(f, "uint8_t", ln, last, (size_t)op->cm.entries);
+            codes += (size_t)op->cm.entries * 3;
+        }
         free(t);
     }
 
@@ -234,8 +295,12 @@ static int write_header(const sstc_engine *e, FILE *f, const size_t *at, size_t 
                     free(idx), free(packed);
                     return sstc_fail(SSTC_ENOMEM, "export: out of memory");
                 }
+                /* row by row; group by group (all rows of group 0, then of group 1, ...) for a
+                 * layer run through group tables, which reads them in that order */
+                int gmajor = uses_lut(op);
                 for (size_t r = 0; r < (size_t)cm->rows; r++)
-                    for (size_t g = 0; g < (size_t)cm->groups; g++) idx[r * cm->groups + g] = sstc_coded_index(cm, r, g);
+                    for (size_t g = 0; g < (size_t)cm->groups; g++)
+                        idx[gmajor ? g * cm->rows + r : r * cm->groups + g] = sstc_coded_index(cm, r, g);
                 int rc = sstc_pack_codes(idx, count, cm->bits, packed);
                 if (!rc) {
                     snprintf(nm, sizeof nm, "sstc_net_codes%d", k);
@@ -312,14 +377,19 @@ static int write_header(const sstc_engine *e, FILE *f, const size_t *at, size_t 
         if (op->kind == SSTC_OP_SHORTCUT || op->kind == SSTC_OP_ROUTE) snprintf(kf, sizeof kf, "sstc_net_k%d", k);
         if (op->kind == SSTC_OP_ROUTE) snprintf(src, sizeof src, "sstc_net_src%d", k);
         size_t in2 = op->kind == SSTC_OP_SHORTCUT ? at[op->src[1] + 1] : 0;
+        char lparent[64] = "0", llast[64] = "0";
+        if (uses_lut(op)) {
+            snprintf(lparent, sizeof lparent, "%s_parent", tname);
+            snprintf(llast, sizeof llast, "%s_last", tname);
+        }
         fprintf(f,
                 "    {%s, %d, %d, %d, %zu, %zu, %zu, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d,\n"
-                "     %s, %s, %s, %s, %s, %d, %s, %s},\n",
+                "     %s, %s, %s, %s, %s, %d, %s, %s, %d, %s, %s},\n",
                 kind_names[op->kind], op->relu, weighted && op->coded, op->writes_logits, at[op->src[0] + 1], in2,
                 at[k + 1], op->c, op->h, op->w, op->oc, op->oh, op->ow, op->kh, op->kw, op->stride, op->pad,
                 op->coded ? op->cm.n : 0, op->coded ? op->cm.groups : 0, op->coded ? op->cm.bits : 0,
                 op->coded ? op->cm.slots : 0, codes_name, tname, w, a, b, op->kind == SSTC_OP_ROUTE ? op->nsrc : 0, src,
-                kf);
+                kf, uses_lut(op) ? op->cm.entries : 0, lparent, llast);
     }
     if (!e->n_ops) fprintf(f, "    {0}\n");
     fprintf(f, "};\n\n#endif /* SSTC_NET_IMPLEMENTATION */\n#endif /* SSTC_NET_H */\n");
@@ -442,6 +512,40 @@ static const char runner[] =
     "            }\n"
     "}\n"
     "\n"
+    "static sstc_net_acc sstc_net_lut[SSTC_NET_LUT_E];\n"
+    "static sstc_net_acc sstc_net_sums[SSTC_NET_LUT_OC];\n"
+    "\n"
+    "/* A coded fully connected layer through group tables: for each group of n\n"
+    "   inputs the sum every code stands for, one addition each (the code's sum\n"
+    "   is its parent's, the code without its last non-zero, plus or minus that\n"
+    "   input), then every output adds the sum its code names. */\n"
+    "static void sstc_net_fc_lut(const sstc_net_op *op, const sstc_net_act *in, sstc_net_act *out, float *logits) {\n"
+    "    const int32_t E = op->entries, G = op->groups, n = op->n, bits = op->bits, oc = op->oc;\n"
+    "    const int32_t fan_in = op->c * op->h * op->w;\n"
+    "    const uint16_t *parent = op->parent;\n"
+    "    const uint8_t *last = op->lastnz, *codes = op->codes;\n"
+    "    sstc_net_acc x[16];\n"
+    "    int32_t e, g, o, p;\n"
+    "    for (o = 0; o < oc; o++) sstc_net_sums[o] = 0;\n"
+    "    for (g = 0; g < G; g++) {\n"
+    "        for (p = 0; p < n; p++) x[p] = g * n + p < fan_in ? (sstc_net_acc)in[g * n + p] : 0; /* padding: 0 */\n"
+    "        sstc_net_lut[0] = 0;\n"
+    "        for (e = 1; e < E; e++) {\n"
+    "            int32_t v = last[e] - 1;\n"
+    "            sstc_net_lut[e] = (v & 1) ? sstc_net_lut[parent[e]] - x[v >> 1] : sstc_net_lut[parent[e]] + x[v >> 1];\n"
+    "        }\n"
+    "        /* this layer's indices are stored group by group: oc of them per group */\n"
+    "        if (bits == 8) {\n"
+    "            const uint8_t *c = codes + (uint32_t)g * (uint32_t)oc;\n"
+    "            for (o = 0; o < oc; o++) sstc_net_sums[o] += sstc_net_lut[c[o]];\n"
+    "        } else {\n"
+    "            for (o = 0; o < oc; o++)\n"
+    "                sstc_net_sums[o] += sstc_net_lut[sstc_net_index(codes, (uint32_t)g * (uint32_t)oc + (uint32_t)o, bits)];\n"
+    "        }\n"
+    "    }\n"
+    "    for (o = 0; o < oc; o++) sstc_net_emit(op, o, (float)sstc_net_sums[o], out, logits, (uint32_t)o);\n"
+    "}\n"
+    "\n"
     "static void sstc_net_pool(const sstc_net_op *op, const sstc_net_act *in, sstc_net_act *out) {\n"
     "    int32_t c, oy, ox, iy, ix, k = op->kh;\n"
     "    for (c = 0; c < op->c; c++)\n"
@@ -539,6 +643,12 @@ static const char runner[] =
     "        int32_t n = op->c * op->h * op->w;\n"
     "        switch (op->kind) {\n"
     "        case SSTC_NET_FC:\n"
+    "            if (op->entries) {\n"
+    "                sstc_net_fc_lut(op, in, out, logits);\n"
+    "                break;\n"
+    "            }\n"
+    "            sstc_net_weighted(op, in, out, logits);\n"
+    "            break;\n"
     "        case SSTC_NET_CONV: sstc_net_weighted(op, in, out, logits); break;\n"
     "        case SSTC_NET_BN:\n"
     "            for (i = 0; i < n; i++) sstc_net_emit(op, i / (op->h * op->w), (float)in[i], out, logits, (uint32_t)i);\n"
