@@ -55,6 +55,8 @@ typedef struct {
     size_t activation_values;/* their total size for one sample, in values (the input apart) */
     int calibrated;          /* int8 scales are set */
     int avx2;                /* the AVX2 kernels are in use */
+    uint32_t eval_flags;     /* the file's SSTC_SST_EVAL_* (SSTC_SST_EVAL_FLIP: its figures are
+                              * flip-averaged, and infer/eval average so by default) */
 } sstc_engine_info;
 
 void sstc_engine_get_info(const sstc_engine *e, sstc_engine_info *info);

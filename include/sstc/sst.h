@@ -137,10 +137,16 @@ int sstc_unpack_codes(const uint8_t *in, size_t nbytes, size_t count, int bits, 
 
 /* The newest format version this library reads. A file is written as version
  * 1 unless it holds a record that needs version 2 (SHORTCUT, ROUTE,
- * GLOBALAVGPOOL), so files without them keep their exact version-1 bytes; the
- * reader accepts both and refuses a version-2 file that needs no version-2
- * record (it would not write back to the same bytes). docs/format.md. */
-#define SSTC_SST_VERSION 2
+ * GLOBALAVGPOOL) or evaluation flags that need version 3 (a 4-byte field after
+ * the header), so files without them keep their exact earlier bytes; the
+ * reader accepts all three and refuses a file whose version is not the one its
+ * contents need (it would not write back to the same bytes). docs/format.md. */
+#define SSTC_SST_VERSION 3
+
+/* Evaluation flags (version 3): how the network's reported test figures were
+ * obtained, so that a reader of the file alone can reproduce them. */
+#define SSTC_SST_EVAL_FLIP 1u /* class probabilities averaged over each image and its mirror image */
+#define SSTC_SST_EVAL_KNOWN SSTC_SST_EVAL_FLIP
 
 typedef enum {
     SSTC_SST_FC = 1,        /* out, in; weights (out x in) */
@@ -206,6 +212,7 @@ typedef struct {
      * (0, 1). */
     float in_mean[4], in_std[4];
     int num_classes;          /* size of the last layer's output */
+    uint32_t eval_flags;      /* SSTC_SST_EVAL_*; non-zero makes the file version 3 */
     int n_layers;
     sstc_sst_layer *layers;   /* (n_layers) */
 } sstc_sst_model;
@@ -225,7 +232,8 @@ const char *sstc_sst_kind_name(int kind);
  * "" for kinds without fields), as `sstc inspect` prints them. */
 void sstc_sst_layer_describe(const sstc_sst_layer *layer, char *buf, size_t n);
 
-/* The version the model's file has: 2 if a record needs it, else 1. */
+/* The version the model's file has: 3 with evaluation flags, else 2 if a
+ * record needs it, else 1. */
 int sstc_sst_file_version(const sstc_sst_model *model);
 /* The output shape (C,H,W) of every record into shapes (n_layers); the
  * model's shapes must chain (SSTC_EFORMAT naming the record otherwise). A

@@ -51,6 +51,7 @@ int cli_eval_checkpoint_flip(const char *ckpt, const char *data, int flip);
 int cli_eval_file(const char *path, const char *data);
 /* The .sst side (cmd_infer.c, cmd_export_c.c). */
 int cli_is_sst_file(const char *path);
+/* flip: 1 averaged with the mirror image, 0 one view, -1 as the file records */
 int cli_eval_sst(const char *path, const char *data, int flip);
 /* The engine takes images and labels as arrays: this checks that a
  * dataset's images and classes fit it (SSTC_ESHAPE naming both shapes). */

@@ -33,7 +33,10 @@ static const char infer_usage[] =
     "  --limit N     only the first N test images\n"
     "  --batch B     images per forward pass (default 64; 1 measures latency)\n"
     "  --flip        average each image's class probabilities with its mirror\n"
-    "                image's (test-time flip averaging, as [data] test_flip)\n"
+    "                image's (test-time flip averaging, as [data] test_flip); the\n"
+    "                default when the file records that its network was evaluated\n"
+    "                so (`sstc inspect` shows it), and the line then says flip=1\n"
+    "  --no-flip     one view per image, whatever the file records\n"
     "  -h, --help\n";
 
 static int parse_count(const char *opt, const char *s, long *out) {
@@ -47,9 +50,17 @@ static int parse_count(const char *opt, const char *s, long *out) {
     return 0;
 }
 
-static void print_result(const char *mode, const sstc_infer_result *r) {
-    printf("mode=%s test_loss=%.6f test_error=%.6f count=%ld errors=%ld images_per_s=%.0f\n", mode, r->loss, r->error,
-           r->count, r->errors, r->seconds > 0 ? (double)r->count / r->seconds : 0.0);
+static void print_result(const char *mode, int flip, const sstc_infer_result *r) {
+    printf("mode=%s test_loss=%.6f test_error=%.6f count=%ld errors=%ld images_per_s=%.0f flip=%d\n", mode, r->loss,
+           r->error, r->count, r->errors, r->seconds > 0 ? (double)r->count / r->seconds : 0.0, flip);
+}
+
+/* --flip / --no-flip, else what the file records (flip < 0: not given). */
+static int flip_of(const sstc_engine *e, int flip) {
+    if (flip >= 0) return flip;
+    sstc_engine_info info;
+    sstc_engine_get_info(e, &info);
+    return (info.eval_flags & SSTC_SST_EVAL_FLIP) != 0;
 }
 
 int cli_check_dataset(const sstc_engine *e, const sstc_dataset *ds) {
@@ -93,12 +104,13 @@ int cmd_infer(int argc, char **argv) {
     }
     const char *path = NULL, *data = NULL;
     long limit = 0, batch = 64, calib = 500;
-    int int8 = 0, flip = 0;
+    int int8 = 0, flip = -1;
     for (int i = 1; i < argc; i++) {
         int bad = 0;
         if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--int8")) int8 = 1;
         else if (!strcmp(argv[i], "--flip")) flip = 1;
+        else if (!strcmp(argv[i], "--no-flip")) flip = 0;
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) bad = parse_count("--limit", argv[++i], &limit);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) bad = parse_count("--batch", argv[++i], &batch);
         else if (!strcmp(argv[i], "--calib") && i + 1 < argc) bad = parse_count("--calib", argv[++i], &calib);
@@ -122,11 +134,12 @@ int cmd_infer(int argc, char **argv) {
     int status = load_test(path, data, &e, &test);
     sstc_infer_result rf, rq;
     long n = limit > 0 && limit < test.n ? limit : test.n;
+    if (!status) flip = flip_of(e, flip);
     if (!status && sstc_engine_evaluate_flip(e, test.pixels, test.labels, n, (int)batch, flip, NULL, &rf)) {
         fprintf(stderr, "sstc infer: %s\n", sstc_errmsg());
         status = 1;
     }
-    if (!status) print_result("float", &rf);
+    if (!status) print_result("float", flip, &rf);
     if (!status && int8) {
         status = calibrate(e, data, calib);
         if (!status && (sstc_engine_set_mode(e, SSTC_ENGINE_INT8) ||
@@ -135,7 +148,7 @@ int cmd_infer(int argc, char **argv) {
             status = 1;
         }
         if (!status) {
-            print_result("int8", &rq);
+            print_result("int8", flip, &rq);
             printf("int8_cost_points=%.4f calib_images=%ld\n", 100.0 * (rq.error - rf.error), calib);
         }
     }
@@ -165,11 +178,12 @@ int cli_eval_sst(const char *path, const char *data, int flip) {
     sstc_dataset test = {0};
     sstc_infer_result r;
     int status = load_test(path, data, &e, &test);
+    if (!status) flip = flip_of(e, flip);
     if (!status && sstc_engine_evaluate_flip(e, test.pixels, test.labels, test.n, 64, flip, NULL, &r)) {
         fprintf(stderr, "sstc eval: %s\n", sstc_errmsg());
         status = 1;
     }
-    if (!status) printf("test_loss=%.6f test_error=%.6f count=%ld\n", r.loss, r.error, r.count);
+    if (!status) printf("test_loss=%.6f test_error=%.6f count=%ld flip=%d\n", r.loss, r.error, r.count, flip);
     sstc_dataset_free(&test);
     sstc_engine_free(e);
     return status;

@@ -76,6 +76,10 @@ int cmd_inspect(int argc, char **argv) {
     printf("input x = (pixel/255 - mean)/std:");
     for (int c = 0; c < m->in_c && c < 4; c++) printf(" c%d mean=%.6g std=%.6g", c, m->in_mean[c], m->in_std[c]);
     printf("\n");
+    printf("evaluation: %s\n", m->eval_flags & SSTC_SST_EVAL_FLIP
+                                   ? "test-time flip averaging (each image with its mirror image; infer and eval "
+                                     "average so unless --no-flip)"
+                                   : "one view per image");
     for (int i = 0; i < m->n_layers; i++) {
         const sstc_sst_layer *L = &m->layers[i];
         print_layer(i, L);

@@ -58,15 +58,17 @@ int cmd_train(int argc, char **argv) {
 }
 
 static const char eval_usage[] =
-    "usage: sstc eval CHECKPOINT [--data NAME] [--flip]\n"
+    "usage: sstc eval CHECKPOINT [--data NAME] [--flip | --no-flip]\n"
     "\n"
     "Prints the loss and error of a checkpoint's network on a test set: the one\n"
     "its config names, or NAME (a known dataset or an image-folder path with the\n"
     "same image shape and classes). --flip averages the class probabilities of\n"
-    "each image and its mirror image (as [data] test_flip = true does; the\n"
-    "checkpoint's own setting is used otherwise). A .sst file (MODEL.sst) runs in\n"
-    "the multiplication-free inference engine and needs --data NAME (--flip\n"
-    "applies there too; a .sst file does not record the setting).\n";
+    "each image and its mirror image (as [data] test_flip = true does), --no-flip\n"
+    "evaluates one view per image; the checkpoint's own setting is used otherwise.\n"
+    "A .sst file (MODEL.sst) runs in the multiplication-free inference engine and\n"
+    "needs --data NAME; without --flip or --no-flip it is evaluated as the file\n"
+    "records (flip-averaged when its network's figures were; `sstc inspect` shows\n"
+    "it). The line ends with flip=0 or flip=1: which one was measured.\n";
 
 int cmd_eval(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -74,10 +76,11 @@ int cmd_eval(int argc, char **argv) {
         return 0;
     }
     const char *ckpt = NULL, *data = NULL;
-    int flip = 0;
+    int flip = -1; /* not given */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--flip")) flip = 1;
+        else if (!strcmp(argv[i], "--no-flip")) flip = 0;
         else if (argv[i][0] == '-') {
             fprintf(stderr, "sstc eval: unknown or incomplete option '%s'\n\n%s", argv[i], eval_usage);
             return 2;
@@ -110,7 +113,7 @@ static int open_checkpoint(sstc_session **s, sstc_compressor *c, const char *ckp
     return rc;
 }
 
-int cli_eval_checkpoint(const char *ckpt, const char *data) { return cli_eval_checkpoint_flip(ckpt, data, 0); }
+int cli_eval_checkpoint(const char *ckpt, const char *data) { return cli_eval_checkpoint_flip(ckpt, data, -1); }
 
 int cli_eval_checkpoint_flip(const char *ckpt, const char *data, int flip) {
     sstc_session *s = NULL;
@@ -118,7 +121,7 @@ int cli_eval_checkpoint_flip(const char *ckpt, const char *data, int flip) {
     sstc_compressor c;
     int coded;
     int rc = open_checkpoint(&s, &c, ckpt, &coded);
-    if (!rc && flip) sstc_session_config_mut(s)->test_flip = 1;
+    if (!rc && flip >= 0) sstc_session_config_mut(s)->test_flip = flip;
     if (rc || sstc_session_load_data(s, data) || sstc_session_evaluate_test(s, &r)) {
         fprintf(stderr, "sstc eval: %s\n", sstc_errmsg());
         sstc_compress_free(&c);
@@ -126,7 +129,8 @@ int cli_eval_checkpoint_flip(const char *ckpt, const char *data, int flip) {
         return 1;
     }
     sstc_compress_free(&c);
-    printf("test_loss=%.6f test_error=%.6f count=%ld\n", r.loss, r.error, r.count);
+    printf("test_loss=%.6f test_error=%.6f count=%ld flip=%d\n", r.loss, r.error, r.count,
+           sstc_session_config(s)->test_flip ? 1 : 0);
     sstc_session_close(s);
     return 0;
 }
@@ -190,5 +194,5 @@ int cmd_export(int argc, char **argv) {
 }
 
 int cli_eval_file(const char *path, const char *data) {
-    return cli_is_sst_file(path) ? cli_eval_sst(path, data, 0) : cli_eval_checkpoint(path, data);
+    return cli_is_sst_file(path) ? cli_eval_sst(path, data, -1) : cli_eval_checkpoint(path, data);
 }

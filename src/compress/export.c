@@ -207,6 +207,8 @@ int sstc_compress_write_sst(const sstc_compressor *c, const char *path) {
     sstc_session_shape(s, &in_c, &in_h, &in_w, &classes);
     sstc_sst_model *sm = NULL;
     int rc = sstc_compress_sst_model(c, sstc_session_model(s), in_c, in_h, in_w, classes, sstc_session_normalizer(s), &sm);
+    /* the file says how its network's test figures were measured */
+    if (!rc && sstc_session_config(s)->test_flip) sm->eval_flags |= SSTC_SST_EVAL_FLIP;
     if (!rc) rc = sstc_sst_write(path, sm);
     sstc_sst_free(sm);
     return rc;

@@ -299,6 +299,7 @@ int sstc_engine_create(const sstc_sst_model *m, sstc_engine **out) {
         goto done;
     }
     e->in_c = m->in_c, e->in_h = m->in_h, e->in_w = m->in_w, e->classes = m->num_classes;
+    e->eval_flags = m->eval_flags;
     memcpy(e->in_mean, m->in_mean, sizeof e->in_mean);
     memcpy(e->in_std, m->in_std, sizeof e->in_std);
     /* the same arithmetic as the training pipeline's byte -> float table */
@@ -376,6 +377,7 @@ void sstc_engine_get_info(const sstc_engine *e, sstc_engine_info *info) {
     info->activation_values = e->act_values;
     info->calibrated = e->calibrated;
     info->avx2 = sstc_infer_avx2();
+    info->eval_flags = e->eval_flags;
 }
 
 int sstc_engine_set_mode(sstc_engine *e, sstc_engine_mode mode) {

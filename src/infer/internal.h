@@ -169,6 +169,7 @@ typedef struct {
 #define SSTC_ENGINE_SCRATCH 5
 
 struct sstc_engine {
+    uint32_t eval_flags; /* the file's SSTC_SST_EVAL_* */
     int in_c, in_h, in_w, classes;
     float in_mean[4], in_std[4];
     float in_lut[5][256];   /* pixel -> x per channel; table 4 serves channels >= 4 */

@@ -878,6 +878,7 @@ int sstc_sst_layer_set_ternary(sstc_sst_layer *L, const int8_t *T) {
 }
 
 int sstc_sst_file_version(const sstc_sst_model *m) {
+    if (m && m->eval_flags) return 3;
     int v = 1;
     for (int i = 0; m && m->layers && i < m->n_layers; i++) {
         const record_kind *k = kind_of(m->layers[i].kind);
@@ -986,6 +987,13 @@ int sstc_sst_read_mem(const void *buf, size_t n, sstc_sst_model **out) {
             rd_u32(&r, "input preprocessing", &u);
             memcpy(&pre[k][c], &u, 4);
         }
+    uint32_t eval_flags = 0;
+    if (version >= 3) {
+        rd_u32(&r, "evaluation flags", &eval_flags);
+        if (eval_flags & ~SSTC_SST_EVAL_KNOWN)
+            return rfail(&r, HEADER_BYTES, "unknown evaluation flags 0x%08x (known: 0x%08x, test-time flip averaging)",
+                         eval_flags, SSTC_SST_EVAL_KNOWN);
+    }
     if (nl < 1 || nl > MAX_LAYERS) return rfail(&r, 16, "%u layers, expected 1..%u", nl, MAX_LAYERS);
     if (nl > (r.n - r.off) / 4)
         return rfail(&r, 16, "%u layers cannot fit in the %zu bytes that follow the header", nl, r.n - r.off);
@@ -1019,6 +1027,7 @@ int sstc_sst_read_mem(const void *buf, size_t n, sstc_sst_model **out) {
         return sstc_fail(SSTC_ENOMEM, "sst: out of memory for %u layers", nl);
     }
     m->in_c = (int)ic, m->in_h = (int)ih, m->in_w = (int)iw, m->num_classes = (int)classes;
+    m->eval_flags = eval_flags;
     memcpy(m->in_mean, pre[0], sizeof m->in_mean);
     memcpy(m->in_std, pre[1], sizeof m->in_std);
     graph g = {{ic, ih, iw}, outs, 0};
@@ -1041,8 +1050,9 @@ int sstc_sst_read_mem(const void *buf, size_t n, sstc_sst_model **out) {
     }
     if (!rc && (int)version != sstc_sst_file_version(m)) {
         r.layer = -1;
-        rc = rfail(&r, 4, "version %u, but version %d is what these records need (a file is version 2 exactly when "
-                          "it has a shortcut, route or globalavgpool record)",
+        rc = rfail(&r, 4, "version %u, but version %d is what this file needs (a file is version 3 exactly when "
+                          "its evaluation flags are not 0, else version 2 exactly when it has a shortcut, route or "
+                          "globalavgpool record)",
                    version, sstc_sst_file_version(m));
     }
     free(outs);
@@ -1077,6 +1087,8 @@ static int check_fields(const sstc_sst_model *m) {
     if (m->in_c < 1 || m->in_h < 1 || m->in_w < 1 || m->num_classes < 1)
         return sstc_fail(SSTC_EINVAL, "sst: input %dx%dx%d and %d classes must all be >= 1", m->in_c, m->in_h,
                          m->in_w, m->num_classes);
+    if (m->eval_flags & ~SSTC_SST_EVAL_KNOWN)
+        return sstc_fail(SSTC_EINVAL, "sst: unknown evaluation flags 0x%08x", m->eval_flags);
     for (int c = 0; c < m->in_c && c < IN_CHANNELS_STORED; c++)
         if (!isfinite(m->in_mean[c]) || !isfinite(m->in_std[c]) || !(m->in_std[c] > 0))
             return sstc_fail(SSTC_EINVAL, "sst: input channel %d: mean %g, std %g; expected finite values, std > 0", c,
@@ -1097,7 +1109,7 @@ static int check_fields(const sstc_sst_model *m) {
 
 size_t sstc_sst_size(const sstc_sst_model *m) {
     if (!m || !m->layers) return 0;
-    size_t n = HEADER_BYTES + CRC_BYTES;
+    size_t n = HEADER_BYTES + CRC_BYTES + (m->eval_flags ? 4 : 0);
     for (int i = 0; i < m->n_layers; i++) {
         const record_kind *k = kind_of(m->layers[i].kind);
         n += k ? k->size(&m->layers[i]) : RECORD_HEAD;
@@ -1122,6 +1134,7 @@ static void serialize(const sstc_sst_model *m, uint8_t *buf, size_t size) {
             float v = c < m->in_c ? (k ? m->in_std[c] : m->in_mean[c]) : (k ? 1.0f : 0.0f);
             w_floats(&w, &v, 1);
         }
+    if (m->eval_flags) w_u32(&w, m->eval_flags);
     for (int i = 0; i < m->n_layers; i++) {
         const sstc_sst_layer *L = &m->layers[i];
         w_u8(&w, (unsigned)L->kind);

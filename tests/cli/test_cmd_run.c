@@ -150,18 +150,25 @@ Test(run_cli, a_residual_network_runs_end_to_end_and_its_sst_file_agrees_with_fl
     cr_assert(single == single && sst_single == sst_single, "single-view figures in the summary");
     cr_assert_leq(fabs(single - sst_single), 2.5 / 32, "single view: run %g, .sst %g", single, sst_single);
     cJSON_Delete(j);
-    snprintf(cmd, sizeof cmd, "./build/sstc eval '%s/model.sst' --data '%s' 2>&1", odir, dir);
+    snprintf(cmd, sizeof cmd, "./build/sstc eval '%s/model.sst' --data '%s' --no-flip 2>&1", odir, dir);
     cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
     char want1[64];
     snprintf(want1, sizeof want1, "test_error=%.6f", sst_single);
     cr_assert(th_has(out, want1), "expected %s in: %s", want1, out);
-    /* eval of the .sst file with --flip prints the same figure */
-    snprintf(cmd, sizeof cmd, "./build/sstc eval '%s/model.sst' --data '%s' --flip 2>&1", odir, dir);
-    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    /* the file records that its network was evaluated with flip averaging:
+     * eval of the .sst file alone, without options, prints the run's figure */
     char want[64];
     snprintf(want, sizeof want, "test_error=%.6f", sst_err);
-    cr_assert(th_has(out, want), "expected %s in: %s", want, out);
+    for (int explicit_flip = 0; explicit_flip < 2; explicit_flip++) {
+        snprintf(cmd, sizeof cmd, "./build/sstc eval '%s/model.sst' --data '%s'%s 2>&1", odir, dir,
+                 explicit_flip ? " --flip" : "");
+        cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+        cr_assert(th_has(out, want), "expected %s in: %s", want, out);
+        cr_assert(th_has(out, "flip=1"), "%s", out);
+    }
     snprintf(cmd, sizeof cmd, "./build/sstc inspect '%s/model.sst' 2>&1", odir);
     cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
     cr_assert(th_has(out, "shortcut"), "%s", out);
+    cr_assert(th_has(out, "version 3"), "%s", out);
+    cr_assert(th_has(out, "evaluation: test-time flip averaging"), "%s", out);
 }

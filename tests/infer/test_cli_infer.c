@@ -202,3 +202,40 @@ Test(infer_cli, export_c_header_writes_both_files_or_says_why_not) {
     cr_assert_eq(run(cmd, out, sizeof out), 2, "%s", out);
     teardown_fixture(&fx);
 }
+
+/* A file that records flip averaging is evaluated so by default, and its
+ * figures match an explicit --flip; --no-flip gives the single view. */
+Test(infer_cli, a_file_that_records_flip_averaging_is_evaluated_so) {
+    fixture fx;
+    setup_fixture(&fx);
+    char cmd[512], single[4096], flip[4096], dflt[4096], dflt_eval[4096], no[4096];
+    snprintf(cmd, sizeof cmd, "./build/sstc infer %s --data %s", fx.model, fx.data);
+    cr_assert_eq(run(cmd, single, sizeof single), 0, "%s", single);
+    cr_assert_eq((int)field(single, "flip="), 0, "a file without flags: one view: %s", single);
+    snprintf(cmd, sizeof cmd, "./build/sstc infer %s --data %s --flip", fx.model, fx.data);
+    cr_assert_eq(run(cmd, flip, sizeof flip), 0, "%s", flip);
+    cr_assert_eq((int)field(flip, "flip="), 1, "%s", flip);
+    /* the fixture's random images and net: the mirror changes the loss */
+    cr_assert(fabs(field(flip, "test_loss=") - field(single, "test_loss=")) > 1e-6, "%s / %s", flip, single);
+
+    fx.m->eval_flags = SSTC_SST_EVAL_FLIP;
+    cr_assert_eq(sstc_sst_write(fx.model, fx.m), SSTC_OK);
+    snprintf(cmd, sizeof cmd, "./build/sstc infer %s --data %s", fx.model, fx.data);
+    cr_assert_eq(run(cmd, dflt, sizeof dflt), 0, "%s", dflt);
+    cr_assert_eq((int)field(dflt, "flip="), 1, "%s", dflt);
+    cr_assert_float_eq(field(dflt, "test_loss="), field(flip, "test_loss="), 1e-9, "%s / %s", dflt, flip);
+    cr_assert_eq((int)field(dflt, "errors="), (int)field(flip, "errors="));
+    snprintf(cmd, sizeof cmd, "./build/sstc eval %s --data %s", fx.model, fx.data);
+    cr_assert_eq(run(cmd, dflt_eval, sizeof dflt_eval), 0, "%s", dflt_eval);
+    cr_assert_eq((int)field(dflt_eval, "flip="), 1, "%s", dflt_eval);
+    cr_assert_float_eq(field(dflt_eval, "test_loss="), field(flip, "test_loss="), 1e-6, "%s", dflt_eval);
+    snprintf(cmd, sizeof cmd, "./build/sstc infer %s --data %s --no-flip", fx.model, fx.data);
+    cr_assert_eq(run(cmd, no, sizeof no), 0, "%s", no);
+    cr_assert_eq((int)field(no, "flip="), 0, "%s", no);
+    cr_assert_float_eq(field(no, "test_loss="), field(single, "test_loss="), 1e-9, "%s / %s", no, single);
+    snprintf(cmd, sizeof cmd, "./build/sstc inspect %s", fx.model);
+    cr_assert_eq(run(cmd, no, sizeof no), 0, "%s", no);
+    cr_assert_neq(strstr(no, "version 3"), NULL, "%s", no);
+    cr_assert_neq(strstr(no, "evaluation: test-time flip averaging"), NULL, "%s", no);
+    teardown_fixture(&fx);
+}

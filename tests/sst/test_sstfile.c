@@ -569,3 +569,58 @@ Test(sst_file, version_1_files_are_written_byte_identical_to_before) {
         sstc_sst_free(m);
     }
 }
+
+/* Evaluation flags (version 3): a network whose figures are flip-averaged says
+ * so in its file; without flags the file stays version 1 or 2, byte for byte. */
+Test(sst_file, evaluation_flags_make_version_3_and_round_trip) {
+    sstc_sst_model *m;
+    size_t n;
+    uint8_t *plain = valid_image(&m, &n);
+    cr_assert_eq(plain[4], 1, "no flags: version 1");
+    m->eval_flags = SSTC_SST_EVAL_FLIP;
+    cr_assert_eq(sstc_sst_file_version(m), 3);
+    uint8_t *buf;
+    size_t n3;
+    cr_assert_eq(sstc_sst_write_mem(m, &buf, &n3), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(n3, n + 4, "the flags take 4 bytes");
+    cr_assert_eq(sstc_sst_size(m), n3);
+    cr_assert_eq(buf[4], 3, "version 3");
+    cr_assert_eq(buf[68] | buf[69] << 8 | buf[70] << 16 | (uint32_t)buf[71] << 24, SSTC_SST_EVAL_FLIP,
+                 "the flags follow the 68-byte header");
+    cr_assert_eq(memcmp(buf + 72, plain + 68, n - 72), 0, "the records are unchanged");
+    sstc_sst_model *back = NULL;
+    cr_assert_eq(sstc_sst_read_mem(buf, n3, &back), SSTC_OK, "%s", sstc_errmsg());
+    cr_assert_eq(back->eval_flags, SSTC_SST_EVAL_FLIP);
+    assert_same_model(m, back);
+    uint8_t *again;
+    size_t n4;
+    cr_assert_eq(sstc_sst_write_mem(back, &again, &n4), SSTC_OK);
+    cr_assert_eq(n4, n3);
+    cr_assert_eq(memcmp(again, buf, n3), 0, "written back byte for byte");
+    free(again);
+    sstc_sst_free(back);
+
+    /* an unknown flag bit, and a version-3 file with no flag, are refused */
+    uint8_t bad_flag[4] = {2, 0, 0, 0}, no_flag[4] = {0, 0, 0, 0}, v1 = 1;
+    patch_and_expect(buf, n3, 68, bad_flag, 4, "unknown evaluation flags 0x00000002", "unknown flag");
+    patch_and_expect(buf, n3, 68, no_flag, 4, "version 3 exactly when its evaluation flags are not 0",
+                     "version 3 without flags");
+    /* a version-1 header on a file with flags: the flag word is read as a record */
+    patch_and_expect(buf, n3, 4, &v1, 1, "layer 0", "flags under a version-1 header");
+    /* every truncation of the longer header is refused too */
+    for (size_t len = 0; len < 80; len++) {
+        uint8_t *cut = malloc(len ? len : 1);
+        memcpy(cut, buf, len);
+        expect_reject(cut, len, "", "truncated version-3 file");
+        free(cut);
+    }
+    /* the writer refuses flags it does not know */
+    m->eval_flags = 0x80;
+    uint8_t *nope = NULL;
+    size_t nn;
+    cr_assert_eq(sstc_sst_write_mem(m, &nope, &nn), SSTC_EINVAL);
+    cr_assert_neq(strstr(sstc_errmsg(), "evaluation flags"), NULL, "%s", sstc_errmsg());
+    free(buf);
+    free(plain);
+    sstc_sst_free(m);
+}

@@ -120,12 +120,12 @@ Test(sst_graph, a_file_is_version_2_exactly_when_it_has_a_version_2_record) {
     sstc_sst_model *m;
     size_t n;
     uint8_t *buf = graph_image(&m, &n);
-    uint8_t one = 1, three = 3;
+    uint8_t one = 1, four = 4;
     /* version 1 cannot hold a shortcut: the first one (record 1) is refused */
     char where[64];
     snprintf(where, sizeof where, "layer 1 (shortcut) at byte %zu", record_offset(m, 1));
     patch_and_expect(buf, n, 4, &one, 1, where, "need format version 2", "shortcut in a version-1 file");
-    patch_and_expect(buf, n, 4, &three, 1, "at byte 4", "unsupported version 3", "a future version");
+    patch_and_expect(buf, n, 4, &four, 1, "at byte 4", "unsupported version 4", "a future version");
     sstc_sst_free(m);
     free(buf);
     /* a version-2 header on a file without version-2 records would not write back identically */
