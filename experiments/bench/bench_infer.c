@@ -1,7 +1,7 @@
 /* Inference benchmark: coded FC layers against OpenBLAS on the equivalent
  * float weights (the decoded delta*t values), and a whole MNIST MLP.
  *
- *   build/bench_infer [--threads N] [--rounds R] [--model MODEL.sst] [--only layers|network] [--spin]
+ *   build/bench_infer [--threads N] [--rounds R] [--model MODEL.sst] [--only layers|network|cnn] [--spin]
  *
  * For (8,2), (16,2) and plain ternary, a 1024x1024 and a 4096x4096 layer at
  * batch 1 and 64: the engine's coded kernel (look-up tables at batch 1, the
@@ -12,7 +12,10 @@
  * (times are medians over R rounds; bytes are the resident weights). Then the
  * MLP 784-1024-1024-1024-10 with every layer (8,2)-coded at batch 1, coded
  * against the same network with float layers (sgemv), in images/s; --model
- * runs a trained .sst instead of random codes.
+ * runs a trained .sst instead of random codes (at batch 1 and 64). Then the
+ * CIFAR-10 network of configs/cifar10_cnn.ini with every convolution and FC
+ * layer (8,2)-coded, against its float twin (im2col + sgemm), at batch 1 and
+ * 64 (--only cnn: this one alone).
  *
  * Unless OMP_WAIT_POLICY is set (or --spin is given) the benchmark restarts
  * itself with OMP_WAIT_POLICY=passive: on a machine whose cores are shared
@@ -167,6 +170,67 @@ static void bench_layer(sstc_rng *r, int n, int N, int K, const char *code, int 
     sstc_sst_free(m);
 }
 
+/* A coded (or float) 3x3 stride-1 pad-1 convolution, as fill_fc does. */
+static void fill_conv(sstc_sst_layer *L, sstc_rng *r, int out, int in, int coded) {
+    *L = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = out, .in = in, .kh = 3, .kw = 3, .stride = 1, .pad = 1,
+                          .coded = 1, .N = 8, .K = 2};
+    if (sstc_sst_layer_alloc(L)) die("alloc");
+    int fan = in * 9;
+    size_t n = (size_t)out * fan;
+    float *W = malloc(n * sizeof(float));
+    int8_t *T = malloc(n);
+    float s = 1.0f / sqrtf((float)fan);
+    for (size_t i = 0; i < n; i++) W[i] = s * sstc_rng_normal(r);
+    if (sstc_fit_delta(W, out, fan, 8, 2, 0, L->delta, NULL) || sstc_project_matrix(W, out, fan, 8, 2, L->delta, 0, T) ||
+        sstc_sst_layer_set_ternary(L, T))
+        die("coding");
+    for (int o = 0; o < out; o++) L->scale[o] = L->delta[0], L->bias[o] = 0.01f * sstc_rng_normal(r);
+    if (!coded) {
+        float *bias = malloc((size_t)out * sizeof(float));
+        memcpy(bias, L->bias, (size_t)out * sizeof(float));
+        float d = L->delta[0];
+        *L = (sstc_sst_layer){.kind = SSTC_SST_CONV, .out = out, .in = in, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
+        if (sstc_sst_layer_alloc(L)) die("alloc");
+        for (size_t i = 0; i < n; i++) L->weight[i] = d * (float)T[i];
+        memcpy(L->bias, bias, (size_t)out * sizeof(float));
+        free(bias);
+    }
+    free(W);
+    free(T);
+}
+
+/* The network of configs/cifar10_cnn.ini as its .sst file has it, every
+ * convolution and FC layer (8,2)-coded: per block conv, maxpool, batch norm
+ * (a record of its own: a pool stands between it and the convolution), ReLU,
+ * then conv and ReLU (that batch norm folded); a last pool, FC 1024, ReLU
+ * (folded batch norm), FC 10. */
+static sstc_sst_model *cifar_cnn(sstc_rng *r, int coded) {
+    sstc_sst_model *m = sstc_sst_model_new(22);
+    m->in_c = 3, m->in_h = m->in_w = 32, m->num_classes = 10;
+    for (int c = 0; c < 3; c++) m->in_mean[c] = 0.47f, m->in_std[c] = 0.25f;
+    const int width[] = {64, 128, 256};
+    int i = 0, in = 3;
+    for (int b = 0; b < 3; b++) {
+        int w = width[b];
+        fill_conv(&m->layers[i++], r, w, in, coded);
+        m->layers[i++] = (sstc_sst_layer){.kind = SSTC_SST_MAXPOOL, .kh = 2, .kw = 2, .stride = 2};
+        sstc_sst_layer *bn = &m->layers[i++];
+        *bn = (sstc_sst_layer){.kind = SSTC_SST_BATCHNORM, .out = w};
+        if (sstc_sst_layer_alloc(bn)) die("alloc");
+        for (int c = 0; c < w; c++) bn->scale[c] = 1.0f + 0.1f * sstc_rng_normal(r), bn->bias[c] = 0.1f * sstc_rng_normal(r);
+        m->layers[i++] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+        fill_conv(&m->layers[i++], r, w, w, coded);
+        m->layers[i++] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+        in = w;
+    }
+    m->layers[i++] = (sstc_sst_layer){.kind = SSTC_SST_MAXPOOL, .kh = 2, .kw = 2, .stride = 2};
+    fill_fc(&m->layers[i++], r, 1024, 1024, 8, 2, coded);
+    m->layers[i++] = (sstc_sst_layer){.kind = SSTC_SST_RELU};
+    fill_fc(&m->layers[i++], r, 10, 1024, 8, 2, coded);
+    if (i != m->n_layers) die("cifar_cnn: layer count");
+    return m;
+}
+
 /* 784-1024-1024-1024-10, ReLU between (batch norm is folded into the affine). */
 static sstc_sst_model *mnist_mlp(sstc_rng *r, int coded) {
     const int dims[] = {784, 1024, 1024, 1024, 10};
@@ -218,40 +282,49 @@ typedef struct {
     sstc_engine *e;
     const uint8_t *px;
     float *logits;
-    int count;
+    int count, batch;
+    size_t isz;
 } net_ctx;
 static void run_net(void *p) {
     net_ctx *c = p;
-    size_t isz = 784;
-    for (int i = 0; i < c->count; i++)
-        if (sstc_engine_forward_pixels(c->e, c->px + (size_t)i * isz, 1, c->logits)) die("forward");
+    for (int i = 0; i < c->count; i += c->batch)
+        if (sstc_engine_forward_pixels(c->e, c->px + (size_t)i * c->isz, c->batch, c->logits)) die("forward");
 }
 
-static void bench_network(sstc_rng *r, const char *model_path, int rounds) {
+/* A whole network, coded against its float twin (the same function with
+ * float weights: sgemv at batch 1, sgemm over im2col columns otherwise), in
+ * images/s at each batch size of `batches` (count images per timing). */
+static void bench_network(sstc_rng *r, const char *model_path, const char *name, sstc_sst_model *(*make)(sstc_rng *, int),
+                          const int *batches, int nb, int count, int rounds) {
     sstc_sst_model *m = NULL;
     if (model_path) {
         if (sstc_sst_read(model_path, &m)) die(model_path);
     } else {
-        m = mnist_mlp(r, 1);
+        m = make(r, 1);
     }
     sstc_sst_model *f = float_twin(m);
     sstc_engine *ec, *ef;
     if (sstc_engine_create(m, &ec) || sstc_engine_create(f, &ef)) die("engine");
     size_t isz = (size_t)m->in_c * m->in_h * m->in_w;
-    int count = 16;
     uint8_t *px = malloc(count * isz);
     for (size_t i = 0; i < count * isz; i++) px[i] = (uint8_t)sstc_rng_below(r, 256);
-    float logits[64];
-    net_ctx cc = {ec, px, logits, count}, cf = {ef, px, logits, count};
-    double tc = time_us(run_net, &cc, rounds) / count, tf = time_us(run_net, &cf, rounds) / count;
+    float *logits = malloc((size_t)count * m->num_classes * sizeof(float));
     sstc_engine_info ic, iff;
     sstc_engine_get_info(ec, &ic);
     sstc_engine_get_info(ef, &iff);
-    printf("bench network=%s batch=1 code=%s coded_img_s=%.0f float_img_s=%.0f speedup=%.2f coded_bytes=%zu "
-           "float_bytes=%zu\n",
-           model_path ? model_path : "mlp784-1024x3-10", model_path ? "file" : "8,2", 1e6 / tc, 1e6 / tf, tf / tc,
-           ic.coded_index_bytes + ic.float_weight_bytes, iff.float_weight_bytes);
+    for (int k = 0; k < nb; k++) {
+        int B = batches[k];
+        net_ctx cc = {ec, px, logits, count - count % B, B, isz}, cf = cc;
+        cf.e = ef;
+        double tc = time_us(run_net, &cc, rounds) / cc.count, tf = time_us(run_net, &cf, rounds) / cf.count;
+        printf("bench network=%s batch=%d code=%s coded_img_s=%.0f float_img_s=%.0f speedup=%.2f coded_bytes=%zu "
+               "float_bytes=%zu\n",
+               model_path ? model_path : name, B, model_path ? "file" : "8,2", 1e6 / tc, 1e6 / tf, tf / tc,
+               ic.coded_index_bytes + ic.float_weight_bytes, iff.float_weight_bytes);
+        fflush(stdout);
+    }
     free(px);
+    free(logits);
     sstc_engine_free(ec);
     sstc_engine_free(ef);
     sstc_sst_free(m);
@@ -277,7 +350,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--spin")) continue;
         else {
-            fprintf(stderr, "usage: bench_infer [--threads N] [--rounds R] [--model MODEL.sst] [--only layers|network] "
+            fprintf(stderr, "usage: bench_infer [--threads N] [--rounds R] [--model MODEL.sst] [--only layers|network|cnn] "
                             "[--spin]\n");
             return 2;
         }
@@ -310,6 +383,11 @@ int main(int argc, char **argv) {
             bench_layer(&r, sizes[s], 1, 1, "ternary", rounds);
         }
     }
-    if (!only || !strcmp(only, "network")) bench_network(&r, model, rounds);
+    static const int b1[] = {1}, b164[] = {1, 64};
+    if (!only || !strcmp(only, "network"))
+        bench_network(&r, model, "mlp784-1024x3-10", mnist_mlp, model ? b164 : b1, model ? 2 : 1, model ? 64 : 16,
+                      rounds);
+    if (!model && (!only || !strcmp(only, "cnn")))
+        bench_network(&r, NULL, "cifar10_cnn", cifar_cnn, b164, 2, 64, rounds);
     return 0;
 }
