@@ -27,7 +27,9 @@ import time
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SSTC = os.path.join(ROOT, "build", "sstc")
+# SSTC_BIN: another build of sstc to run (a pinned build, say, while the
+# working tree changes under a long sweep)
+SSTC = os.environ.get("SSTC_BIN") or os.path.join(ROOT, "build", "sstc")
 RESULTS = os.path.join(ROOT, "experiments", "results")
 # config: which network (the CIFAR-10 tables code two networks, and ResNet-20);
 # test_flip: whether test_error averages each image with its mirror image, in which

@@ -710,29 +710,126 @@ LUT8_PORTABLE(int32_t)
 LUT8_AVX2(float, __m256, _mm256_setzero_ps(), LD_PS, ST_PS, _mm256_add_ps, NEG_PS)
 LUT8_AVX2(int32_t, __m256i, _mm256_setzero_si256(), LD_SI, ST_SI, _mm256_add_epi32, NEG_SI)
 
+/* AVX-512: the same with tiles of 16 lanes (one vector per table entry and
+ * per accumulator), the blocks holding half as many groups so that they take
+ * the same bytes. Each lane adds exactly what the 8-lane kernel adds, in the
+ * same order, so both give the same bits. */
+static int lut16_block_groups(const sstc_coded_matrix *cm) {
+    int gb = (int)(LUT_BLOCK_BYTES / ((size_t)cm->entries * 64));
+    return gb < 1 ? 1 : gb;
+}
+#define LUT16_AVX512(T, VT, ZERO, LOAD, STORE, ADD, NEG)                                                               \
+    AVX512 static void lut16_tile_##T##_avx512(const sstc_coded_matrix *cm, const T *xt, size_t ld, size_t l0, int r0, \
+                                               int r1, T *acc, T *buf) {                                               \
+        int G = cm->groups, E = cm->entries, n = cm->n, GB = lut16_block_groups(cm);                                   \
+        int pair8 = cm->native && cm->N == 8 && cm->K == 2; /* canonical order: 0, then +-x_p, then pairs */            \
+        for (int g0 = 0; g0 < G; g0 += GB) {                                                                           \
+            int gn = G - g0 < GB ? G - g0 : GB;                                                                        \
+            for (int gi = 0; gi < gn; gi++) {                                                                          \
+                VT xx[2 * SSTC_MAX_N];                                                                                 \
+                for (int p = 0; p < n; p++) {                                                                          \
+                    int j = (g0 + gi) * n + p;                                                                         \
+                    xx[2 * p] = j < cm->cols ? LOAD(xt + (size_t)j * ld + l0) : ZERO;                                  \
+                    xx[2 * p + 1] = NEG(xx[2 * p]);                                                                    \
+                }                                                                                                      \
+                T *L = buf + (size_t)gi * E * 16;                                                                      \
+                if (pair8) { /* (8,2): every entry from two registers, no table reads */                               \
+                    STORE(L, ZERO);                                                                                    \
+                    _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) {                                              \
+                        STORE(L + (1 + 2 * p) * 16, xx[2 * p]);                                                        \
+                        STORE(L + (2 + 2 * p) * 16, xx[2 * p + 1]);                                                    \
+                    }                                                                                                  \
+                    T *Q = L + 17 * 16;                                                                                \
+                    _Pragma("GCC unroll 8") for (int p = 0; p < 7; p++)                                                \
+                        _Pragma("GCC unroll 8") for (int q = p + 1; q < 8; q++) {                                      \
+                            STORE(Q, ADD(xx[2 * p], xx[2 * q]));                                                       \
+                            STORE(Q + 16, ADD(xx[2 * p], xx[2 * q + 1]));                                              \
+                            STORE(Q + 32, ADD(xx[2 * p + 1], xx[2 * q]));                                              \
+                            STORE(Q + 48, ADD(xx[2 * p + 1], xx[2 * q + 1]));                                          \
+                            Q += 64;                                                                                   \
+                        }                                                                                              \
+                    continue;                                                                                          \
+                }                                                                                                      \
+                STORE(L, ZERO);                                                                                        \
+                for (int e = 1; e < E; e++) STORE(L + e * 16, ADD(LOAD(L + cm->parent[e] * 16), xx[cm->last[e]]));    \
+            }                                                                                                          \
+            int o = r0;                                                                                                \
+            for (; o + 4 <= r1; o += 4) {                                                                              \
+                T *d = acc + (size_t)o * ld + l0;                                                                      \
+                VT a0 = g0 ? LOAD(d) : ZERO, a1 = g0 ? LOAD(d + ld) : ZERO;                                            \
+                VT a2 = g0 ? LOAD(d + 2 * ld) : ZERO, a3 = g0 ? LOAD(d + 3 * ld) : ZERO;                               \
+                for (int gi = 0; gi < gn; gi++) {                                                                      \
+                    const T *L = buf + (size_t)gi * E * 16;                                                            \
+                    size_t g = (size_t)(g0 + gi);                                                                      \
+                    a0 = ADD(a0, LOAD(L + sstc_coded_index(cm, (size_t)o, g) * 16));                                   \
+                    a1 = ADD(a1, LOAD(L + sstc_coded_index(cm, (size_t)o + 1, g) * 16));                               \
+                    a2 = ADD(a2, LOAD(L + sstc_coded_index(cm, (size_t)o + 2, g) * 16));                               \
+                    a3 = ADD(a3, LOAD(L + sstc_coded_index(cm, (size_t)o + 3, g) * 16));                               \
+                }                                                                                                      \
+                STORE(d, a0);                                                                                          \
+                STORE(d + ld, a1);                                                                                     \
+                STORE(d + 2 * ld, a2);                                                                                 \
+                STORE(d + 3 * ld, a3);                                                                                 \
+            }                                                                                                          \
+            for (; o < r1; o++) {                                                                                      \
+                T *d0 = acc + (size_t)o * ld + l0;                                                                     \
+                VT a0 = g0 ? LOAD(d0) : ZERO;                                                                          \
+                for (int gi = 0; gi < gn; gi++)                                                                        \
+                    a0 = ADD(a0, LOAD(buf + ((size_t)gi * E + sstc_coded_index(cm, (size_t)o, (size_t)(g0 + gi))) * 16)); \
+                STORE(d0, a0);                                                                                         \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+#define LD_PS16(p) _mm512_loadu_ps(p)
+#define ST_PS16(p, v) _mm512_storeu_ps((p), (v))
+#define NEG_PS16(v) _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)))
+#define LD_SI16(p) _mm512_loadu_si512((const void *)(p))
+#define ST_SI16(p, v) _mm512_storeu_si512((void *)(p), (v))
+#define NEG_SI16(v) _mm512_sub_epi32(_mm512_setzero_si512(), (v))
+LUT16_AVX512(float, __m512, _mm512_setzero_ps(), LD_PS16, ST_PS16, _mm512_add_ps, NEG_PS16)
+LUT16_AVX512(int32_t, __m512i, _mm512_setzero_si512(), LD_SI16, ST_SI16, _mm512_add_epi32, NEG_SI16)
+
 /* Units of work are (lane tile, row chunk); each builds its own tables, so
  * threads never wait for each other. Rows are split only when there are
- * fewer tiles than threads. */
+ * fewer tiles than threads. With AVX-512 a tile is 16 lanes (the last one 8
+ * when ld is an odd multiple of 8). */
+/* The tables' scratch: one block per thread, kept from call to call (a
+ * fresh megabyte per call costs page faults that took a quarter of a small
+ * network's time); at most LUT_BLOCK_BYTES and a little per thread. */
+static _Thread_local void *lut_buf;
+static _Thread_local size_t lut_cap;
+static void *lut_scratch(size_t bytes) {
+    if (bytes > lut_cap) {
+        free(lut_buf);
+        lut_cap = (bytes + 63) & ~(size_t)63;
+        lut_buf = aligned_alloc(64, lut_cap);
+        if (!lut_buf) lut_cap = 0;
+    }
+    return lut_buf;
+}
+
 #define GEMM_LUT(T, SUF)                                                                                               \
     int sstc_coded_gemm_lut_##SUF(const sstc_coded_matrix *cm, const T *xt, size_t ld, T *acc) {                       \
-        int R = cm->rows, avx = sstc_infer_avx2(), threads = omp_get_max_threads();                                    \
-        long tiles = (long)(ld / 8);                                                                                   \
+        int R = cm->rows, avx = sstc_infer_avx2(), wide = sstc_infer_avx512(), threads = omp_get_max_threads();       \
+        long tiles = wide ? (long)((ld + 15) / 16) : (long)(ld / 8);                                                   \
         int chunks = tiles >= threads ? 1 : (int)((threads + tiles - 1) / tiles);                                      \
         if (chunks > (R + 15) / 16) chunks = (R + 15) / 16;                                                            \
         long units = tiles * chunks;                                                                                   \
         int par = (size_t)R * cm->groups * ld > PAR_MIN, failed = 0;                                                   \
-        size_t bufn = (size_t)lut_block_groups(cm) * cm->entries * 8;                                                  \
+        size_t bufn = (size_t)lut_block_groups(cm) * cm->entries * 8, b16 = (size_t)lut16_block_groups(cm) * cm->entries * 16; \
+        if (wide && b16 > bufn) bufn = b16;                                                                            \
         _Pragma("omp parallel if (par) reduction(| : failed)") {                                                       \
-            T *buf = aligned_alloc(32, bufn * sizeof(T));                                                              \
+            T *buf = lut_scratch(bufn * sizeof(T));                                                                    \
             if (!buf) failed = 1;                                                                                      \
             _Pragma("omp for schedule(static)") for (long u = 0; u < units; u++) {                                     \
                 if (!buf) continue;                                                                                    \
                 long t = u / chunks;                                                                                   \
                 int c = (int)(u % chunks), r0 = (int)((long)R * c / chunks), r1 = (int)((long)R * (c + 1) / chunks);   \
-                if (avx) lut8_tile_##T##_avx2(cm, xt, ld, (size_t)t * 8, r0, r1, acc, buf);                            \
+                if (wide && (size_t)t * 16 + 16 <= ld) lut16_tile_##T##_avx512(cm, xt, ld, (size_t)t * 16, r0, r1, acc, buf); \
+                else if (wide) lut8_tile_##T##_avx2(cm, xt, ld, (size_t)t * 16, r0, r1, acc, buf);                     \
+                else if (avx) lut8_tile_##T##_avx2(cm, xt, ld, (size_t)t * 8, r0, r1, acc, buf);                       \
                 else lut8_tile_##T(cm, xt, ld, (size_t)t * 8, r0, r1, acc, buf);                                       \
             }                                                                                                          \
-            free(buf);                                                                                                 \
         }                                                                                                              \
         return failed ? sstc_fail(SSTC_ENOMEM, "infer: out of memory for look-up tables") : SSTC_OK;                  \
     }
