@@ -1,8 +1,9 @@
 /* Convolution benchmark: forward + backward of single 3x3 "same" conv layers
  * with the shapes of configs/cifar10_cnn.ini (batch 128), im2col against
- * Winograd F(2x2, 3x3), alternating round by round in one run. Prints the
- * median milliseconds of each pass and the ratio im2col / Winograd (above 1:
- * Winograd faster).
+ * Winograd F(2x2, 3x3) and F(4x4, 3x3), alternating round by round in one
+ * run. Prints the median milliseconds of forward + backward of each and the
+ * ratios im2col / Winograd (above 1: Winograd faster), of the whole and of the
+ * forward pass alone.
  *
  *   build/bench_conv [--threads N] [--rounds R] [--batch B] [--layer C,OC,H]...
  *
@@ -87,11 +88,12 @@ int main(int argc, char **argv) {
     sstc_rng rng;
     sstc_rng_seed(&rng, 1);
     sstc_ctx *params = sstc_ctx_create(0), *ctx = sstc_ctx_create(0);
-    printf("bench conv batch=%d threads=%d rounds=%d (median ms; ratio = im2col / winograd)\n", B, threads,
-           rounds);
-    printf("%-22s %9s %9s %9s %9s %9s %9s %7s %7s\n", "layer C->OC HxW", "i2c_fwd", "i2c_bwd", "i2c_all",
-           "wg_fwd", "wg_bwd", "wg_all", "ratio", "bwd");
-    double sum[2] = {0, 0};
+    printf("bench conv batch=%d threads=%d rounds=%d (median ms of forward + backward; ratio = im2col / winograd, "
+           "fwd: of the forward pass)\n", B, threads, rounds);
+    printf("%-18s %8s %8s %8s %7s %7s %7s %7s\n", "layer C->OC HxW", "im2col", "F(2x2)", "F(4x4)", "ratio2",
+           "ratio4", "fwd2", "fwd4");
+    enum { NA = 3 };
+    double sum[NA] = {0, 0, 0};
     for (int l = 0; l < nl; l++) {
         layer L = layers[l];
         sstc_tensor *x = sstc_tensor_new(params, 4, (int[]){B, L.C, L.H, L.H});
@@ -105,11 +107,12 @@ int main(int argc, char **argv) {
         size_t ny = (size_t)B * L.OC * L.H * L.H;
         float *gy = malloc(ny * sizeof(float));
         for (size_t i = 0; i < ny; i++) gy[i] = sstc_rng_normal(&rng);
-        double tf[2][64], tb[2][64], tt[2][64];
+        double tf[NA][64], tb[NA][64], tt[NA][64];
         /* one warm-up pass each, then alternating rounds */
         for (int r = -1; r < rounds; r++)
-            for (int a = 0; a < 2; a++) {
+            for (int a = 0; a < NA; a++) {
                 sstc_conv_set_algo(a ? SSTC_CONV_WINOGRAD : SSTC_CONV_IM2COL);
+                if (a) sstc_wino_set_tile(2 * a);
                 double f, b;
                 if (pass(ctx, x, w, gy, l == 0 && L.C == 3, &f, &b)) {
                     fprintf(stderr, "bench_conv: %s\n", sstc_errmsg());
@@ -118,8 +121,8 @@ int main(int argc, char **argv) {
                 if (r < 0) continue;
                 tf[a][r] = f, tb[a][r] = b, tt[a][r] = f + b;
             }
-        double m[2][3];
-        for (int a = 0; a < 2; a++) {
+        double m[NA][3];
+        for (int a = 0; a < NA; a++) {
             m[a][0] = 1e3 * median(tf[a], rounds);
             m[a][1] = 1e3 * median(tb[a], rounds);
             m[a][2] = 1e3 * median(tt[a], rounds);
@@ -127,13 +130,13 @@ int main(int argc, char **argv) {
         }
         char name[32];
         snprintf(name, sizeof name, "%d->%d %dx%d", L.C, L.OC, L.H, L.H);
-        printf("%-22s %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %7.2f %7.2f\n", name, m[0][0], m[0][1], m[0][2], m[1][0],
-               m[1][1], m[1][2], m[0][2] / m[1][2], m[0][1] / m[1][1]);
+        printf("%-18s %8.2f %8.2f %8.2f %7.2f %7.2f %7.2f %7.2f\n", name, m[0][2], m[1][2], m[2][2], m[0][2] / m[1][2],
+               m[0][2] / m[2][2], m[0][0] / m[1][0], m[0][0] / m[2][0]);
         fflush(stdout);
         free(gy);
     }
-    printf("%-22s %9s %9s %9.2f %9s %9s %9.2f %7.2f\n", "all layers", "", "", sum[0], "", "", sum[1],
-           sum[0] / sum[1]);
+    printf("%-18s %8.2f %8.2f %8.2f %7.2f %7.2f\n", "all layers", sum[0], sum[1], sum[2], sum[0] / sum[1],
+           sum[0] / sum[2]);
     sstc_ctx_free(ctx);
     sstc_ctx_free(params);
     return 0;

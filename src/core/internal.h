@@ -46,23 +46,29 @@ typedef void (*backward_fn)(sstc_ctx *ctx, sstc_tensor *out);
 extern const backward_fn sstc_backward_rules[SSTC_OP_COUNT];
 
 /* ---- Winograd convolution (winograd.c) ---------------------------------
- * 3x3 stride-1 convolutions (pad 0 or 1) through F(2x2, 3x3). The algorithm
- * is chosen by SSTC_CONV=auto|im2col|winograd, read once (default and any
- * other value: auto, Winograd where it measured faster), or by the setter. */
+ * 3x3 stride-1 convolutions (pad 0 or 1) through F(4x4, 3x3) or F(2x2, 3x3).
+ * SSTC_CONV=auto|im2col|winograd|winograd2|winograd4, read once (default and
+ * any other value: auto, Winograd where it measured faster; winograd: the
+ * tile by the plane's size, winograd2/4: that tile), or the setters. */
 typedef enum { SSTC_CONV_AUTO, SSTC_CONV_IM2COL, SSTC_CONV_WINOGRAD } sstc_conv_algo;
 /* Overrides SSTC_CONV for every later convolution (tests, benchmarks). */
 void sstc_conv_set_algo(sstc_conv_algo a);
 sstc_conv_algo sstc_conv_get_algo(void);
-/* Whether a convolution of C -> OC channels with this kernel, stride and pad
- * runs through Winograd under the current choice. */
-int sstc_wino_applies(int C, int OC, int KH, int KW, int stride, int pad);
-/* y = conv(x, w) + bias for a shape sstc_wino_applies() accepted (y's shape
- * set). Returns 0, or -1 with the error set (scratch allocation). */
+/* The output tile side under SSTC_CONV_WINOGRAD: 2, 4, or 0 (by the plane's
+ * size: 4 from 8x8 outputs up, else 2). */
+void sstc_wino_set_tile(int m);
+int sstc_wino_tile(void);
+/* The output tile side (2 or 4) with which a convolution of C -> OC channels,
+ * OH x OW outputs, this kernel, stride and pad runs through Winograd under the
+ * current choice, or 0: im2col. */
+int sstc_wino_applies(int C, int OC, int OH, int OW, int KH, int KW, int stride, int pad);
+/* y = conv(x, w) + bias with tile side m for a shape sstc_wino_applies()
+ * accepted (y's shape set). Returns 0, or -1 with the error set (scratch). */
 int sstc_wino_forward(sstc_ctx *ctx, const sstc_tensor *x, const sstc_tensor *w, const sstc_tensor *bias,
-                      sstc_tensor *y, int pad);
+                      sstc_tensor *y, int pad, int m);
 /* The gradients of x and w (as each requires), added to their grads;
  * the bias gradient is left to the caller. */
-void sstc_wino_backward(sstc_ctx *ctx, sstc_tensor *y);
+void sstc_wino_backward(sstc_ctx *ctx, sstc_tensor *y, int m);
 
 /* Below this many elements an elementwise loop stays single-threaded. */
 #define PAR_MIN 32768

@@ -519,8 +519,8 @@ sstc_tensor *sstc_conv2d(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *w, sstc_ten
     if (!y) return NULL;
     y->ip[0] = stride;
     y->ip[1] = pad;
-    if (sstc_wino_applies(C, OC, KH, KW, stride, pad))
-        return sstc_wino_forward(ctx, x, w, bias, y, pad) ? NULL : y;
+    int wino = sstc_wino_applies(C, OC, OH, OW, KH, KW, stride, pad);
+    if (wino) return sstc_wino_forward(ctx, x, w, bias, y, pad, wino) ? NULL : y;
     size_t ckk = (size_t)C * KH * KW, ohw = (size_t)OH * OW;
     int T = conv_threads(B);
     if (T) {
@@ -746,8 +746,9 @@ static void conv2d_backward(sstc_ctx *ctx, sstc_tensor *y) {
         }
     }
     if (!x->requires_grad && !w->requires_grad) return;
-    if (sstc_wino_applies(C, OC, KH, KW, stride, pad)) {
-        sstc_wino_backward(ctx, y);
+    int wino = sstc_wino_applies(C, OC, OH, OW, KH, KW, stride, pad);
+    if (wino) {
+        sstc_wino_backward(ctx, y, wino);
         return;
     }
     int T = conv_threads(B);

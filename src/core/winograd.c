@@ -1,17 +1,20 @@
-/* Winograd convolution F(2x2, 3x3) for 3x3 stride-1 convolutions (Lavin &
- * Gray, 2016): each 2x2 block of outputs ("tile") is computed from the 4x4
- * input patch under it as
+/* Winograd convolution F(m x m, 3x3), m = 2 or 4, for 3x3 stride-1
+ * convolutions (Lavin & Gray, 2016): each m x m block of outputs ("tile") is
+ * computed from the a x a input patch under it (a = m + 2) as
  *
- *     Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ) ] A,
+ *     Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A,
  *
- * where the elementwise product, summed over input channels, is 16 matrix
- * products per group of tiles: for each of the 16 elements e of a
+ * where the elementwise product, summed over input channels, is a² matrix
+ * products per group of tiles: for each of the E = a² elements e of a
  * transformed tile, M_e (OC x P) = U_e (OC x C) · V_e (C x P), P tiles. That
- * is 16·C multiply-adds per 4 outputs and input channel instead of 36.
+ * is 16 (m = 2) or 36 (m = 4) multiply-adds per m² outputs and input channel
+ * instead of 9 m², 2.25x or 4x fewer. F(4x4) rounds about ten times more
+ * (its transforms scale by up to 10 per direction); both stay within 1e-5
+ * (F(2x2)) and 1e-4 (F(4x4)) of the magnitude of the sums (tests).
  *
  * The backward pass runs the same chain in reverse:
  *     dM = A dY Aᵀ,  dV_e = U_eᵀ dM_e,  dd = B dV Bᵀ (added into the
- *     overlapping 4x4 input patches),  dU_e = Σ_tiles dM_e V_eᵀ,  dg = Gᵀ dU G.
+ *     overlapping input patches),  dU_e = Σ_tiles dM_e V_eᵀ,  dg = Gᵀ dU G.
  *
  * Work is split as on the image-parallel im2col path: each thread takes whole
  * groups of images (enough tiles per sgemm, at most B/T images so that every
@@ -26,44 +29,62 @@
 
 #include "internal.h"
 
-enum { WE = 16 }; /* elements of a transformed tile */
+enum { WMAX_E = 36 }; /* elements of the largest transformed tile */
 
 #ifndef WINO_GROUP_TILES
 #define WINO_GROUP_TILES 128 /* tiles per sgemm (columns), at least; 64 to 1024 measured alike */
 #endif
-#ifndef WINO_MIN_CHANNELS
-#define WINO_MIN_CHANNELS 32 /* auto: Winograd for C and OC at least this */
+/* auto (measured with build/bench_conv, docs/performance.md): F(4x4) on
+ * output planes of at least 8x8 with C and OC >= WINO_MIN_CHANNELS4, F(2x2)
+ * on smaller planes with C and OC >= WINO_MIN_CHANNELS2, im2col otherwise
+ * (the first layer of an image network, 3 channels, stays on im2col) */
+#ifndef WINO_MIN_CHANNELS4
+#define WINO_MIN_CHANNELS4 16
+#endif
+#ifndef WINO_MIN_CHANNELS2
+#define WINO_MIN_CHANNELS2 64
 #endif
 
 /* ---- choosing the algorithm ------------------------------------------- */
 
 static int conv_algo = -1; /* -1: not read yet */
+static int forced_tile;    /* 0: by shape */
 
 void sstc_conv_set_algo(sstc_conv_algo a) { conv_algo = (int)a; }
+
+void sstc_wino_set_tile(int m) { forced_tile = m == 2 || m == 4 ? m : 0; }
+int sstc_wino_tile(void) { return forced_tile; }
 
 sstc_conv_algo sstc_conv_get_algo(void) {
     if (conv_algo < 0) {
         const char *s = getenv("SSTC_CONV");
         conv_algo = SSTC_CONV_AUTO;
         if (s && !strcmp(s, "im2col")) conv_algo = SSTC_CONV_IM2COL;
-        else if (s && !strcmp(s, "winograd")) conv_algo = SSTC_CONV_WINOGRAD;
+        else if (s && !strncmp(s, "winograd", 8)) {
+            conv_algo = SSTC_CONV_WINOGRAD;
+            if (!strcmp(s + 8, "2")) forced_tile = 2;
+            else if (!strcmp(s + 8, "4")) forced_tile = 4;
+        }
     }
     return (sstc_conv_algo)conv_algo;
 }
 
-int sstc_wino_applies(int C, int OC, int KH, int KW, int stride, int pad) {
+int sstc_wino_applies(int C, int OC, int OH, int OW, int KH, int KW, int stride, int pad) {
     if (KH != 3 || KW != 3 || stride != 1 || pad > 1) return 0;
+    int big = OH >= 8 && OW >= 8;
     switch (sstc_conv_get_algo()) {
-    case SSTC_CONV_WINOGRAD: return 1;
+    case SSTC_CONV_WINOGRAD: return forced_tile ? forced_tile : big ? 4 : 2;
     case SSTC_CONV_IM2COL: return 0;
-    default: return C >= WINO_MIN_CHANNELS && OC >= WINO_MIN_CHANNELS;
+    default:
+        if (big) return C >= WINO_MIN_CHANNELS4 && OC >= WINO_MIN_CHANNELS4 ? 4 : 0;
+        return C >= WINO_MIN_CHANNELS2 && OC >= WINO_MIN_CHANNELS2 ? 2 : 0;
     }
 }
 
-/* ---- the transforms of one tile (row-major 4x4, 3x3, 2x2) -------------- */
+/* ---- F(2x2, 3x3): the transforms of one tile (row-major 4x4, 3x3, 2x2) --- */
 
 /* U = G g Gᵀ with G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1] */
-static inline void tf_kernel(const float g[9], float u[16]) {
+static inline void tf_kernel2(const float g[9], float u[16]) {
     float t[12];
     for (int j = 0; j < 3; j++) {
         t[0 + j] = g[j];
@@ -81,7 +102,7 @@ static inline void tf_kernel(const float g[9], float u[16]) {
 }
 
 /* dg = Gᵀ dU G, the adjoint of tf_kernel */
-static inline void tf_kernel_adj(const float u[16], float g[9]) {
+static inline void tf_kernel_adj2(const float u[16], float g[9]) {
     float t[12];
     for (int j = 0; j < 4; j++) {
         float a = u[4 + j], b = u[8 + j];
@@ -99,7 +120,7 @@ static inline void tf_kernel_adj(const float u[16], float g[9]) {
 }
 
 /* Y = Aᵀ m A with Aᵀ = [1 1 1 0; 0 1 -1 -1] */
-static inline void tf_output(const float m[16], float y[4]) {
+static inline void tf_output2(const float m[16], float y[4]) {
     float t[8];
     for (int j = 0; j < 4; j++) {
         t[j] = m[j] + m[4 + j] + m[8 + j];
@@ -111,26 +132,112 @@ static inline void tf_output(const float m[16], float y[4]) {
     y[3] = t[5] - t[6] - t[7];
 }
 
+/* ---- F(4x4, 3x3): the transforms along one line of a tile ---------------
+ * Bᵀ = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0;
+ *       0 2 -1 -2 1 0; 0 4 0 -5 0 1],
+ * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
+ * Aᵀ = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+ * A 2-D transform is the 1-D one on every row, then on every column. */
+
+#define AI static inline __attribute__((always_inline))
+
+/* o = Bᵀ d (d and o at strides ds, os) */
+AI void bt4(const float *d, int ds, float *o, int os) {
+    float d0 = d[0], d1 = d[ds], d2 = d[2 * ds], d3 = d[3 * ds], d4 = d[4 * ds], d5 = d[5 * ds];
+    o[0] = 4.0f * d0 - 5.0f * d2 + d4;
+    o[os] = d3 + d4 - 4.0f * (d1 + d2);
+    o[2 * os] = d4 - d3 + 4.0f * (d1 - d2);
+    o[3 * os] = d4 - d2 + 2.0f * (d3 - d1);
+    o[4 * os] = d4 - d2 + 2.0f * (d1 - d3);
+    o[5 * os] = 4.0f * d1 - 5.0f * d3 + d5;
+}
+
+/* d = B v, the adjoint of bt4 */
+AI void b4(const float *v, int vs, float *d, int ds) {
+    float v0 = v[0], v1 = v[vs], v2 = v[2 * vs], v3 = v[3 * vs], v4 = v[4 * vs], v5 = v[5 * vs];
+    d[0] = 4.0f * v0;
+    d[ds] = 4.0f * (v2 - v1 + v5) + 2.0f * (v4 - v3);
+    d[2 * ds] = -5.0f * v0 - 4.0f * (v1 + v2) - v3 - v4;
+    d[3 * ds] = v1 - v2 + 2.0f * (v3 - v4) - 5.0f * v5;
+    d[4 * ds] = v0 + v1 + v2 + v3 + v4;
+    d[5 * ds] = v5;
+}
+
+/* y = Aᵀ m (6 -> 4) */
+AI void at4(const float *m, int ms, float *y, int ys) {
+    float m0 = m[0], m1 = m[ms], m2 = m[2 * ms], m3 = m[3 * ms], m4 = m[4 * ms], m5 = m[5 * ms];
+    float p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
+    y[0] = m0 + p12 + p34;
+    y[ys] = n12 + 2.0f * n34;
+    y[2 * ys] = p12 + 4.0f * p34;
+    y[3 * ys] = n12 + 8.0f * n34 + m5;
+}
+
+/* m = A y (4 -> 6), the adjoint of at4 */
+AI void a4(const float *y, int ys, float *m, int ms) {
+    float y0 = y[0], y1 = y[ys], y2 = y[2 * ys], y3 = y[3 * ys];
+    m[0] = y0;
+    m[ms] = y0 + y1 + y2 + y3;
+    m[2 * ms] = y0 - y1 + y2 - y3;
+    m[3 * ms] = y0 + 2.0f * y1 + 4.0f * y2 + 8.0f * y3;
+    m[4 * ms] = y0 - 2.0f * y1 + 4.0f * y2 - 8.0f * y3;
+    m[5 * ms] = y3;
+}
+
+static const float G4[18] = {1.0f / 4,  0,          0,         -1.0f / 6, -1.0f / 6, -1.0f / 6,
+                             -1.0f / 6, 1.0f / 6,   -1.0f / 6, 1.0f / 24, 1.0f / 12, 1.0f / 6,
+                             1.0f / 24, -1.0f / 12, 1.0f / 6,  0,         0,         1};
+
+/* U = G g Gᵀ of one kernel (6x6) */
+static void tf_kernel4(const float g[9], float u[36]) {
+    float t[18];
+    for (int i = 0; i < 6; i++)
+        for (int q = 0; q < 3; q++)
+            t[i * 3 + q] = G4[i * 3] * g[q] + G4[i * 3 + 1] * g[3 + q] + G4[i * 3 + 2] * g[6 + q];
+    for (int i = 0; i < 6; i++)
+        for (int l = 0; l < 6; l++)
+            u[i * 6 + l] = t[i * 3] * G4[l * 3] + t[i * 3 + 1] * G4[l * 3 + 1] + t[i * 3 + 2] * G4[l * 3 + 2];
+}
+
+/* dg = Gᵀ dU G, the adjoint of tf_kernel4 */
+static void tf_kernel_adj4(const float u[36], float g[9]) {
+    float t[18];
+    for (int p = 0; p < 3; p++)
+        for (int l = 0; l < 6; l++) {
+            float acc = 0.0f;
+            for (int i = 0; i < 6; i++) acc += G4[i * 3 + p] * u[i * 6 + l];
+            t[p * 6 + l] = acc;
+        }
+    for (int p = 0; p < 3; p++)
+        for (int q = 0; q < 3; q++) {
+            float acc = 0.0f;
+            for (int l = 0; l < 6; l++) acc += t[p * 6 + l] * G4[l * 3 + q];
+            g[p * 3 + q] = acc;
+        }
+}
+
 /* ---- layout ------------------------------------------------------------ */
 
 typedef struct {
+    int m, E;     /* output tile side (2 or 4); elements of a transformed tile, (m+2)² */
     int B, C, H, W, OC, OH, OW, pad;
     int TH, TW;   /* tiles per column, per row */
-    int Hp, Wp;   /* the padded plane: 2*TH + 2 rows, 2*TW + 2 columns */
+    int Hp, Wp;   /* the padded plane: m*TH + 2 rows, m*TW + 2 columns */
     size_t tpi;   /* tiles per image */
     int G;        /* images per group */
     int groups;
     size_t P;     /* tiles of a full group */
 } wino_shape;
 
-static wino_shape wino_layout(const sstc_tensor *x, const sstc_tensor *w, int pad, int T) {
+static wino_shape wino_layout(const sstc_tensor *x, const sstc_tensor *w, int pad, int T, int m) {
     wino_shape s;
+    s.m = m == 4 ? 4 : 2, s.E = (s.m + 2) * (s.m + 2);
     s.B = x->shape[0], s.C = x->shape[1], s.H = x->shape[2], s.W = x->shape[3];
     s.OC = w->shape[0], s.pad = pad;
     s.OH = s.H + 2 * pad - 2, s.OW = s.W + 2 * pad - 2;
-    s.TH = (s.OH + 1) / 2, s.TW = (s.OW + 1) / 2;
+    s.TH = (s.OH + s.m - 1) / s.m, s.TW = (s.OW + s.m - 1) / s.m;
     s.tpi = (size_t)s.TH * s.TW;
-    s.Hp = 2 * s.TH + 2, s.Wp = 2 * s.TW + 2;
+    s.Hp = s.m * s.TH + 2, s.Wp = s.m * s.TW + 2;
     size_t g = (WINO_GROUP_TILES + s.tpi - 1) / s.tpi;
     size_t per_thread = ((size_t)s.B + T - 1) / T; /* every thread gets images */
     if (g > per_thread) g = per_thread;
@@ -142,9 +249,18 @@ static wino_shape wino_layout(const sstc_tensor *x, const sstc_tensor *w, int pa
 }
 
 /* Per-thread work space of the tile loops: a zero-padded plane (Hp x Wp,
- * tile (ty, tx) covers rows 2ty..2ty+3 and columns 2tx..2tx+3 of it) and
- * four rows of width Wp. */
-static size_t plane_floats(const wino_shape *s) { return (size_t)(s->Hp + 4) * s->Wp; }
+ * tile (ty, tx) covers rows m·ty .. m·ty+m+1 and the same columns of it),
+ * four rows of width Wp, and the E transformed values of every tile of one
+ * plane (F(4x4)). */
+static size_t plane_floats(const wino_shape *s) { return (size_t)(s->Hp + 4) * s->Wp + s->tpi * s->E; }
+
+/* Short rows (4 to 34 floats on CIFAR planes): inline loops, not calls. */
+static inline void copy_row(float *restrict dst, const float *restrict src, int n) {
+    for (int j = 0; j < n; j++) dst[j] = src[j];
+}
+static inline void zero_floats(float *dst, size_t n) {
+    for (size_t j = 0; j < n; j++) dst[j] = 0.0f;
+}
 
 /* V[e][c][p] (leading dimension ld) of n images from xb: Bᵀ d B of every
  * 4x4 patch at (2ty - pad, 2tx - pad), zero outside the plane. The input is
@@ -152,7 +268,7 @@ static size_t plane_floats(const wino_shape *s) { return (size_t)(s->Hp + 4) * s
  * the same interior), then transformed a row of tiles at a time: Bᵀ on the
  * four rows over the whole width, then B on each tile's four columns (loops
  * over the tiles of the row, which vectorize). */
-static void gather_input(const wino_shape *s, const float *xb, int n, float *V, size_t ld, float *pl) {
+static void gather_input2(const wino_shape *s, const float *xb, int n, float *V, size_t ld, float *pl) {
     size_t hw = (size_t)s->H * s->W, estride = (size_t)s->C * ld;
     int Wp = s->Wp, TW = s->TW;
     float *t = pl + (size_t)s->Hp * Wp;
@@ -161,7 +277,7 @@ static void gather_input(const wino_shape *s, const float *xb, int n, float *V, 
         for (int c = 0; c < s->C; c++) {
             const float *plane = xb + ((size_t)i * s->C + c) * hw;
             for (int y = 0; y < s->H; y++)
-                memcpy(pl + (size_t)(y + s->pad) * Wp + s->pad, plane + (size_t)y * s->W, s->W * sizeof(float));
+                copy_row(pl + (size_t)(y + s->pad) * Wp + s->pad, plane + (size_t)y * s->W, s->W);
             float *vc = V + (size_t)c * ld + (size_t)i * s->tpi;
             for (int ty = 0; ty < s->TH; ty++) {
                 const float *r0 = pl + (size_t)2 * ty * Wp, *r1 = r0 + Wp, *r2 = r1 + Wp, *r3 = r2 + Wp;
@@ -189,87 +305,13 @@ static void gather_input(const wino_shape *s, const float *xb, int n, float *V, 
         }
 }
 
-/* U[e][oc][c] of the weights (OC, C, 3, 3): rows [o0, o1) */
-static void transform_kernels(const float *w, int C, int OC, int o0, int o1, float *U) {
-    size_t estride = (size_t)OC * C;
-    for (int oc = o0; oc < o1; oc++)
-        for (int c = 0; c < C; c++) {
-            float u[16];
-            tf_kernel(w + ((size_t)oc * C + c) * 9, u);
-            for (int e = 0; e < WE; e++) U[e * estride + (size_t)oc * C + c] = u[e];
-        }
-}
-
-/* 16 sgemms: for every element e, C_e = op(A_e) · op(B_e) (+ beta C_e) */
-static void sgemm16(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, const float *a, int lda,
-                    size_t sa, const float *b, int ldb, size_t sb, float beta, float *c, int ldc, size_t sc) {
-    for (int e = 0; e < WE; e++)
-        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, a + e * sa, lda, b + e * sb, ldb, beta, c + e * sc,
-                    ldc);
-}
-
-static int wino_threads(void) { return sstc_get_threads(); }
-
-/* ---- forward ------------------------------------------------------------ */
-
-int sstc_wino_forward(sstc_ctx *ctx, const sstc_tensor *x, const sstc_tensor *w, const sstc_tensor *bias,
-                      sstc_tensor *y, int pad) {
-    int T = wino_threads();
-    wino_shape s = wino_layout(x, w, pad, T);
-    if (T > s.groups) T = s.groups;
-    size_t un = (size_t)WE * s.OC * s.C;
-    size_t per = (size_t)WE * (s.C + s.OC) * s.P + plane_floats(&s);
-    float *scr = sstc_ctx_scratch(ctx, (un + (size_t)T * per) * sizeof(float));
-    if (!scr) return -1;
-    float *U = scr;
-    size_t chw = (size_t)s.C * s.H * s.W, ohw = (size_t)s.OH * s.OW;
-#pragma omp parallel num_threads(T)
-    {
-        int t = omp_get_thread_num();
-        float *V = scr + un + (size_t)t * per, *M = V + (size_t)WE * s.C * s.P, *pl = M + (size_t)WE * s.OC * s.P;
-#pragma omp for schedule(static)
-        for (int oc = 0; oc < s.OC; oc++) transform_kernels(w->data, s.C, s.OC, oc, oc + 1, U);
-#pragma omp for schedule(static)
-        for (int gi = 0; gi < s.groups; gi++) {
-            int b0 = gi * s.G, n = s.B - b0 < s.G ? s.B - b0 : s.G;
-            size_t ld = (size_t)n * s.tpi;
-            gather_input(&s, x->data + (size_t)b0 * chw, n, V, ld, pl);
-            sgemm16(CblasNoTrans, CblasNoTrans, s.OC, (int)ld, s.C, U, s.C, (size_t)s.OC * s.C, V, (int)ld,
-                    (size_t)s.C * ld, 0.0f, M, (int)ld, (size_t)s.OC * ld);
-            size_t estride = (size_t)s.OC * ld;
-            for (int i = 0; i < n; i++)
-                for (int oc = 0; oc < s.OC; oc++) {
-                    float *yp = y->data + ((size_t)(b0 + i) * s.OC + oc) * ohw;
-                    const float *mo = M + (size_t)oc * ld + (size_t)i * s.tpi;
-                    float bv = bias ? bias->data[oc] : 0.0f;
-                    for (int ty = 0; ty < s.TH; ty++)
-                        for (int tx = 0; tx < s.TW; tx++) {
-                            size_t p = (size_t)ty * s.TW + tx;
-                            float m[16], o[4];
-                            for (int e = 0; e < WE; e++) m[e] = mo[e * estride + p];
-                            tf_output(m, o);
-                            int oy = 2 * ty, ox = 2 * tx;
-                            float *r = yp + (size_t)oy * s.OW + ox;
-                            int two_x = ox + 1 < s.OW, two_y = oy + 1 < s.OH;
-                            r[0] = o[0] + bv;
-                            if (two_x) r[1] = o[1] + bv;
-                            if (two_y) {
-                                r[s.OW] = o[2] + bv;
-                                if (two_x) r[s.OW + 1] = o[3] + bv;
-                            }
-                        }
-                }
-        }
-    }
-    return 0;
-}
 
 /* ---- backward ----------------------------------------------------------- */
 
 /* dM[e][oc][p] of n images' output gradients gy: A dY Aᵀ of every 2x2
  * block, zero beyond an odd edge (gy copied into the padded plane, whose
  * border is zeroed once), a row of tiles at a time */
-static void gather_output_grad(const wino_shape *s, const float *gy, int n, float *dM, size_t ld, float *pl) {
+static void gather_output_grad2(const wino_shape *s, const float *gy, int n, float *dM, size_t ld, float *pl) {
     size_t ohw = (size_t)s->OH * s->OW, estride = (size_t)s->OC * ld;
     int Wp = s->Wp, TW = s->TW;
     float *t = pl + (size_t)s->Hp * Wp;
@@ -278,7 +320,7 @@ static void gather_output_grad(const wino_shape *s, const float *gy, int n, floa
         for (int oc = 0; oc < s->OC; oc++) {
             const float *g = gy + ((size_t)i * s->OC + oc) * ohw;
             for (int y = 0; y < s->OH; y++)
-                memcpy(pl + (size_t)y * Wp, g + (size_t)y * s->OW, s->OW * sizeof(float));
+                copy_row(pl + (size_t)y * Wp, g + (size_t)y * s->OW, s->OW);
             float *mo = dM + (size_t)oc * ld + (size_t)i * s->tpi;
             for (int ty = 0; ty < s->TH; ty++) {
                 const float *g0 = pl + (size_t)2 * ty * Wp, *g1 = g0 + Wp;
@@ -312,18 +354,18 @@ static void gather_output_grad(const wino_shape *s, const float *gy, int n, floa
  * time: Bᵀ's adjoint on each tile's columns into four rows of width Wp (the
  * even and the odd columns of a row in separate loops, each free of
  * overlaps), then on the rows; then the plane's interior goes to dX. */
-static void scatter_input_grad(const wino_shape *s, const float *dV, size_t ld, int n, float *dxb, int fresh,
+static void scatter_input_grad2(const wino_shape *s, const float *dV, size_t ld, int n, float *dxb, int fresh,
                                float *pl) {
     size_t hw = (size_t)s->H * s->W, estride = (size_t)s->C * ld;
     int Wp = s->Wp, TW = s->TW;
     float *t = pl + (size_t)s->Hp * Wp;
     for (int i = 0; i < n; i++)
         for (int c = 0; c < s->C; c++) {
-            memset(pl, 0, (size_t)s->Hp * Wp * sizeof(float));
+            zero_floats(pl, (size_t)s->Hp * Wp);
             const float *vc = dV + (size_t)c * ld + (size_t)i * s->tpi;
             for (int ty = 0; ty < s->TH; ty++) {
                 const float *in = vc + (size_t)ty * TW;
-                memset(t, 0, (size_t)4 * Wp * sizeof(float));
+                zero_floats(t, (size_t)4 * Wp);
                 for (int a = 0; a < 4; a++) {
                     float *restrict ta = t + (size_t)a * Wp;
                     const float *restrict v0 = in + (size_t)(4 * a) * estride, *restrict v1 = v0 + estride,
@@ -352,24 +394,251 @@ static void scatter_input_grad(const wino_shape *s, const float *dV, size_t ld, 
                 float *restrict o = plane + (size_t)y * s->W;
                 const float *restrict q = pl + (size_t)(y + s->pad) * Wp + s->pad;
                 if (fresh)
-                    memcpy(o, q, s->W * sizeof(float));
+                    copy_row(o, q, s->W);
                 else
                     for (int x = 0; x < s->W; x++) o[x] += q[x];
             }
         }
 }
 
-void sstc_wino_backward(sstc_ctx *ctx, sstc_tensor *y) {
+/* Y (+ bias) of n images from M[e][oc][p]: Aᵀ M A of every tile, clipped
+ * at an odd edge */
+static void scatter_output2(const wino_shape *s, const float *M, size_t ld, int n, float *yb, const float *bias) {
+    size_t ohw = (size_t)s->OH * s->OW, estride = (size_t)s->OC * ld;
+    for (int i = 0; i < n; i++)
+        for (int oc = 0; oc < s->OC; oc++) {
+            float *yp = yb + ((size_t)i * s->OC + oc) * ohw;
+            const float *mo = M + (size_t)oc * ld + (size_t)i * s->tpi;
+            float bv = bias ? bias[oc] : 0.0f;
+            for (int ty = 0; ty < s->TH; ty++)
+                for (int tx = 0; tx < s->TW; tx++) {
+                    size_t p = (size_t)ty * s->TW + tx;
+                    float m[16], o[4];
+                    for (int e = 0; e < 16; e++) m[e] = mo[e * estride + p];
+                    tf_output2(m, o);
+                    int oy = 2 * ty, ox = 2 * tx;
+                    float *r = yp + (size_t)oy * s->OW + ox;
+                    int two_x = ox + 1 < s->OW, two_y = oy + 1 < s->OH;
+                    r[0] = o[0] + bv;
+                    if (two_x) r[1] = o[1] + bv;
+                    if (two_y) {
+                        r[s->OW] = o[2] + bv;
+                        if (two_x) r[s->OW + 1] = o[3] + bv;
+                    }
+                }
+        }
+}
+
+/* ---- F(4x4, 3x3) tile loops: per tile, on the padded plane as above ----
+ * A plane's transformed tiles are collected in loc[e][p] first and moved to
+ * (or from) the E matrices in one contiguous run per element: 36 scattered
+ * stores per tile straight into the matrices (36 pages apart) cost more
+ * than the transforms. */
+
+/* 36 runs of n floats: dst[e·ds + j] = src[e·ss + j] (loops, not calls:
+ * the runs are short, 1 to 64 floats on CIFAR planes) */
+static inline void move_runs(float *restrict dst, size_t ds, const float *restrict src, size_t ss, size_t n) {
+    for (int e = 0; e < 36; e++)
+        for (size_t j = 0; j < n; j++) dst[e * ds + j] = src[e * ss + j];
+}
+
+static void gather_input4(const wino_shape *s, const float *xb, int n, float *V, size_t ld, float *pl) {
+    size_t hw = (size_t)s->H * s->W, estride = (size_t)s->C * ld, tpi = s->tpi;
+    int Wp = s->Wp;
+    float *loc = pl + (size_t)(s->Hp + 4) * Wp;
+    memset(pl, 0, (size_t)s->Hp * Wp * sizeof(float));
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < s->C; c++) {
+            const float *plane = xb + ((size_t)i * s->C + c) * hw;
+            for (int y = 0; y < s->H; y++)
+                copy_row(pl + (size_t)(y + s->pad) * Wp + s->pad, plane + (size_t)y * s->W, s->W);
+            float *vc = V + (size_t)c * ld + (size_t)i * s->tpi;
+            for (int ty = 0; ty < s->TH; ty++)
+                for (int tx = 0; tx < s->TW; tx++) {
+                    const float *d = pl + (size_t)4 * ty * Wp + 4 * tx;
+                    float t[36];
+                    size_t p = (size_t)ty * s->TW + tx;
+                    for (int r = 0; r < 6; r++) bt4(d + (size_t)r * Wp, 1, t + 6 * r, 1); /* d B */
+                    for (int l = 0; l < 6; l++) bt4(t + l, 6, loc + l * tpi + p, 6 * tpi); /* Bᵀ (d B) */
+                }
+            move_runs(vc, estride, loc, tpi, tpi);
+        }
+}
+
+static void scatter_output4(const wino_shape *s, const float *M, size_t ld, int n, float *yb, const float *bias,
+                            float *pl) {
+    size_t ohw = (size_t)s->OH * s->OW, estride = (size_t)s->OC * ld, tpi = s->tpi;
+    float *loc = pl + (size_t)(s->Hp + 4) * s->Wp;
+    for (int i = 0; i < n; i++)
+        for (int oc = 0; oc < s->OC; oc++) {
+            float *yp = yb + ((size_t)i * s->OC + oc) * ohw;
+            const float *mo = M + (size_t)oc * ld + (size_t)i * s->tpi;
+            float bv = bias ? bias[oc] : 0.0f;
+            move_runs(loc, tpi, mo, estride, tpi);
+            for (int ty = 0; ty < s->TH; ty++)
+                for (int tx = 0; tx < s->TW; tx++) {
+                    size_t p = (size_t)ty * s->TW + tx;
+                    float t[24], o[16];
+                    for (int r = 0; r < 6; r++) at4(loc + 6 * r * tpi + p, (int)tpi, t + 4 * r, 1); /* M A */
+                    for (int c = 0; c < 4; c++) at4(t + c, 4, o + c, 4);         /* Aᵀ (M A) */
+                    int oy = 4 * ty, ox = 4 * tx;
+                    int nr = s->OH - oy < 4 ? s->OH - oy : 4, nc = s->OW - ox < 4 ? s->OW - ox : 4;
+                    float *r = yp + (size_t)oy * s->OW + ox;
+                    for (int a = 0; a < nr; a++)
+                        for (int b = 0; b < nc; b++) r[(size_t)a * s->OW + b] = o[4 * a + b] + bv;
+                }
+        }
+}
+
+static void gather_output_grad4(const wino_shape *s, const float *gy, int n, float *dM, size_t ld, float *pl) {
+    size_t ohw = (size_t)s->OH * s->OW, estride = (size_t)s->OC * ld, tpi = s->tpi;
+    int Wp = s->Wp;
+    float *loc = pl + (size_t)(s->Hp + 4) * Wp;
+    memset(pl, 0, (size_t)s->Hp * Wp * sizeof(float));
+    for (int i = 0; i < n; i++)
+        for (int oc = 0; oc < s->OC; oc++) {
+            const float *g = gy + ((size_t)i * s->OC + oc) * ohw;
+            for (int y = 0; y < s->OH; y++) copy_row(pl + (size_t)y * Wp, g + (size_t)y * s->OW, s->OW);
+            float *mo = dM + (size_t)oc * ld + (size_t)i * s->tpi;
+            for (int ty = 0; ty < s->TH; ty++)
+                for (int tx = 0; tx < s->TW; tx++) {
+                    const float *d = pl + (size_t)4 * ty * Wp + 4 * tx;
+                    float t[24];
+                    size_t p = (size_t)ty * s->TW + tx;
+                    for (int r = 0; r < 4; r++) a4(d + (size_t)r * Wp, 1, t + 6 * r, 1);    /* dY Aᵀ */
+                    for (int l = 0; l < 6; l++) a4(t + l, 6, loc + l * tpi + p, 6 * (int)tpi); /* A (dY Aᵀ) */
+                }
+            move_runs(mo, estride, loc, tpi, tpi);
+        }
+}
+
+static void scatter_input_grad4(const wino_shape *s, const float *dV, size_t ld, int n, float *dxb, int fresh,
+                                float *pl) {
+    size_t hw = (size_t)s->H * s->W, estride = (size_t)s->C * ld, tpi = s->tpi;
+    int Wp = s->Wp;
+    float *loc = pl + (size_t)(s->Hp + 4) * Wp;
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < s->C; c++) {
+            zero_floats(pl, (size_t)s->Hp * Wp);
+            const float *vc = dV + (size_t)c * ld + (size_t)i * s->tpi;
+            move_runs(loc, tpi, vc, estride, tpi);
+            for (int ty = 0; ty < s->TH; ty++)
+                for (int tx = 0; tx < s->TW; tx++) {
+                    size_t p = (size_t)ty * s->TW + tx;
+                    float t[36], d[36];
+                    for (int r = 0; r < 6; r++) b4(loc + 6 * r * tpi + p, (int)tpi, t + 6 * r, 1); /* dV Bᵀ */
+                    for (int q = 0; q < 6; q++) b4(t + q, 6, d + q, 6);         /* B (dV Bᵀ) */
+                    float *o = pl + (size_t)4 * ty * Wp + 4 * tx;
+                    for (int a = 0; a < 6; a++)
+                        for (int b = 0; b < 6; b++) o[(size_t)a * Wp + b] += d[6 * a + b];
+                }
+            float *plane = dxb + ((size_t)i * s->C + c) * hw;
+            for (int y = 0; y < s->H; y++) {
+                float *restrict o = plane + (size_t)y * s->W;
+                const float *restrict q = pl + (size_t)(y + s->pad) * Wp + s->pad;
+                if (fresh)
+                    copy_row(o, q, s->W);
+                else
+                    for (int x = 0; x < s->W; x++) o[x] += q[x];
+            }
+        }
+}
+
+/* ---- dispatch on the tile size ----------------------------------------- */
+
+static void gather_input(const wino_shape *s, const float *xb, int n, float *V, size_t ld, float *pl) {
+    if (s->m == 4) gather_input4(s, xb, n, V, ld, pl);
+    else gather_input2(s, xb, n, V, ld, pl);
+}
+static void scatter_output(const wino_shape *s, const float *M, size_t ld, int n, float *yb, const float *bias,
+                           float *pl) {
+    if (s->m == 4) scatter_output4(s, M, ld, n, yb, bias, pl);
+    else scatter_output2(s, M, ld, n, yb, bias);
+}
+static void gather_output_grad(const wino_shape *s, const float *gy, int n, float *dM, size_t ld, float *pl) {
+    if (s->m == 4) gather_output_grad4(s, gy, n, dM, ld, pl);
+    else gather_output_grad2(s, gy, n, dM, ld, pl);
+}
+static void scatter_input_grad(const wino_shape *s, const float *dV, size_t ld, int n, float *dxb, int fresh,
+                               float *pl) {
+    if (s->m == 4) scatter_input_grad4(s, dV, ld, n, dxb, fresh, pl);
+    else scatter_input_grad2(s, dV, ld, n, dxb, fresh, pl);
+}
+
+/* U[e][oc][c] of the weights (OC, C, 3, 3): rows [o0, o1). A chunk of a
+ * row's kernels is transformed into loc[e][c] first, then moved one run per
+ * element (the E matrices lie OC·C floats apart). */
+enum { KCHUNK = 64 };
+static void transform_kernels(const wino_shape *s, const float *w, int o0, int o1, float *U) {
+    size_t estride = (size_t)s->OC * s->C;
+    float loc[WMAX_E * KCHUNK];
+    for (int oc = o0; oc < o1; oc++)
+        for (int c0 = 0; c0 < s->C; c0 += KCHUNK) {
+            int nc = s->C - c0 < KCHUNK ? s->C - c0 : KCHUNK;
+            for (int c = 0; c < nc; c++) {
+                float u[WMAX_E];
+                const float *g = w + ((size_t)oc * s->C + c0 + c) * 9;
+                if (s->m == 4) tf_kernel4(g, u);
+                else tf_kernel2(g, u);
+                for (int e = 0; e < s->E; e++) loc[e * KCHUNK + c] = u[e];
+            }
+            for (int e = 0; e < s->E; e++)
+                copy_row(U + e * estride + (size_t)oc * s->C + c0, loc + e * KCHUNK, nc);
+        }
+}
+
+/* E sgemms: for every element e, C_e = op(A_e) · op(B_e) (+ beta C_e) */
+static void sgemm_e(int E, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, const float *a, int lda,
+                    size_t sa, const float *b, int ldb, size_t sb, float beta, float *c, int ldc, size_t sc) {
+    for (int e = 0; e < E; e++)
+        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, 1.0f, a + e * sa, lda, b + e * sb, ldb, beta, c + e * sc,
+                    ldc);
+}
+
+/* ---- forward ------------------------------------------------------------ */
+int sstc_wino_forward(sstc_ctx *ctx, const sstc_tensor *x, const sstc_tensor *w, const sstc_tensor *bias,
+                      sstc_tensor *y, int pad, int m) {
+    int T = sstc_get_threads();
+    wino_shape s = wino_layout(x, w, pad, T, m);
+    if (T > s.groups) T = s.groups;
+    size_t un = (size_t)s.E * s.OC * s.C;
+    size_t per = (size_t)s.E * (s.C + s.OC) * s.P + plane_floats(&s);
+    float *scr = sstc_ctx_scratch(ctx, (un + (size_t)T * per) * sizeof(float));
+    if (!scr) return -1;
+    float *U = scr;
+    size_t chw = (size_t)s.C * s.H * s.W, ohw = (size_t)s.OH * s.OW;
+#pragma omp parallel num_threads(T)
+    {
+        int t = omp_get_thread_num();
+        float *V = scr + un + (size_t)t * per, *M = V + (size_t)s.E * s.C * s.P, *pl = M + (size_t)s.E * s.OC * s.P;
+#pragma omp for schedule(static)
+        for (int oc = 0; oc < s.OC; oc++) transform_kernels(&s, w->data, oc, oc + 1, U);
+#pragma omp for schedule(static)
+        for (int gi = 0; gi < s.groups; gi++) {
+            int b0 = gi * s.G, n = s.B - b0 < s.G ? s.B - b0 : s.G;
+            size_t ld = (size_t)n * s.tpi;
+            gather_input(&s, x->data + (size_t)b0 * chw, n, V, ld, pl);
+            sgemm_e(s.E, CblasNoTrans, CblasNoTrans, s.OC, (int)ld, s.C, U, s.C, (size_t)s.OC * s.C, V, (int)ld,
+                    (size_t)s.C * ld, 0.0f, M, (int)ld, (size_t)s.OC * ld);
+            scatter_output(&s, M, ld, n, y->data + (size_t)b0 * s.OC * ohw, bias ? bias->data : NULL, pl);
+        }
+    }
+    return 0;
+}
+
+/* ---- backward (the chain in reverse) ---------------------------------- */
+
+void sstc_wino_backward(sstc_ctx *ctx, sstc_tensor *y, int m) {
     sstc_tensor *x = y->src[0], *w = y->src[1];
     int pad = y->ip[1];
     int want_dw = w->requires_grad, want_dx = x->requires_grad;
     if (!want_dw && !want_dx) return;
-    int T = wino_threads();
-    wino_shape s = wino_layout(x, w, pad, T);
+    int T = sstc_get_threads();
+    wino_shape s = wino_layout(x, w, pad, T, m);
     if (T > s.groups) T = s.groups;
-    size_t un = (size_t)WE * s.OC * s.C;
+    size_t un = (size_t)s.E * s.OC * s.C;
     /* per thread: its dU, V (reused for dV once dU has it), dM */
-    size_t per = (want_dw ? un : 0) + (size_t)WE * (s.C + s.OC) * s.P + plane_floats(&s);
+    size_t per = (want_dw ? un : 0) + (size_t)s.E * (s.C + s.OC) * s.P + plane_floats(&s);
     float *scr = sstc_ctx_scratch(ctx, ((want_dx ? un : 0) + (size_t)T * per) * sizeof(float));
     if (!scr) return;
     float *U = scr, *slots = scr + (want_dx ? un : 0);
@@ -381,12 +650,12 @@ void sstc_wino_backward(sstc_ctx *ctx, sstc_tensor *y) {
     {
         /* the team may be smaller than T: only existing threads' slots are summed */
         int t = omp_get_thread_num(), team = omp_get_num_threads();
-        float *dU = slots + (size_t)t * per, *V = dU + (want_dw ? un : 0), *dM = V + (size_t)WE * s.C * s.P;
-        float *pl = dM + (size_t)WE * s.OC * s.P;
+        float *dU = slots + (size_t)t * per, *V = dU + (want_dw ? un : 0), *dM = V + (size_t)s.E * s.C * s.P;
+        float *pl = dM + (size_t)s.E * s.OC * s.P;
         if (want_dw) memset(dU, 0, un * sizeof(float));
         if (want_dx) {
 #pragma omp for schedule(static)
-            for (int oc = 0; oc < s.OC; oc++) transform_kernels(w->data, s.C, s.OC, oc, oc + 1, U);
+            for (int oc = 0; oc < s.OC; oc++) transform_kernels(&s, w->data, oc, oc + 1, U);
         }
 #pragma omp for schedule(static)
         for (int gi = 0; gi < s.groups; gi++) {
@@ -396,12 +665,12 @@ void sstc_wino_backward(sstc_ctx *ctx, sstc_tensor *y) {
             if (want_dw) {
                 gather_input(&s, x->data + (size_t)b0 * chw, n, V, ld, pl);
                 /* dU_e (OC x C) += dM_e (OC x P) · V_eᵀ */
-                sgemm16(CblasNoTrans, CblasTrans, s.OC, s.C, (int)ld, dM, (int)ld, (size_t)s.OC * ld, V,
+                sgemm_e(s.E, CblasNoTrans, CblasTrans, s.OC, s.C, (int)ld, dM, (int)ld, (size_t)s.OC * ld, V,
                         (int)ld, (size_t)s.C * ld, 1.0f, dU, s.C, (size_t)s.OC * s.C);
             }
             if (want_dx) {
                 /* dV_e (C x P) = U_eᵀ · dM_e, into V's buffer */
-                sgemm16(CblasTrans, CblasNoTrans, s.C, (int)ld, s.OC, U, s.C, (size_t)s.OC * s.C, dM, (int)ld,
+                sgemm_e(s.E, CblasTrans, CblasNoTrans, s.C, (int)ld, s.OC, U, s.C, (size_t)s.OC * s.C, dM, (int)ld,
                         (size_t)s.OC * ld, 0.0f, V, (int)ld, (size_t)s.C * ld);
                 scatter_input_grad(&s, V, ld, n, dx + (size_t)b0 * chw, fresh, pl);
             }
@@ -409,17 +678,28 @@ void sstc_wino_backward(sstc_ctx *ctx, sstc_tensor *y) {
         if (want_dw) {
             /* implicit barrier above: every thread's dU is complete; sum them
              * in thread order, then dW += Gᵀ dU G */
+            size_t nk = (size_t)s.OC * s.C, est = nk;
+            long chunks = (long)((nk + KCHUNK - 1) / KCHUNK);
 #pragma omp for schedule(static)
-            for (size_t k = 0; k < (size_t)s.OC * s.C; k++) {
-                float u[16], g[9];
-                for (int e = 0; e < WE; e++) {
-                    float acc = 0.0f;
-                    for (int j = 0; j < team; j++) acc += slots[(size_t)j * per + e * (size_t)s.OC * s.C + k];
-                    u[e] = acc;
+            for (long ch = 0; ch < chunks; ch++) {
+                size_t k0 = (size_t)ch * KCHUNK, kn = nk - k0 < KCHUNK ? nk - k0 : KCHUNK;
+                float loc[WMAX_E * KCHUNK];
+                for (int e = 0; e < s.E; e++) {
+                    float *r = loc + e * KCHUNK;
+                    copy_row(r, slots + e * est + k0, (int)kn);
+                    for (int j = 1; j < team; j++) {
+                        const float *o = slots + (size_t)j * per + e * est + k0;
+                        for (size_t q = 0; q < kn; q++) r[q] += o[q];
+                    }
                 }
-                tf_kernel_adj(u, g);
-                float *d = dw + k * 9;
-                for (int q = 0; q < 9; q++) d[q] += g[q];
+                for (size_t q = 0; q < kn; q++) {
+                    float u[WMAX_E], g[9];
+                    for (int e = 0; e < s.E; e++) u[e] = loc[e * KCHUNK + q];
+                    if (s.m == 4) tf_kernel_adj4(u, g);
+                    else tf_kernel_adj2(u, g);
+                    float *d = dw + (k0 + q) * 9;
+                    for (int i = 0; i < 9; i++) d[i] += g[i];
+                }
             }
         }
     }

@@ -19,8 +19,10 @@
 
 static sstc_ctx *P;
 static sstc_rng rng;
+static int tile0; /* the default output tile side */
 
 static void setup(void) {
+    tile0 = sstc_wino_tile();
     P = sstc_ctx_create(1 << 20);
     sstc_rng_seed(&rng, 11);
     sstc_clear_error();
@@ -28,12 +30,21 @@ static void setup(void) {
 static void teardown(void) {
     sstc_ctx_free(P);
     sstc_conv_set_algo(SSTC_CONV_AUTO);
+    sstc_wino_set_tile(tile0);
     sstc_set_threads(1);
 }
 
 TestSuite(winograd, .init = setup, .fini = teardown);
 
-#define WINO_TOL 1e-5
+#define WINO_TOL2 1e-5
+#define WINO_TOL4 1e-4
+static double WINO_TOL = WINO_TOL2; /* of the tile size under test */
+
+static void use_tile(int m) {
+    sstc_wino_set_tile(m);
+    cr_assert_eq(sstc_wino_tile(), m);
+    WINO_TOL = m == 4 ? WINO_TOL4 : WINO_TOL2;
+}
 
 static sstc_tensor *randp(int ndim, const int *shape, float scale) {
     sstc_tensor *t = sstc_param_new(P, ndim, shape);
@@ -163,26 +174,33 @@ Test(winograd, matches_direct_convolution_in_double) {
         {4, 5, 1, 1, 3, 1},  {3, 2, 3, 3, 2, 0},  {2, 3, 2, 5, 3, 1},  {2, 33, 4, 4, 17, 1},
         {9, 6, 16, 16, 4, 1}, {20, 4, 5, 4, 3, 1}, {3, 7, 11, 13, 9, 0}, {1, 12, 6, 10, 12, 1}};
     int nc = (int)(sizeof cases / sizeof cases[0]);
-    double worst = 0;
-    for (int threads = 1; threads <= 3; threads++)
-        for (int k = 0; k < nc; k++) {
-            int mode = (k + threads) % 4;
-            double e = check_case(cases[k], threads, mode, k % 3 != 2);
-            if (e > worst) worst = e;
-        }
-    cr_log_info("winograd vs direct double: worst error %.3g of the magnitude (tolerance %.1g)", worst, WINO_TOL);
-    cr_expect(worst > 0, "no rounding at all: the Winograd path did not run");
+    for (int m = 2; m <= 4; m += 2) {
+        use_tile(m);
+        double worst = 0;
+        for (int threads = 1; threads <= 3; threads++)
+            for (int k = 0; k < nc; k++) {
+                int mode = (k + threads) % 4;
+                double e = check_case(cases[k], threads, mode, k % 3 != 2);
+                if (e > worst) worst = e;
+            }
+        cr_log_info("F(%dx%d,3x3) vs direct double: worst error %.3g of the magnitude (tolerance %.1g)", m, m, worst,
+                    WINO_TOL);
+        cr_expect(worst > 0, "no rounding at all: the Winograd path did not run");
+    }
 }
 
 /* Larger channel counts: the magnitudes grow with C, and the relative bound holds. */
 Test(winograd, matches_direct_convolution_with_many_channels) {
-    double worst = 0;
     struct wcase cases[] = {{2, 64, 8, 8, 32, 1}, {3, 128, 5, 7, 16, 1}, {2, 48, 9, 6, 64, 0}};
-    for (int k = 0; k < 3; k++) {
-        double e = check_case(cases[k], 2, k % 2, 1);
-        if (e > worst) worst = e;
+    for (int m = 2; m <= 4; m += 2) {
+        use_tile(m);
+        double worst = 0;
+        for (int k = 0; k < 3; k++) {
+            double e = check_case(cases[k], 2, k % 2, 1);
+            if (e > worst) worst = e;
+        }
+        cr_log_info("F(%dx%d,3x3), many channels: worst error %.3g of the magnitude", m, m, worst);
     }
-    cr_log_info("many channels: worst error %.3g of the magnitude", worst);
 }
 
 struct conv_args { int pad; };
@@ -193,15 +211,19 @@ static sstc_tensor *f_conv(sstc_ctx *c, sstc_tensor **in, void *u) {
 
 Test(winograd, gradients_match_finite_differences) {
     sstc_conv_set_algo(SSTC_CONV_WINOGRAD);
-    struct { int B, C, H, W, OC, pad; } cases[] = {{2, 3, 5, 6, 2, 1}, {2, 2, 5, 4, 3, 0}, {1, 3, 3, 1, 2, 1}};
-    for (int k = 0; k < 3; k++) {
+    struct { int B, C, H, W, OC, pad; } cases[] = {{2, 3, 5, 6, 2, 1}, {2, 2, 5, 4, 3, 0}, {1, 3, 3, 1, 2, 1},
+                                                   {2, 2, 7, 9, 2, 1}, {1, 2, 6, 6, 2, 0}, {1, 2, 5, 5, 2, 1}};
+    for (int k = 0; k < 6; k++) {
+        use_tile(k < 3 ? 2 : 4);
         struct conv_args a = {cases[k].pad};
         sstc_tensor *in[] = {randp(4, (int[]){cases[k].B, cases[k].C, cases[k].H, cases[k].W}, 1),
                              randp(4, (int[]){cases[k].OC, cases[k].C, 3, 3}, 0.5f),
                              randp(1, (int[]){cases[k].OC}, 1)};
-        cr_assert(sstc_wino_applies(cases[k].C, cases[k].OC, 3, 3, 1, cases[k].pad));
+        int OH = cases[k].H + 2 * cases[k].pad - 2, OW = cases[k].W + 2 * cases[k].pad - 2;
+        cr_assert_eq(sstc_wino_applies(cases[k].C, cases[k].OC, OH, OW, 3, 3, 1, cases[k].pad), sstc_wino_tile());
         char what[80];
-        snprintf(what, sizeof what, "winograd conv %dx%d pad %d", cases[k].H, cases[k].W, cases[k].pad);
+        snprintf(what, sizeof what, "winograd F(%d) conv %dx%d pad %d", sstc_wino_tile(), cases[k].H, cases[k].W,
+                 cases[k].pad);
         gradcheck(f_conv, in, 3, &a, what);
     }
 }
@@ -229,7 +251,9 @@ Test(winograd, agrees_with_im2col) {
     struct wcase cases[] = {{4, 64, 16, 16, 64, 1}, {8, 128, 8, 8, 128, 1}, {8, 256, 4, 4, 256, 1},
                             {3, 40, 9, 7, 24, 0}};
     sstc_set_threads(2);
-    for (int k = 0; k < 4; k++) {
+    for (int run = 0; run < 8; run++) {
+        int k = run % 4;
+        use_tile(run < 4 ? 2 : 4);
         struct wcase c = cases[k];
         int OH = c.H + 2 * c.pad - 2, OW = c.W + 2 * c.pad - 2;
         sstc_tensor *x = randp(4, (int[]){c.B, c.C, c.H, c.W}, 1), *w = randp(4, (int[]){c.OC, c.C, 3, 3}, 0.1f),
@@ -264,7 +288,7 @@ Test(winograd, agrees_with_im2col) {
                           i, (double)outs[o].v[1][i], (double)outs[o].v[0][i], mag);
             }
         }
-        cr_log_info("case %d: winograd vs im2col worst %.3g of the magnitude", k, worst);
+        cr_log_info("F(%d) case %d: winograd vs im2col worst %.3g of the magnitude", sstc_wino_tile(), k, worst);
         cr_expect(worst > 0, "case %d: identical results, the Winograd path did not run", k);
         for (int j = 0; j < 3; j++) free(y[j]), free(dx[j]), free(dw[j]);
         free(gy), free(agy);
@@ -275,7 +299,9 @@ Test(winograd, agrees_with_im2col) {
  * (no atomics, per-thread weight gradients summed in thread order). */
 Test(winograd, identical_results_run_to_run) {
     sstc_conv_set_algo(SSTC_CONV_WINOGRAD);
-    for (int threads = 1; threads <= 3; threads++) {
+    for (int run = 0; run < 6; run++) {
+        int threads = 1 + run % 3;
+        use_tile(run < 3 ? 2 : 4);
         sstc_set_threads(threads);
         sstc_tensor *x = randp(4, (int[]){7, 24, 9, 10}, 1), *w = randp(4, (int[]){16, 24, 3, 3}, 0.2f),
                     *b = randp(1, (int[]){16}, 1);
@@ -297,21 +323,35 @@ Test(winograd, identical_results_run_to_run) {
 
 Test(winograd, choice_of_algorithm) {
     sstc_conv_set_algo(SSTC_CONV_WINOGRAD);
-    cr_expect(sstc_wino_applies(3, 64, 3, 3, 1, 1));
-    cr_expect(sstc_wino_applies(8, 8, 3, 3, 1, 0));
+    sstc_wino_set_tile(0); /* by the plane's size */
+    cr_expect_eq(sstc_wino_applies(3, 64, 32, 32, 3, 3, 1, 1), 4);
+    cr_expect_eq(sstc_wino_applies(8, 8, 7, 9, 3, 3, 1, 0), 2);
+    cr_expect_eq(sstc_wino_applies(8, 8, 8, 8, 3, 3, 1, 0), 4);
+    sstc_wino_set_tile(2);
+    cr_expect_eq(sstc_wino_applies(3, 64, 32, 32, 3, 3, 1, 1), 2);
+    sstc_wino_set_tile(4);
+    cr_expect_eq(sstc_wino_applies(3, 64, 2, 2, 3, 3, 1, 1), 4);
+    sstc_wino_set_tile(7);
+    cr_expect_eq(sstc_wino_tile(), 0);
     /* never for other kernels, strides or pads */
-    cr_expect(!sstc_wino_applies(64, 64, 3, 3, 2, 1));
-    cr_expect(!sstc_wino_applies(64, 64, 5, 5, 1, 2));
-    cr_expect(!sstc_wino_applies(64, 64, 1, 1, 1, 0));
-    cr_expect(!sstc_wino_applies(64, 64, 3, 1, 1, 1));
-    cr_expect(!sstc_wino_applies(64, 64, 3, 3, 1, 2));
+    cr_expect_eq(sstc_wino_applies(64, 64, 16, 16, 3, 3, 2, 1), 0);
+    cr_expect_eq(sstc_wino_applies(64, 64, 16, 16, 5, 5, 1, 2), 0);
+    cr_expect_eq(sstc_wino_applies(64, 64, 16, 16, 1, 1, 1, 0), 0);
+    cr_expect_eq(sstc_wino_applies(64, 64, 16, 16, 3, 1, 1, 1), 0);
+    cr_expect_eq(sstc_wino_applies(64, 64, 18, 18, 3, 3, 1, 2), 0);
     sstc_conv_set_algo(SSTC_CONV_IM2COL);
-    cr_expect(!sstc_wino_applies(256, 256, 3, 3, 1, 1));
+    cr_expect_eq(sstc_wino_applies(256, 256, 8, 8, 3, 3, 1, 1), 0);
     sstc_conv_set_algo(SSTC_CONV_AUTO);
     cr_expect_eq(sstc_conv_get_algo(), SSTC_CONV_AUTO);
-    /* auto: the CIFAR layers past the first (see docs/performance.md) */
-    cr_expect(sstc_wino_applies(64, 64, 3, 3, 1, 1));
-    cr_expect(sstc_wino_applies(128, 128, 3, 3, 1, 1));
-    cr_expect(sstc_wino_applies(256, 256, 3, 3, 1, 1));
-    cr_expect(!sstc_wino_applies(3, 64, 3, 3, 1, 1));
+    /* auto: the layers of configs/cifar10_cnn.ini past the first (docs/performance.md) */
+    cr_expect_eq(sstc_wino_applies(3, 64, 32, 32, 3, 3, 1, 1), 0);
+    cr_expect_eq(sstc_wino_applies(64, 64, 16, 16, 3, 3, 1, 1), 4);
+    cr_expect_eq(sstc_wino_applies(64, 128, 16, 16, 3, 3, 1, 1), 4);
+    cr_expect_eq(sstc_wino_applies(128, 128, 8, 8, 3, 3, 1, 1), 4);
+    cr_expect_eq(sstc_wino_applies(128, 256, 8, 8, 3, 3, 1, 1), 4);
+    cr_expect_eq(sstc_wino_applies(256, 256, 4, 4, 3, 3, 1, 1), 2);
+    /* ResNet-20's 16/32/64 channels; small layers stay on im2col */
+    cr_expect_eq(sstc_wino_applies(16, 16, 32, 32, 3, 3, 1, 1), 4);
+    cr_expect_eq(sstc_wino_applies(8, 8, 32, 32, 3, 3, 1, 1), 0);
+    cr_expect_eq(sstc_wino_applies(32, 32, 4, 4, 3, 3, 1, 1), 0);
 }
