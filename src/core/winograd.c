@@ -9,8 +9,8 @@
  * transformed tile, M_e (OC x P) = U_e (OC x C) · V_e (C x P), P tiles. That
  * is 16 (m = 2) or 36 (m = 4) multiply-adds per m² outputs and input channel
  * instead of 9 m², 2.25x or 4x fewer. F(4x4) rounds about ten times more
- * (its transforms scale by up to 10 per direction); both stay within 1e-5
- * (F(2x2)) and 1e-4 (F(4x4)) of the magnitude of the sums (tests).
+ * (its transforms weigh values by up to 5 and 8, F(2x2)'s by 1); they stay
+ * within 1e-4 and 1e-5 of the magnitude of the sums (tests).
  *
  * The backward pass runs the same chain in reverse:
  *     dM = A dY Aᵀ,  dV_e = U_eᵀ dM_e,  dd = B dV Bᵀ (added into the

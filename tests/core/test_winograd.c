@@ -1,19 +1,21 @@
-/* Winograd convolution F(2x2, 3x3): forward, input and weight gradients
- * against a direct convolution in double, finite differences through the
- * Winograd path, agreement with the im2col path, run-to-run determinism, and
- * the choice between the two.
+/* Winograd convolution, F(2x2, 3x3) and F(4x4, 3x3): forward, input and
+ * weight gradients against a direct convolution in double, finite differences
+ * through the Winograd path, agreement with the im2col path, run-to-run
+ * determinism, and the choice between the algorithms.
  *
  * Tolerance. Winograd computes each output from transformed values: sums and
- * differences of up to 4x4 inputs, of 3x3 weights (times 1/2, 1/4), and of
- * 4x4 products on the way back. Their rounding is relative to the magnitude
- * of the terms, not to the result (which cancels), so errors are bounded by
+ * differences of the inputs of a tile, of the 3x3 weights, and of the
+ * products on the way back. Their rounding is relative to the magnitude of
+ * the terms, not to the result (which cancels), so errors are bounded by
  * |err| <= tol * sum |terms|, where sum |terms| is the same convolution on
  * absolute values (for y: sum |w||x|; for dx: sum |w||dy|; for dw: sum
- * |x||dy|). Float32 rounding is 6e-8 per operation; the transforms add a few
- * operations and a growth of the transformed values by at most 4x (inputs)
- * and 2.25x (weights), and the sgemms sum C (or tiles) terms. Measured
- * worst case here: about 1e-6 of the magnitude; the tests allow 1e-5, while a
- * wrong transform or index is off by O(1) of the magnitude. */
+ * |x||dy|). Float32 rounding is 6e-8 per operation; F(2x2)'s transforms add
+ * a few operations and grow the transformed values by at most 4x (inputs)
+ * and 2.25x (weights); F(4x4)'s weigh values by up to 5 (inputs) and 8
+ * (outputs) and grow them by up to 100x (inputs); the sgemms sum C (or
+ * tiles) terms. Measured worst cases here: about 1e-6 (F(2x2)) and 1e-5
+ * (F(4x4)) of the magnitude; the tests allow 1e-5 and 1e-4, while a wrong
+ * transform or index is off by O(1) of the magnitude. */
 #include "../test_util.h"
 #include "core/internal.h"
 
