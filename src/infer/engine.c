@@ -12,6 +12,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -396,9 +397,9 @@ sstc_engine_mode sstc_engine_get_mode(const sstc_engine *e) { return e ? (sstc_e
 /* im2col of one image into columns [col0, col0 + OH*OW) of xt (fan_in x ld):
  * row (c*KH + ky)*KW + kx, the weights' fan_in order; padding is 0. */
 #define IM2COL(NAME, TI, TO)                                                                                           \
-    static void NAME(const sstc_infer_op *op, const TI *x, TO *xt, size_t ld, size_t col0) {                          \
+    static void NAME##_ch(const sstc_infer_op *op, const TI *x, TO *xt, size_t ld, size_t col0, int c0, int c1) {     \
         int H = op->h, W = op->w, OH = op->oh, OW = op->ow, S = op->stride, P = op->pad;                              \
-        for (int c = 0; c < op->c; c++)                                                                                \
+        for (int c = c0; c < c1; c++)                                                                                  \
             for (int ky = 0; ky < op->kh; ky++)                                                                        \
                 for (int kx = 0; kx < op->kw; kx++) {                                                                  \
                     TO *row = xt + ((size_t)(c * op->kh + ky) * op->kw + kx) * ld + col0;                              \
@@ -426,8 +427,27 @@ sstc_engine_mode sstc_engine_get_mode(const sstc_engine *e) { return e ? (sstc_e
                     }                                                                                                  \
                 }                                                                                                      \
     }
-IM2COL(im2col_f32, float, float)
-IM2COL(im2col_i8, int8_t, int32_t)
+IM2COL(im2col_f32_one, float, float)
+IM2COL(im2col_i8_one, int8_t, int32_t)
+
+/* im2col of the n images of a pass: images split over the threads, or, for
+ * one image, its channels (a single image's columns are as much work as a
+ * batch's at the first layers). */
+#define IM2COL_PASS(NAME, ONE, TI, TO)                                                                                      \
+    static void NAME(const sstc_infer_op *op, const TI *in, int n, TO *xt, size_t ld) {                               \
+        size_t P = (size_t)op->oh * op->ow, isz = (size_t)op->c * op->h * op->w, work = op->fan_in * P * (size_t)n;    \
+        if (n == 1) {                                                                                                  \
+            int C = op->c, parts = work > PAR_WORK && C > 1 ? omp_get_max_threads() : 1;                              \
+            if (parts > C) parts = C;                                                                                  \
+            _Pragma("omp parallel for schedule(static) if (parts > 1)") for (int t = 0; t < parts; t++)                \
+                ONE##_ch(op, in, xt, ld, 0, (int)((long)C * t / parts), (int)((long)C * (t + 1) / parts));          \
+            return;                                                                                                    \
+        }                                                                                                              \
+        _Pragma("omp parallel for schedule(static) if (work > PAR_WORK)") for (int s = 0; s < n; s++)                  \
+            ONE##_ch(op, in + (size_t)s * isz, xt, ld, (size_t)s * P, 0, op->c);                                      \
+    }
+IM2COL_PASS(im2col_f32, im2col_f32_one, float, float)
+IM2COL_PASS(im2col_i8, im2col_i8_one, int8_t, int32_t)
 
 /* Images per convolution pass and the lane stride of that pass. A coded
  * layer takes fewer: its look-up kernel reads the columns of one lane tile
@@ -497,8 +517,7 @@ static int conv_f32(sstc_engine *e, const sstc_infer_op *op, const float *const 
         float *xt = scratch(e, S_XT, cols * ld * sizeof(float));
         float *acc = scratch(e, S_ACC, (size_t)OC * ld * sizeof(float));
         if (!xt || !acc) return SSTC_ENOMEM;
-#pragma omp parallel for schedule(static) if (n > 1 && cols * lanes > PAR_WORK)
-        for (int s = 0; s < n; s++) im2col_f32(op, in + (size_t)(b0 + s) * isz, xt, ld, (size_t)s * P);
+        im2col_f32(op, in + (size_t)b0 * isz, n, xt, ld);
         if (ld > lanes)
             for (size_t j = 0; j < cols; j++) memset(xt + j * ld + lanes, 0, (ld - lanes) * sizeof(float));
         if (op->coded) sstc_coded_gemm_f32(&op->cm, xt, ld, acc);
@@ -693,8 +712,7 @@ static int conv_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const 
         int32_t *xt = scratch(e, S_XT, cols * ld * sizeof(int32_t));
         int32_t *acc = scratch(e, S_ACC, (size_t)OC * ld * sizeof(int32_t));
         if (!xt || !acc) return SSTC_ENOMEM;
-#pragma omp parallel for schedule(static) if (n > 1 && cols * lanes > PAR_WORK)
-        for (int s = 0; s < n; s++) im2col_i8(op, in + (size_t)(b0 + s) * isz, xt, ld, (size_t)s * P);
+        im2col_i8(op, in + (size_t)b0 * isz, n, xt, ld);
         if (ld > lanes)
             for (size_t j = 0; j < cols; j++) memset(xt + j * ld + lanes, 0, (ld - lanes) * sizeof(int32_t));
         sstc_coded_gemm_i32(&op->cm, xt, ld, acc);
