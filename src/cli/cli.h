@@ -48,6 +48,8 @@ int cli_run_status(int rc, const char *cmd);
 int cli_eval_checkpoint(const char *ckpt, const char *data);
 /* flip: average each test image with its mirror image ([data] test_flip) */
 int cli_eval_checkpoint_flip(const char *ckpt, const char *data, int flip);
+/* The same after re-estimating batch-norm statistics over bn_batches training batches (0: none). */
+int cli_eval_checkpoint_bn(const char *ckpt, const char *data, int flip, int bn_batches);
 int cli_eval_file(const char *path, const char *data);
 /* The .sst side (cmd_infer.c, cmd_export_c.c). */
 int cli_is_sst_file(const char *path);

@@ -58,7 +58,7 @@ int cmd_train(int argc, char **argv) {
 }
 
 static const char eval_usage[] =
-    "usage: sstc eval CHECKPOINT [--data NAME] [--flip | --no-flip]\n"
+    "usage: sstc eval CHECKPOINT [--data NAME] [--flip | --no-flip] [--bn-batches N]\n"
     "\n"
     "Prints the loss and error of a checkpoint's network on a test set: the one\n"
     "its config names, or NAME (a known dataset or an image-folder path with the\n"
@@ -68,7 +68,12 @@ static const char eval_usage[] =
     "A .sst file (MODEL.sst) runs in the multiplication-free inference engine and\n"
     "needs --data NAME; without --flip or --no-flip it is evaluated as the file\n"
     "records (flip-averaged when its network's figures were; `sstc inspect` shows\n"
-    "it). The line ends with flip=0 or flip=1: which one was measured.\n";
+    "it). The line ends with flip=0 or flip=1: which one was measured.\n"
+    "\n"
+    "--bn-batches N re-estimates every batch norm's running statistics first, as\n"
+    "the plain average of its batch statistics over N training batches (forward\n"
+    "passes in training mode, no updates; checkpoints only): the same error as\n"
+    "without it means the stored statistics are not what limits the network.\n";
 
 int cmd_eval(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) {
@@ -77,8 +82,18 @@ int cmd_eval(int argc, char **argv) {
     }
     const char *ckpt = NULL, *data = NULL;
     int flip = -1; /* not given */
+    long bn_batches = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
+        else if (!strcmp(argv[i], "--bn-batches") && i + 1 < argc) {
+            char *end;
+            const char *v = argv[++i];
+            bn_batches = strtol(v, &end, 10);
+            if (!*v || *end || bn_batches < 1 || bn_batches > 1000000) {
+                fprintf(stderr, "sstc eval: --bn-batches expects a count from 1 to 1000000, got '%s'\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--flip")) flip = 1;
         else if (!strcmp(argv[i], "--no-flip")) flip = 0;
         else if (argv[i][0] == '-') {
@@ -94,8 +109,15 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "sstc eval: missing CHECKPOINT\n\n%s", eval_usage);
         return 2;
     }
-    if (cli_is_sst_file(ckpt)) return cli_eval_sst(ckpt, data, flip);
-    return cli_eval_checkpoint_flip(ckpt, data, flip);
+    if (cli_is_sst_file(ckpt)) {
+        if (bn_batches) {
+            fprintf(stderr, "sstc eval: --bn-batches needs a training or compression checkpoint; %s is a .sst file "
+                            "(its batch norms are folded into constants)\n", ckpt);
+            return 2;
+        }
+        return cli_eval_sst(ckpt, data, flip);
+    }
+    return cli_eval_checkpoint_bn(ckpt, data, flip, (int)bn_batches);
 }
 
 /* Opens a training or compression checkpoint; a compression checkpoint also
@@ -116,21 +138,30 @@ static int open_checkpoint(sstc_session **s, sstc_compressor *c, const char *ckp
 int cli_eval_checkpoint(const char *ckpt, const char *data) { return cli_eval_checkpoint_flip(ckpt, data, -1); }
 
 int cli_eval_checkpoint_flip(const char *ckpt, const char *data, int flip) {
+    return cli_eval_checkpoint_bn(ckpt, data, flip, 0);
+}
+
+int cli_eval_checkpoint_bn(const char *ckpt, const char *data, int flip, int bn_batches) {
     sstc_session *s = NULL;
     sstc_eval_result r;
     sstc_compressor c;
     int coded;
     int rc = open_checkpoint(&s, &c, ckpt, &coded);
     if (!rc && flip >= 0) sstc_session_config_mut(s)->test_flip = flip;
-    if (rc || sstc_session_load_data(s, data) || sstc_session_evaluate_test(s, &r)) {
+    if (!rc) rc = sstc_session_load_data(s, data);
+    if (!rc && bn_batches > 0)
+        rc = sstc_session_reestimate_batchnorm(s, bn_batches, sstc_session_config(s)->seed * 31 + 977);
+    if (rc || sstc_session_evaluate_test(s, &r)) {
         fprintf(stderr, "sstc eval: %s\n", sstc_errmsg());
         sstc_compress_free(&c);
         sstc_session_close(s);
         return 1;
     }
     sstc_compress_free(&c);
-    printf("test_loss=%.6f test_error=%.6f count=%ld flip=%d\n", r.loss, r.error, r.count,
+    printf("test_loss=%.6f test_error=%.6f count=%ld flip=%d", r.loss, r.error, r.count,
            sstc_session_config(s)->test_flip ? 1 : 0);
+    if (bn_batches > 0) printf(" bn_batches=%d", bn_batches);
+    printf("\n");
     sstc_session_close(s);
     return 0;
 }

@@ -15,6 +15,8 @@
 #include "../data/data_helpers.h"
 #include "../tiny_dataset.h"
 #include "sstc/run.h"
+#include "sstc/train.h"
+#include "sstc/error.h"
 
 static char dir[256];
 static void setup(void) { tiny_dataset_make(dir, sizeof dir, 64, 32); }
@@ -171,4 +173,25 @@ Test(run_cli, a_residual_network_runs_end_to_end_and_its_sst_file_agrees_with_fl
     cr_assert(th_has(out, "shortcut"), "%s", out);
     cr_assert(th_has(out, "version 3"), "%s", out);
     cr_assert(th_has(out, "evaluation: test-time flip averaging"), "%s", out);
+
+    /* eval --bn-batches: the statistics re-estimated as the library does it */
+    char fck[700];
+    snprintf(fck, sizeof fck, "%s/float/checkpoint.sstc", odir);
+    snprintf(cmd, sizeof cmd, "./build/sstc eval '%s' --bn-batches 3 2>&1", fck);
+    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s", out);
+    cr_assert(th_has(out, "bn_batches=3"), "%s", out);
+    sstc_session *s = NULL;
+    cr_assert_eq(sstc_checkpoint_open(&s, fck, 1, NULL, NULL), 0, "%s", sstc_errmsg());
+    cr_assert_eq(sstc_session_reestimate_batchnorm(s, 3, sstc_session_config(s)->seed * 31 + 977), 0);
+    sstc_eval_result er;
+    cr_assert_eq(sstc_session_evaluate_test(s, &er), 0);
+    sstc_session_close(s);
+    char want2[64];
+    snprintf(want2, sizeof want2, "test_loss=%.6f test_error=%.6f", er.loss, er.error);
+    cr_assert(th_has(out, want2), "expected %s in: %s", want2, out);
+    snprintf(cmd, sizeof cmd, "./build/sstc eval '%s/model.sst' --data '%s' --bn-batches 3 2>&1", odir, dir);
+    cr_assert_eq(run(cmd, out, sizeof out), 2, "%s", out);
+    cr_assert(th_has(out, "needs a training or compression checkpoint"), "%s", out);
+    snprintf(cmd, sizeof cmd, "./build/sstc eval '%s' --bn-batches 0 2>&1", fck);
+    cr_assert_eq(run(cmd, out, sizeof out), 2, "%s", out);
 }
