@@ -467,3 +467,44 @@ Test(infer_engine, int8_skip_connections_stay_close_to_float) {
         sstc_sst_free(m);
     }
 }
+
+/* The 16-lane (AVX-512) batched kernel adds, in every lane, what the 8-lane
+ * (AVX2) one adds in the same order: the same bits, whatever the thread
+ * count, tail tiles of 8 lanes included (ld = 40 = 16 + 16 + 8). */
+Test(infer_engine, the_16_lane_batched_kernel_gives_the_8_lane_kernels_bits) {
+    if (!sstc_infer_isa_available(2)) return; /* nothing to compare on this CPU */
+    sstc_rng r;
+    sstc_rng_seed(&r, 81);
+    const int nk[][2] = {{8, 2}, {16, 2}, {8, 3}};
+    for (int c = 0; c < 3; c++) {
+        int rows = 45, cols = 613, N = nk[c][0], K = nk[c][1];
+        size_t ld = 40;
+        int8_t *T = malloc((size_t)rows * cols);
+        ti_random_ternary(&r, T, rows, cols, N, K);
+        sstc_coded_matrix cm;
+        cr_assert_eq(sstc_coded_matrix_from_ternary(&cm, T, rows, cols, N, K), SSTC_OK);
+        float *x = malloc((size_t)cols * ld * sizeof(float));
+        float *a8 = malloc((size_t)rows * ld * sizeof(float)), *a16 = malloc((size_t)rows * ld * sizeof(float));
+        float *a16t = malloc((size_t)rows * ld * sizeof(float));
+        for (size_t i = 0; i < (size_t)cols * ld; i++) x[i] = sstc_rng_normal(&r);
+        omp_set_num_threads(1);
+        sstc_infer_force_isa(1);
+        cr_assert_eq(sstc_coded_gemm_lut_f32(&cm, x, ld, a8), SSTC_OK);
+        sstc_infer_force_isa(2);
+        cr_assert_eq(sstc_coded_gemm_lut_f32(&cm, x, ld, a16), SSTC_OK);
+        omp_set_num_threads(3);
+        cr_assert_eq(sstc_coded_gemm_lut_f32(&cm, x, ld, a16t), SSTC_OK);
+        omp_set_num_threads(1);
+        cr_assert_eq(memcmp(a8, a16, (size_t)rows * ld * sizeof(float)), 0, "(%d,%d): 8 and 16 lanes", N, K);
+        cr_assert_eq(memcmp(a16, a16t, (size_t)rows * ld * sizeof(float)), 0, "(%d,%d): 1 and 3 threads", N, K);
+        /* and both are the product: against a double-precision loop */
+        for (int o = 0; o < rows; o++)
+            for (size_t l = 0; l < ld; l++) {
+                double sf = 0;
+                for (int j = 0; j < cols; j++) sf += T[(size_t)o * cols + j] * (double)x[(size_t)j * ld + l];
+                cr_assert_leq(fabs(a16[(size_t)o * ld + l] - sf), 1e-3, "(%d,%d) row %d lane %zu", N, K, o, l);
+            }
+        free(T), free(x), free(a8), free(a16), free(a16t);
+        sstc_coded_matrix_free(&cm);
+    }
+}
