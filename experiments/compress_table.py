@@ -229,6 +229,14 @@ def write_results(table, spec, rows, float_summary):
     md.append("Float network (`%s`): test error %.2f %% (seed %d, %d epochs, %.0f s)." % (
         spec["config"], 100 * float_summary["test_error"], float_summary["seed"], float_summary["epochs"],
         float_summary["seconds"]))
+    if float_summary.get("test_flip"):
+        md.append("")
+        md.append("Its config asks for test-time flip averaging (`[data] test_flip`): every test error in this "
+                  "table, float and coded, averages the class probabilities of each test image and its mirror "
+                  "image, and coded figures are compared with the flip-averaged float figure. The one-view "
+                  "figures are in the run list below and in the CSV (`test_error_single`; float: %.2f %%); the "
+                  "coded networks' `model.sst` files record the averaging, so `sstc infer` of the file alone "
+                  "reproduces the flip-averaged figure." % (100 * float_summary.get("test_error_single", float("nan"))))
     md.append("")
     by = {}
     for r in rows:
@@ -325,11 +333,14 @@ def write_results(table, spec, rows, float_summary):
             else:
                 md.append("- %s: not run yet" % what)
         md.append("")
-    md.append("| run | seed | epochs | seconds | test error % |")
-    md.append("|---|---|---|---|---|")
+    flipped = any(r["summary"].get("test_flip") for r in rows)
+    md.append("| run | seed | epochs | seconds | test error % |" + (" one view % |" if flipped else ""))
+    md.append("|---|---|---|---|---|" + ("---|" if flipped else ""))
     for r in rows:
         s = r["summary"]
-        md.append("| %s | %d | %d | %.0f | %.2f |" % (r["name"], s["seed"], s["epochs"], s["seconds"], 100 * s["test_error"]))
+        one = s.get("test_error_single")
+        md.append("| %s | %d | %d | %.0f | %.2f |" % (r["name"], s["seed"], s["epochs"], s["seconds"], 100 * s["test_error"]) +
+                  ((" %.2f |" % (100 * one) if one is not None else " - |") if flipped else ""))
     total = sum(r["summary"]["seconds"] for r in rows)
     md.append("")
     md.append("Total wall time of the compression runs: %.0f s (%.1f h) on 2 threads." % (total, total / 3600))
