@@ -42,6 +42,18 @@ float *sstc_ctx_grad(sstc_ctx *ctx, sstc_tensor *t);
  * zeroing pass and a read over the whole tensor. */
 float *sstc_ctx_grad_fresh(sstc_ctx *ctx, sstc_tensor *t, int *fresh);
 
+/* ---- batch norm + ReLU (ops.c) ------------------------------------------
+ * relu(batchnorm(x)) as one op (the batchnorm op with ip[1] = 1): one pass
+ * forward, one backward, no tensor in between; the same values as the pair.
+ * The model uses it for a [batchnorm] directly followed by [relu] when the
+ * batch norm's output is read by nothing else, unless SSTC_FUSE=0 (read once)
+ * or sstc_set_fuse(0). */
+sstc_tensor *sstc_batchnorm_relu(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, sstc_tensor *beta,
+                                 sstc_tensor *running_mean, sstc_tensor *running_var, float momentum, float eps);
+int sstc_fuse_enabled(void);
+/* Overrides SSTC_FUSE for every later forward pass (tests, benchmarks). */
+void sstc_set_fuse(int on);
+
 typedef void (*backward_fn)(sstc_ctx *ctx, sstc_tensor *out);
 extern const backward_fn sstc_backward_rules[SSTC_OP_COUNT];
 

@@ -6,6 +6,7 @@
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -927,9 +928,27 @@ static void pool_backward(sstc_ctx *ctx, sstc_tensor *y) {
 
 /* ---- batch norm ------------------------------------------------------- */
 
-sstc_tensor *sstc_batchnorm(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, sstc_tensor *beta,
-                            sstc_tensor *running_mean, sstc_tensor *running_var, float momentum,
-                            float eps) {
+/* The fused form, batch norm followed by ReLU (y = max(bn(x), 0)), is the
+ * same op with ip[1] = 1: the forward pass clamps as it writes, and the
+ * backward pass masks dy with y > 0 as it reads it (y > 0 exactly where
+ * bn(x) > 0; a NaN gets no gradient, as in relu_backward). It computes every
+ * value as the pair of ops does, in the same order, without the batch norm's
+ * output and its gradient in between. */
+static int fuse_bn_relu = -1; /* -1: SSTC_FUSE not read yet */
+
+void sstc_set_fuse(int on) { fuse_bn_relu = on ? 1 : 0; }
+
+int sstc_fuse_enabled(void) {
+    if (fuse_bn_relu < 0) {
+        const char *s = getenv("SSTC_FUSE");
+        fuse_bn_relu = !(s && !strcmp(s, "0"));
+    }
+    return fuse_bn_relu;
+}
+
+static sstc_tensor *batchnorm_op(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, sstc_tensor *beta,
+                                 sstc_tensor *running_mean, sstc_tensor *running_var, float momentum, float eps,
+                                 int relu) {
     if (null_args("batchnorm", ctx, x, gamma) || null_args("batchnorm", ctx, beta, running_mean) ||
         null_args("batchnorm", ctx, running_var, running_var))
         return NULL;
@@ -957,6 +976,7 @@ sstc_tensor *sstc_batchnorm(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, s
     if (!stats) return NULL;
     y->saved = stats;
     y->ip[0] = training;
+    y->ip[1] = relu;
     float *mean = stats, *invstd = stats + C;
     if (training) {
         if (inner == 1) {
@@ -1026,9 +1046,73 @@ sstc_tensor *sstc_batchnorm(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, s
         for (int c = 0; c < C; c++) {
             size_t off = ((size_t)b * C + c) * inner;
             float a = gamma->data[c] * invstd[c], sh = beta->data[c] - a * mean[c];
-            for (size_t i = 0; i < inner; i++) y->data[off + i] = a * x->data[off + i] + sh;
+            if (relu)
+                for (size_t i = 0; i < inner; i++) {
+                    float v = a * x->data[off + i] + sh;
+                    y->data[off + i] = v <= 0.0f ? 0.0f : v; /* as sstc_relu: NaN propagates */
+                }
+            else
+                for (size_t i = 0; i < inner; i++) y->data[off + i] = a * x->data[off + i] + sh;
         }
     return y;
+}
+
+sstc_tensor *sstc_batchnorm(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, sstc_tensor *beta,
+                            sstc_tensor *running_mean, sstc_tensor *running_var, float momentum,
+                            float eps) {
+    return batchnorm_op(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, 0);
+}
+
+sstc_tensor *sstc_batchnorm_relu(sstc_ctx *ctx, sstc_tensor *x, sstc_tensor *gamma, sstc_tensor *beta,
+                                 sstc_tensor *running_mean, sstc_tensor *running_var, float momentum, float eps) {
+    return batchnorm_op(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, 1);
+}
+
+/* One row of a fused (B,C) batch norm's sums: the masked gradient is
+ * selected, not branched on, and the pointers do not alias, so the loop
+ * vectorizes over the channels. */
+static void bn_relu_row_sums(const float *restrict g, const float *restrict xr, const float *restrict yr,
+                             const float *restrict mean, const float *restrict invstd, float *restrict sdy,
+                             float *restrict sdyx, int C) {
+#pragma omp simd
+    for (int c = 0; c < C; c++) {
+        float gv = g[c], gc = yr[c] > 0.0f ? gv : 0.0f;
+        sdy[c] += gc;
+        sdyx[c] += gc * (xr[c] - mean[c]) * invstd[c];
+    }
+}
+
+/* One row of a fused (B,C) batch norm's input gradient, each value as the
+ * general loop of batchnorm_backward computes it. */
+static void bn_relu_row_dx(float *restrict d, const float *restrict xs, const float *restrict gy,
+                           const float *restrict ys, const float *restrict gamma, const float *restrict mean,
+                           const float *restrict invstd, const float *restrict sdy, const float *restrict sdyx,
+                           float inv_m, int training, int fresh, int C) {
+    if (training && fresh) {
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float gv = gy[c], gc = ys[c] > 0.0f ? gv : 0.0f;
+            d[c] = gamma[c] * invstd[c] * (gc - sdy[c] * inv_m - (xs[c] - mean[c]) * invstd[c] * (sdyx[c] * inv_m));
+        }
+    } else if (training) {
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float gv = gy[c], gc = ys[c] > 0.0f ? gv : 0.0f;
+            d[c] += gamma[c] * invstd[c] * (gc - sdy[c] * inv_m - (xs[c] - mean[c]) * invstd[c] * (sdyx[c] * inv_m));
+        }
+    } else if (fresh) {
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float gv = gy[c], gc = ys[c] > 0.0f ? gv : 0.0f;
+            d[c] = gamma[c] * invstd[c] * gc;
+        }
+    } else {
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float gv = gy[c], gc = ys[c] > 0.0f ? gv : 0.0f;
+            d[c] += gamma[c] * invstd[c] * gc;
+        }
+    }
 }
 
 static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
@@ -1036,19 +1120,24 @@ static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
     int B = x->shape[0], C = x->shape[1];
     size_t inner = inner_size(x), m = (size_t)B * inner;
     const float *mean = y->saved, *invstd = (const float *)y->saved + C;
-    int training = y->ip[0];
-    /* Per channel: sum(dy) and sum(dy * xhat). */
+    int training = y->ip[0], relu = y->ip[1];
+    /* Per channel: sum(dy) and sum(dy * xhat); fused with ReLU, dy is the
+     * incoming gradient where y > 0 and 0 elsewhere. */
     float *sums = sstc_ctx_alloc(ctx, 2 * (size_t)C * sizeof(float));
     if (!sums) return;
     float *sdy = sums, *sdyx = sums + C;
+    const float *yd = y->data;
     if (inner == 1) {
         for (int c = 0; c < C; c++) sdy[c] = sdyx[c] = 0;
         for (int b = 0; b < B; b++) {
-            const float *g = y->grad + (size_t)b * C, *xr = x->data + (size_t)b * C;
-            for (int c = 0; c < C; c++) {
-                sdy[c] += g[c];
-                sdyx[c] += g[c] * (xr[c] - mean[c]) * invstd[c];
-            }
+            const float *g = y->grad + (size_t)b * C, *xr = x->data + (size_t)b * C, *yr = yd + (size_t)b * C;
+            if (relu)
+                bn_relu_row_sums(g, xr, yr, mean, invstd, sdy, sdyx, C);
+            else
+                for (int c = 0; c < C; c++) {
+                    sdy[c] += g[c];
+                    sdyx[c] += g[c] * (xr[c] - mean[c]) * invstd[c];
+                }
         }
     } else {
 #pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
@@ -1056,11 +1145,20 @@ static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
             float s1 = 0, s2 = 0, mu = mean[c];
             for (int b = 0; b < B; b++) {
                 size_t off = ((size_t)b * C + c) * inner;
-                const float *g = y->grad + off, *xs = x->data + off;
+                const float *g = y->grad + off, *xs = x->data + off, *ys = yd + off;
+                if (relu) {
 #pragma omp simd reduction(+ : s1, s2)
-                for (size_t i = 0; i < inner; i++) {
-                    s1 += g[i];
-                    s2 += g[i] * (xs[i] - mu);
+                    for (size_t i = 0; i < inner; i++) {
+                        float gv = g[i], gc = ys[i] > 0.0f ? gv : 0.0f;
+                        s1 += gc;
+                        s2 += gc * (xs[i] - mu);
+                    }
+                } else {
+#pragma omp simd reduction(+ : s1, s2)
+                    for (size_t i = 0; i < inner; i++) {
+                        s1 += g[i];
+                        s2 += g[i] * (xs[i] - mu);
+                    }
                 }
             }
             sdy[c] = s1;
@@ -1079,6 +1177,17 @@ static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
     int fresh;
     float *dx = sstc_ctx_grad_fresh(ctx, x, &fresh);
     float inv_m = 1.0f / (float)m;
+    if (relu && inner == 1) {
+        /* (B,C) fused: row by row, vectorized over the channels (one value
+         * per (b, c) would make the mask a branch per value) */
+#pragma omp parallel for if (x->size > PAR_MIN) schedule(static)
+        for (int b = 0; b < B; b++) {
+            size_t off = (size_t)b * C;
+            bn_relu_row_dx(dx + off, x->data + off, y->grad + off, yd + off, gamma->data, mean, invstd, sdy, sdyx,
+                           inv_m, training, fresh, C);
+        }
+        return;
+    }
     /* a fresh buffer is written, not added to */
 #pragma omp parallel for collapse(2) if (x->size > PAR_MIN) schedule(static)
     for (int b = 0; b < B; b++)
@@ -1086,8 +1195,32 @@ static void batchnorm_backward(sstc_ctx *ctx, sstc_tensor *y) {
             size_t off = ((size_t)b * C + c) * inner;
             float gi = gamma->data[c] * invstd[c];
             float *restrict d = dx + off;
-            const float *restrict xs = x->data + off, *restrict gy = y->grad + off;
-            if (training) {
+            const float *restrict xs = x->data + off, *restrict gy = y->grad + off, *restrict ys = yd + off;
+            if (relu) {
+                float mu = mean[c], is = invstd[c], a = training ? sdy[c] * inv_m : 0.0f,
+                      bb = training ? sdyx[c] * inv_m : 0.0f;
+                /* the masked gradient, as relu_backward writes it */
+                if (training && fresh)
+                    for (size_t i = 0; i < inner; i++) {
+                        float gv = gy[i], gc = ys[i] > 0.0f ? gv : 0.0f;
+                        d[i] = gi * (gc - a - (xs[i] - mu) * is * bb);
+                    }
+                else if (training)
+                    for (size_t i = 0; i < inner; i++) {
+                        float gv = gy[i], gc = ys[i] > 0.0f ? gv : 0.0f;
+                        d[i] += gi * (gc - a - (xs[i] - mu) * is * bb);
+                    }
+                else if (fresh)
+                    for (size_t i = 0; i < inner; i++) {
+                        float gv = gy[i], gc = ys[i] > 0.0f ? gv : 0.0f;
+                        d[i] = gi * gc;
+                    }
+                else
+                    for (size_t i = 0; i < inner; i++) {
+                        float gv = gy[i], gc = ys[i] > 0.0f ? gv : 0.0f;
+                        d[i] += gi * gc;
+                    }
+            } else if (training) {
                 float mu = mean[c], is = invstd[c], a = sdy[c] * inv_m, bb = sdyx[c] * inv_m;
                 if (fresh)
                     for (size_t i = 0; i < inner; i++) d[i] = gi * (gy[i] - a - (xs[i] - mu) * is * bb);

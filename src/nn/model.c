@@ -8,6 +8,7 @@
 
 #include "sstc/layer.h"
 #include "sstc/nn.h"
+#include "core/internal.h"
 
 sstc_model *sstc_model_create(int in_ndim, const int *in_shape) {
     if ((in_ndim != 1 && in_ndim != 3) || !in_shape) {
@@ -251,6 +252,21 @@ void sstc_model_init(sstc_model *m, sstc_init init, sstc_rng *rng) {
 
 void sstc_model_train(sstc_model *m, int training) { m->training = training; }
 
+/* Layer i is a [batchnorm] whose output only the [relu] right after it reads
+ * (no later [shortcut] or [route] names it): the two can run as one op. */
+static int bn_relu_fusable(const sstc_model *m, int i) {
+    if (i + 1 >= m->nlayers || m->layers[i].kind != SSTC_LAYER_BATCHNORM || m->layers[i + 1].kind != SSTC_LAYER_RELU)
+        return 0;
+    for (int j = i + 2; j < m->nlayers; j++) {
+        const sstc_layer *l = &m->layers[j];
+        if (l->kind == SSTC_LAYER_SHORTCUT && l->from == i) return 0;
+        if (l->kind == SSTC_LAYER_ROUTE)
+            for (int k = 0; k < l->nroute; k++)
+                if (l->route[k] == i) return 0;
+    }
+    return 1;
+}
+
 sstc_tensor *sstc_model_forward(sstc_model *m, sstc_ctx *ctx, sstc_tensor *x) {
     if (!m || !ctx || !x) {
         sstc_fail(SSTC_EINVAL, "model_forward: NULL %s", !m ? "model" : !ctx ? "context" : "input");
@@ -281,12 +297,25 @@ sstc_tensor *sstc_model_forward(sstc_model *m, sstc_ctx *ctx, sstc_tensor *x) {
         outs.layer = sstc_ctx_alloc(ctx, (size_t)m->nlayers * sizeof *outs.layer);
         if (!outs.layer) return NULL;
     }
+    int fuse = sstc_fuse_enabled();
     for (int i = 0; i < m->nlayers && h; i++) {
         sstc_layer *l = &m->layers[i];
         const sstc_layer_desc *d = sstc_layer_desc_of(l->kind);
         if (!d) {
             sstc_fail(SSTC_ESTATE, "model_forward: layer '%s' has unknown kind %d", l->name, (int)l->kind);
             return NULL;
+        }
+        if (fuse && bn_relu_fusable(m, i)) {
+            /* batch norm and ReLU in one pass each way; the batch norm's own
+             * output does not exist (nothing reads it) */
+            h = sstc_batchnorm_relu(ctx, h, l->weight, l->bias, l->running_mean, l->running_var, l->momentum, l->eps);
+            if (!h) {
+                sstc_fail_prefix(sstc_errcode(), "layer '%s': ", l->name);
+                break;
+            }
+            outs.layer[i] = NULL;
+            outs.layer[++i] = h;
+            continue;
         }
         h = outs.layer[i] = d->forward(ctx, l, h, &outs);
         if (!h) sstc_fail_prefix(sstc_errcode(), "layer '%s': ", l->name);
