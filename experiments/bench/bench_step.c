@@ -57,6 +57,19 @@ static double sgemm_gflops(int reps) {
     return step_flops() * reps / t / 1e9;
 }
 
+typedef struct {
+    sstc_optimizer *opt;
+    int np;
+    unsigned char done[64];
+} layer_ctx;
+static void layer_done(void *user, sstc_tensor *t) {
+    layer_ctx *c = user;
+    int p = sstc_optim_param_index(c->opt, t);
+    if (p < 0 || c->done[p]) return;
+    c->done[p] = 1;
+    sstc_optim_update_param(c->opt, 1e-3f, p);
+}
+
 int main(int argc, char **argv) {
     cli_platform_init(argc, argv);
     int threads = 2, steps = 60;
@@ -92,29 +105,49 @@ int main(int argc, char **argv) {
     for (int i = 0; i < B * 784; i++) x[i] = sstc_rng_uniform(&rng);
     for (int i = 0; i < B; i++) y[i] = i % 10;
     sstc_ctx *ctx = sstc_ctx_create(0);
-    double t0 = 0, tf = 0, tb = 0, to = 0; /* forward, backward (with zeroing), optimizer */
-    int warm = 5;
-    for (int s = 0; s < steps + warm; s++) {
-        if (s == warm) t0 = now(), tf = tb = to = 0;
-        double a = now();
-        sstc_ctx_reset(ctx);
-        sstc_tensor *xt = sstc_tensor_wrap(ctx, x, 2, (int[]){B, 784});
-        sstc_tensor *loss = sstc_softmax_ce(ctx, sstc_model_forward(m, ctx, xt), y);
-        if (!loss) {
-            fprintf(stderr, "bench_step: %s\n", sstc_errmsg());
-            return 1;
+    /* two modes, alternating in blocks of steps: the optimizer step after the
+     * backward pass, and each parameter stepped during the pass as soon as
+     * its gradient is complete (what a training session does by default) */
+    double t_mode[2] = {0, 0}, tf_m[2] = {0, 0}, tb_m[2] = {0, 0}, to_m[2] = {0, 0};
+    int warm = 5, blocks = 4, per = (steps + blocks - 1) / blocks;
+    steps = per * blocks;
+    layer_ctx lc = {opt, np, {0}};
+    for (int blk = 0; blk < 2 * blocks + 1; blk++) {
+        int mode = blk % 2, count = blk == 0 ? warm : per;
+        double t0 = now(), tf = 0, tb = 0, to = 0; /* forward, backward (with zeroing), optimizer */
+        for (int s = 0; s < count; s++) {
+            double a = now();
+            sstc_ctx_reset(ctx);
+            sstc_tensor *xt = sstc_tensor_wrap(ctx, x, 2, (int[]){B, 784});
+            sstc_tensor *loss = sstc_softmax_ce(ctx, sstc_model_forward(m, ctx, xt), y);
+            if (!loss) {
+                fprintf(stderr, "bench_step: %s\n", sstc_errmsg());
+                return 1;
+            }
+            double b = now();
+            sstc_optim_zero_grad(opt);
+            if (mode == 0) {
+                sstc_backward(ctx, loss);
+            } else {
+                sstc_optim_begin_step(opt);
+                memset(lc.done, 0, sizeof lc.done);
+                sstc_backward_notify(ctx, loss, layer_done, &lc);
+            }
+            double c = now();
+            if (mode == 0) sstc_optim_step(opt, 1e-3f);
+            else
+                for (int p = 0; p < np; p++)
+                    if (!lc.done[p]) sstc_optim_update_param(opt, 1e-3f, p);
+            double d = now();
+            tf += b - a;
+            tb += c - b;
+            to += d - c;
         }
-        double b = now();
-        sstc_optim_zero_grad(opt);
-        sstc_backward(ctx, loss);
-        double c = now();
-        sstc_optim_step(opt, 1e-3f);
-        double d = now();
-        tf += b - a;
-        tb += c - b;
-        to += d - c;
+        if (blk == 0) continue; /* warm-up */
+        t_mode[mode] += now() - t0, tf_m[mode] += tf, tb_m[mode] += tb, to_m[mode] += to;
     }
-    double t = now() - t0;
+    int half = steps; /* steps per mode */
+    double t = t_mode[0], tf = tf_m[0], tb = tb_m[0], to = to_m[0];
     /* the optimizer alone, back to back (its data hot in cache): the floor of
      * its share of a step, set by its square roots and divisions */
     double ta = now();
@@ -130,6 +163,11 @@ int main(int argc, char **argv) {
            "ms_optimizer_alone=%.3f sgemm_ms_at_raw_rate=%.3f\n",
            1e3 * tf / steps, 1e3 * tb / steps, 1e3 * to / steps, 1e3 * t_opt_alone,
            1e3 * step_flops() / (raw * 1e9));
+    double tl = t_mode[1], gl = step_flops() * half / tl / 1e9;
+    printf("bench train_step step=layer (each parameter stepped during the backward pass, as sstc trains) "
+           "ms_per_step=%.3f images_per_s=%.0f step_gflops=%.1f ratio=%.2f ms_backward_with_steps=%.3f "
+           "ms_rest=%.3f speedup_over_end=%.2f\n",
+           1e3 * tl / half, half * B / tl, gl, gl / raw, 1e3 * tb_m[1] / half, 1e3 * to_m[1] / half, t / tl);
     sstc_ctx_free(ctx);
     sstc_optim_free(opt);
     sstc_model_free(m);

@@ -48,6 +48,16 @@ int sstc_optim_step(sstc_optimizer *o, float lr);
  * ranks that each step one part compute exactly the bits of a whole step
  * (sharded optimizer of an MPI job, sstc/dist.h). */
 int sstc_optim_step_range(sstc_optimizer *o, float lr, size_t lo, size_t hi);
+/* A step taken one parameter at a time (each as soon as its gradient is
+ * complete, sstc_backward_notify): sstc_optim_begin_step advances the step
+ * counter once, then sstc_optim_update_param updates parameter p (index in
+ * params) exactly as sstc_optim_step would; every parameter once per step.
+ * sstc_optim_update_range is the update of [lo, hi) without the counter. */
+void sstc_optim_begin_step(sstc_optimizer *o);
+int sstc_optim_update_param(sstc_optimizer *o, float lr, int p);
+int sstc_optim_update_range(sstc_optimizer *o, float lr, size_t lo, size_t hi);
+/* The index of t in o's parameters, -1 if it is not one. */
+int sstc_optim_param_index(const sstc_optimizer *o, const sstc_tensor *t);
 void sstc_optim_zero_grad(sstc_optimizer *o);
 
 /* Instruction sets of the Adam kernel: the baseline build, AVX2, AVX-512. */

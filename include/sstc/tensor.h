@@ -182,6 +182,12 @@ void sstc_softmax_temperature(const float *z, int B, int C, float T, float *p);
 /* loss: a scalar recorded on ctx's tape. Fills .grad of every tensor that
  * requires one (parameter grads accumulate). */
 int sstc_backward(sstc_ctx *ctx, sstc_tensor *loss);
+/* The same, and done(user, t) is called for every leaf t (a tensor that no
+ * op made: a parameter) that requires a gradient, as soon as the backward
+ * rules of every op on the tape that reads it have run: its gradient is
+ * complete, and nothing later in the pass reads its value. Leaves that
+ * reach no op are not reported. */
+int sstc_backward_notify(sstc_ctx *ctx, sstc_tensor *loss, void (*done)(void *user, sstc_tensor *t), void *user);
 
 const char *sstc_op_name(sstc_op op);
 

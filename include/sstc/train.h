@@ -124,6 +124,12 @@ int sstc_session_logits(sstc_session *s, const sstc_dataset *ds, int count, floa
  * comes from `seed`. Polls the stop flag (SSTC_EINTR). */
 int sstc_session_reestimate_batchnorm(sstc_session *s, int batches, uint64_t seed);
 
+/* How a one-rank training step applies the optimizer: 1 each parameter as
+ * soon as the backward pass has completed its gradient (the environment's
+ * SSTC_STEP=layer), 0 (the default) all of them after the pass. Both give
+ * the same bits; tests and benchmarks compare them. */
+void sstc_train_force_step_mode(int layerwise);
+
 /* Knowledge distillation: from now on the training loss of s is
  *   (1 - alpha) * label loss + alpha * sstc_distill_kl(logits, p_teacher, T)
  * where p_teacher = softmax(teacher logits / T) on the same images, the

@@ -1615,7 +1615,36 @@ const backward_fn sstc_backward_rules[SSTC_OP_COUNT] = {
     [SSTC_OP_DISTILL] = distill_backward,
 };
 
-int sstc_backward(sstc_ctx *ctx, sstc_tensor *loss) {
+/* The inputs of a tape entry: src[], or a concatenation's list. */
+static int op_inputs(sstc_tensor *t, sstc_tensor ***in) {
+    if (t->op == SSTC_OP_CONCAT && t->saved) {
+        *in = (sstc_tensor **)t->saved;
+        return t->ip[0];
+    }
+    *in = t->src;
+    return 3;
+}
+
+/* Uses of leaves on the tape: an open-addressing table in the arena. */
+typedef struct {
+    sstc_tensor **key;
+    int *count;
+    size_t mask;
+} leaf_uses;
+
+static int *leaf_slot(leaf_uses *u, sstc_tensor *t, int insert) {
+    size_t h = ((uintptr_t)t >> 4) * 0x9E3779B97F4A7C15ULL;
+    for (size_t i = h & u->mask;; i = (i + 1) & u->mask) {
+        if (u->key[i] == t) return &u->count[i];
+        if (!u->key[i]) {
+            if (!insert) return NULL;
+            u->key[i] = t;
+            return &u->count[i];
+        }
+    }
+}
+
+static int backward_run(sstc_ctx *ctx, sstc_tensor *loss, void (*done)(void *, sstc_tensor *), void *user) {
     if (!ctx || !loss) return sstc_fail(SSTC_EINVAL, "backward: NULL %s", ctx ? "loss" : "context");
     if (loss->size != 1) {
         SHAPEBUF(loss);
@@ -1629,13 +1658,52 @@ int sstc_backward(sstc_ctx *ctx, sstc_tensor *loss) {
                          "parameters that require gradients, in this context first)");
     float *g = sstc_ctx_grad(ctx, loss);
     if (!g) return sstc_errcode();
+    leaf_uses u = {0};
+    if (done) {
+        size_t uses = 0;
+        for (size_t i = 0; i < pos; i++) {
+            sstc_tensor **in;
+            int n = op_inputs(ctx->tape[i], &in);
+            for (int k = 0; k < n; k++) uses += in[k] && in[k]->op == SSTC_OP_LEAF && in[k]->requires_grad;
+        }
+        size_t cap = 16;
+        while (cap < 2 * uses + 2) cap *= 2;
+        u.key = sstc_ctx_alloc(ctx, cap * sizeof *u.key);
+        u.count = sstc_ctx_alloc(ctx, cap * sizeof *u.count);
+        if (!u.key || !u.count) return sstc_errcode();
+        memset(u.key, 0, cap * sizeof *u.key);
+        memset(u.count, 0, cap * sizeof *u.count);
+        u.mask = cap - 1;
+        for (size_t i = 0; i < pos; i++) {
+            sstc_tensor **in;
+            int n = op_inputs(ctx->tape[i], &in);
+            for (int k = 0; k < n; k++)
+                if (in[k] && in[k]->op == SSTC_OP_LEAF && in[k]->requires_grad) (*leaf_slot(&u, in[k], 1))++;
+        }
+    }
     g[0] += 1.0f;
     for (size_t i = pos; i-- > 0;) {
         sstc_tensor *t = ctx->tape[i];
-        if (!t->grad) continue; /* no gradient reached it */
-        if (t->op <= SSTC_OP_LEAF || t->op >= SSTC_OP_COUNT || !sstc_backward_rules[t->op])
-            return sstc_fail(SSTC_ESTATE, "backward: unknown op %d on the tape", (int)t->op);
-        sstc_backward_rules[t->op](ctx, t);
+        if (t->grad) { /* else no gradient reached it */
+            if (t->op <= SSTC_OP_LEAF || t->op >= SSTC_OP_COUNT || !sstc_backward_rules[t->op])
+                return sstc_fail(SSTC_ESTATE, "backward: unknown op %d on the tape", (int)t->op);
+            sstc_backward_rules[t->op](ctx, t);
+        }
+        if (!done) continue;
+        sstc_tensor **in;
+        int n = op_inputs(t, &in);
+        for (int k = 0; k < n; k++) {
+            if (!in[k] || in[k]->op != SSTC_OP_LEAF || !in[k]->requires_grad) continue;
+            int *c = leaf_slot(&u, in[k], 0);
+            if (c && --*c == 0) done(user, in[k]);
+        }
     }
     return 0;
+}
+
+int sstc_backward(sstc_ctx *ctx, sstc_tensor *loss) { return backward_run(ctx, loss, NULL, NULL); }
+
+int sstc_backward_notify(sstc_ctx *ctx, sstc_tensor *loss, void (*done)(void *user, sstc_tensor *t), void *user) {
+    if (!done) return sstc_fail(SSTC_EINVAL, "backward_notify: NULL callback");
+    return backward_run(ctx, loss, done, user);
 }

@@ -117,8 +117,30 @@ int sstc_optim_step(sstc_optimizer *o, float lr) { return sstc_optim_step_range(
 
 int sstc_optim_step_range(sstc_optimizer *o, float lr, size_t lo, size_t hi) {
     if (!o) return sstc_fail(SSTC_EINVAL, "optim_step: NULL optimizer");
-    const sstc_optim_config *c = &o->cfg;
     o->step++;
+    return sstc_optim_update_range(o, lr, lo, hi);
+}
+
+void sstc_optim_begin_step(sstc_optimizer *o) {
+    if (o) o->step++;
+}
+
+int sstc_optim_update_param(sstc_optimizer *o, float lr, int p) {
+    if (!o || p < 0 || p >= o->nparams) return sstc_fail(SSTC_EINVAL, "optim_update_param: bad parameter %d", p);
+    size_t off = 0;
+    for (int q = 0; q < p; q++) off += o->params[q]->size;
+    return sstc_optim_update_range(o, lr, off, off + o->params[p]->size);
+}
+
+int sstc_optim_param_index(const sstc_optimizer *o, const sstc_tensor *t) {
+    for (int p = 0; o && p < o->nparams; p++)
+        if (o->params[p] == t) return p;
+    return -1;
+}
+
+int sstc_optim_update_range(sstc_optimizer *o, float lr, size_t lo, size_t hi) {
+    if (!o) return sstc_fail(SSTC_EINVAL, "optim_update: NULL optimizer");
+    const sstc_optim_config *c = &o->cfg;
     double bc1 = 1.0 - pow(c->beta1, (double)o->step), bc2 = 1.0 - pow(c->beta2, (double)o->step);
     size_t off = 0;
     for (int p = 0; p < o->nparams; p++) {

@@ -20,6 +20,10 @@ struct sstc_session {
     sstc_augment aug;
     sstc_model *model;
     sstc_optimizer *opt;
+    /* a step applied parameter by parameter during the backward pass */
+    unsigned char *stepped; /* (opt->nparams) updated in this step */
+    float step_rate;
+    int step_failed;
     sstc_ctx *ctx;
     float *x;                       /* one batch of inputs */
     int *y;
