@@ -399,9 +399,15 @@ sstc_engine_mode sstc_engine_get_mode(const sstc_engine *e) { return e ? (sstc_e
 #define IM2COL(NAME, TI, TO)                                                                                           \
     static void NAME##_ch(const sstc_infer_op *op, const TI *x, TO *xt, size_t ld, size_t col0, int c0, int c1) {     \
         int H = op->h, W = op->w, OH = op->oh, OW = op->ow, S = op->stride, P = op->pad;                              \
-        for (int c = c0; c < c1; c++)                                                                                  \
-            for (int ky = 0; ky < op->kh; ky++)                                                                        \
-                for (int kx = 0; kx < op->kw; kx++) {                                                                  \
+        for (int kx = 0; kx < op->kw; kx++) {                                                                          \
+            /* ix = ox*S - P + kx is inside the row for ox in [lo, hi) (the same for every row) */                     \
+            int lo = P - kx > 0 ? (P - kx + S - 1) / S : 0;                                                            \
+            int hi = W - 1 + P - kx >= 0 ? (W - 1 + P - kx) / S + 1 : 0;                                               \
+            if (hi > OW) hi = OW;                                                                                      \
+            if (lo > hi) lo = hi;                                                                                      \
+            int sh = kx - P; /* ix = ox + sh when S = 1 */                                                             \
+            for (int c = c0; c < c1; c++)                                                                              \
+                for (int ky = 0; ky < op->kh; ky++) {                                                                  \
                     TO *row = xt + ((size_t)(c * op->kh + ky) * op->kw + kx) * ld + col0;                              \
                     for (int oy = 0; oy < OH; oy++) {                                                                  \
                         int iy = oy * S - P + ky;                                                                      \
@@ -411,21 +417,15 @@ sstc_engine_mode sstc_engine_get_mode(const sstc_engine *e) { return e ? (sstc_e
                             continue;                                                                                  \
                         }                                                                                              \
                         const TI *xr = x + ((size_t)c * H + iy) * W;                                                   \
-                        /* ix = ox*S - P + kx is inside the row for ox in [lo, hi) */                                  \
-                        int lo = P - kx > 0 ? (P - kx + S - 1) / S : 0;                                                \
-                        int hi = W - 1 + P - kx >= 0 ? (W - 1 + P - kx) / S + 1 : 0;                                   \
-                        if (hi > OW) hi = OW;                                                                          \
-                        if (lo > hi) lo = hi;                                                                          \
                         for (int ox = 0; ox < lo; ox++) r[ox] = 0;                                                     \
-                        if (S == 1) {                                                                                  \
-                            const TI *xs = xr - P + kx;                                                                \
-                            for (int ox = lo; ox < hi; ox++) r[ox] = (TO)xs[ox];                                       \
-                        } else {                                                                                       \
+                        if (S == 1)                                                                                    \
+                            for (int ox = lo; ox < hi; ox++) r[ox] = (TO)xr[ox + sh];                                  \
+                        else                                                                                           \
                             for (int ox = lo; ox < hi; ox++) r[ox] = (TO)xr[ox * S - P + kx];                          \
-                        }                                                                                              \
                         for (int ox = hi; ox < OW; ox++) r[ox] = 0;                                                    \
                     }                                                                                                  \
                 }                                                                                                      \
+        }                                                                                                              \
     }
 IM2COL(im2col_f32_one, float, float)
 IM2COL(im2col_i8_one, int8_t, int32_t)
