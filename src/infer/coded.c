@@ -656,73 +656,30 @@ static int lut_block_groups(const sstc_coded_matrix *cm) {
 LUT8_PORTABLE(float)
 LUT8_PORTABLE(int32_t)
 
-#define LUT8_AVX2(T, VT, ZERO, LOAD, STORE, ADD, NEG)                                                                  \
-    AVX2 static void lut8_tile_##T##_avx2(const sstc_coded_matrix *cm, const T *xt, size_t ld, size_t l0, int r0,      \
-                                          int r1, T *acc, T *buf) {                                                    \
-        int G = cm->groups, E = cm->entries, n = cm->n, GB = lut_block_groups(cm);                                     \
-        for (int g0 = 0; g0 < G; g0 += GB) {                                                                           \
-            int gn = G - g0 < GB ? G - g0 : GB;                                                                        \
-            for (int gi = 0; gi < gn; gi++) {                                                                          \
-                VT xx[2 * SSTC_MAX_N];                                                                                 \
-                for (int p = 0; p < n; p++) {                                                                          \
-                    int j = (g0 + gi) * n + p;                                                                         \
-                    xx[2 * p] = j < cm->cols ? LOAD(xt + (size_t)j * ld + l0) : ZERO;                                  \
-                    xx[2 * p + 1] = NEG(xx[2 * p]);                                                                    \
-                }                                                                                                      \
-                T *L = buf + (size_t)gi * E * 8;                                                                       \
-                STORE(L, ZERO);                                                                                        \
-                for (int e = 1; e < E; e++) STORE(L + e * 8, ADD(LOAD(L + cm->parent[e] * 8), xx[cm->last[e]]));      \
-            }                                                                                                          \
-            /* four rows at a time: independent add chains hide the latency */                                      \
-            int o = r0;                                                                                                \
-            for (; o + 4 <= r1; o += 4) {                                                                              \
-                T *d = acc + (size_t)o * ld + l0;                                                                      \
-                VT a0 = g0 ? LOAD(d) : ZERO, a1 = g0 ? LOAD(d + ld) : ZERO;                                            \
-                VT a2 = g0 ? LOAD(d + 2 * ld) : ZERO, a3 = g0 ? LOAD(d + 3 * ld) : ZERO;                               \
-                for (int gi = 0; gi < gn; gi++) {                                                                      \
-                    const T *L = buf + (size_t)gi * E * 8;                                                             \
-                    size_t g = (size_t)(g0 + gi);                                                                      \
-                    a0 = ADD(a0, LOAD(L + sstc_coded_index(cm, (size_t)o, g) * 8));                                    \
-                    a1 = ADD(a1, LOAD(L + sstc_coded_index(cm, (size_t)o + 1, g) * 8));                                \
-                    a2 = ADD(a2, LOAD(L + sstc_coded_index(cm, (size_t)o + 2, g) * 8));                                \
-                    a3 = ADD(a3, LOAD(L + sstc_coded_index(cm, (size_t)o + 3, g) * 8));                                \
-                }                                                                                                      \
-                STORE(d, a0);                                                                                          \
-                STORE(d + ld, a1);                                                                                     \
-                STORE(d + 2 * ld, a2);                                                                                 \
-                STORE(d + 3 * ld, a3);                                                                                 \
-            }                                                                                                          \
-            for (; o < r1; o++) {                                                                                      \
-                T *d0 = acc + (size_t)o * ld + l0;                                                                     \
-                VT a0 = g0 ? LOAD(d0) : ZERO;                                                                          \
-                for (int gi = 0; gi < gn; gi++)                                                                        \
-                    a0 = ADD(a0, LOAD(buf + ((size_t)gi * E + sstc_coded_index(cm, (size_t)o, (size_t)(g0 + gi))) * 8)); \
-                STORE(d0, a0);                                                                                         \
-            }                                                                                                          \
-        }                                                                                                              \
-    }
 #define LD_PS(p) _mm256_loadu_ps(p)
 #define ST_PS(p, v) _mm256_storeu_ps((p), (v))
 #define NEG_PS(v) _mm256_xor_ps((v), _mm256_set1_ps(-0.0f))
 #define LD_SI(p) _mm256_loadu_si256((const __m256i *)(p))
 #define ST_SI(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
 #define NEG_SI(v) _mm256_sub_epi32(_mm256_setzero_si256(), (v))
-LUT8_AVX2(float, __m256, _mm256_setzero_ps(), LD_PS, ST_PS, _mm256_add_ps, NEG_PS)
-LUT8_AVX2(int32_t, __m256i, _mm256_setzero_si256(), LD_SI, ST_SI, _mm256_add_epi32, NEG_SI)
 
-/* AVX-512: the same with tiles of 16 lanes (one vector per table entry and
- * per accumulator), in blocks of a quarter of the bytes (measured best on an
- * AVX-512 machine with 1 MB of L2 per core). Each lane adds exactly what the 8-lane kernel adds, in the
- * same order, so both give the same bits. */
+/* The vector kernels, one macro for AVX2 (tiles of 8 lanes, blocks of 1 MB
+ * of tables) and AVX-512 (tiles of 16 lanes, blocks of 256 KB: measured best
+ * on an AVX-512 machine with 1 MB of L2 per core): one vector per table
+ * entry and per accumulator, four rows at a time. The (8,2) table is built
+ * from registers (0, the inputs and their negations, then every pair as one
+ * sum of two of them, in the canonical order) without reading the table
+ * back. A lane adds the same values in the same order in both widths, so
+ * the two give the same bits (tested). */
 #define LUT16_BLOCK_BYTES ((size_t)256 << 10) /* 1.2-1.8x faster than 1 MB or 64 KB on the bench_infer layers */
 static int lut16_block_groups(const sstc_coded_matrix *cm) {
     int gb = (int)(LUT16_BLOCK_BYTES / ((size_t)cm->entries * 64));
     return gb < 1 ? 1 : gb;
 }
-#define LUT16_AVX512(T, VT, ZERO, LOAD, STORE, ADD, NEG)                                                               \
-    AVX512 static void lut16_tile_##T##_avx512(const sstc_coded_matrix *cm, const T *xt, size_t ld, size_t l0, int r0, \
-                                               int r1, T *acc, T *buf) {                                               \
-        int G = cm->groups, E = cm->entries, n = cm->n, GB = lut16_block_groups(cm);                                   \
+#define LUT_TILE(NAME, W, TARGET, GROUPS, T, VT, ZERO, LOAD, STORE, ADD, NEG)                                                               \
+    TARGET static void NAME(const sstc_coded_matrix *cm, const T *xt, size_t ld, size_t l0, int r0, int r1, T *acc,  \
+                            T *buf) {                                               \
+        int G = cm->groups, E = cm->entries, n = cm->n, GB = GROUPS(cm);                                   \
         int pair8 = cm->native && cm->N == 8 && cm->K == 2; /* canonical order: 0, then +-x_p, then pairs */            \
         for (int g0 = 0; g0 < G; g0 += GB) {                                                                           \
             int gn = G - g0 < GB ? G - g0 : GB;                                                                        \
@@ -733,26 +690,26 @@ static int lut16_block_groups(const sstc_coded_matrix *cm) {
                     xx[2 * p] = j < cm->cols ? LOAD(xt + (size_t)j * ld + l0) : ZERO;                                  \
                     xx[2 * p + 1] = NEG(xx[2 * p]);                                                                    \
                 }                                                                                                      \
-                T *L = buf + (size_t)gi * E * 16;                                                                      \
+                T *L = buf + (size_t)gi * E * W;                                                                      \
                 if (pair8) { /* (8,2): every entry from two registers, no table reads */                               \
                     STORE(L, ZERO);                                                                                    \
                     _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) {                                              \
-                        STORE(L + (1 + 2 * p) * 16, xx[2 * p]);                                                        \
-                        STORE(L + (2 + 2 * p) * 16, xx[2 * p + 1]);                                                    \
+                        STORE(L + (1 + 2 * p) * W, xx[2 * p]);                                                        \
+                        STORE(L + (2 + 2 * p) * W, xx[2 * p + 1]);                                                    \
                     }                                                                                                  \
-                    T *Q = L + 17 * 16;                                                                                \
+                    T *Q = L + 17 * W;                                                                                \
                     _Pragma("GCC unroll 8") for (int p = 0; p < 7; p++)                                                \
                         _Pragma("GCC unroll 8") for (int q = p + 1; q < 8; q++) {                                      \
                             STORE(Q, ADD(xx[2 * p], xx[2 * q]));                                                       \
-                            STORE(Q + 16, ADD(xx[2 * p], xx[2 * q + 1]));                                              \
-                            STORE(Q + 32, ADD(xx[2 * p + 1], xx[2 * q]));                                              \
-                            STORE(Q + 48, ADD(xx[2 * p + 1], xx[2 * q + 1]));                                          \
-                            Q += 64;                                                                                   \
+                            STORE(Q + W, ADD(xx[2 * p], xx[2 * q + 1]));                                              \
+                            STORE(Q + 2 * W, ADD(xx[2 * p + 1], xx[2 * q]));                                              \
+                            STORE(Q + 3 * W, ADD(xx[2 * p + 1], xx[2 * q + 1]));                                          \
+                            Q += 4 * W;                                                                                   \
                         }                                                                                              \
                     continue;                                                                                          \
                 }                                                                                                      \
                 STORE(L, ZERO);                                                                                        \
-                for (int e = 1; e < E; e++) STORE(L + e * 16, ADD(LOAD(L + cm->parent[e] * 16), xx[cm->last[e]]));    \
+                for (int e = 1; e < E; e++) STORE(L + e * W, ADD(LOAD(L + cm->parent[e] * W), xx[cm->last[e]]));    \
             }                                                                                                          \
             int o = r0;                                                                                                \
             for (; o + 4 <= r1; o += 4) {                                                                              \
@@ -760,12 +717,12 @@ static int lut16_block_groups(const sstc_coded_matrix *cm) {
                 VT a0 = g0 ? LOAD(d) : ZERO, a1 = g0 ? LOAD(d + ld) : ZERO;                                            \
                 VT a2 = g0 ? LOAD(d + 2 * ld) : ZERO, a3 = g0 ? LOAD(d + 3 * ld) : ZERO;                               \
                 for (int gi = 0; gi < gn; gi++) {                                                                      \
-                    const T *L = buf + (size_t)gi * E * 16;                                                            \
+                    const T *L = buf + (size_t)gi * E * W;                                                            \
                     size_t g = (size_t)(g0 + gi);                                                                      \
-                    a0 = ADD(a0, LOAD(L + sstc_coded_index(cm, (size_t)o, g) * 16));                                   \
-                    a1 = ADD(a1, LOAD(L + sstc_coded_index(cm, (size_t)o + 1, g) * 16));                               \
-                    a2 = ADD(a2, LOAD(L + sstc_coded_index(cm, (size_t)o + 2, g) * 16));                               \
-                    a3 = ADD(a3, LOAD(L + sstc_coded_index(cm, (size_t)o + 3, g) * 16));                               \
+                    a0 = ADD(a0, LOAD(L + sstc_coded_index(cm, (size_t)o, g) * W));                                   \
+                    a1 = ADD(a1, LOAD(L + sstc_coded_index(cm, (size_t)o + 1, g) * W));                               \
+                    a2 = ADD(a2, LOAD(L + sstc_coded_index(cm, (size_t)o + 2, g) * W));                               \
+                    a3 = ADD(a3, LOAD(L + sstc_coded_index(cm, (size_t)o + 3, g) * W));                               \
                 }                                                                                                      \
                 STORE(d, a0);                                                                                          \
                 STORE(d + ld, a1);                                                                                     \
@@ -776,7 +733,7 @@ static int lut16_block_groups(const sstc_coded_matrix *cm) {
                 T *d0 = acc + (size_t)o * ld + l0;                                                                     \
                 VT a0 = g0 ? LOAD(d0) : ZERO;                                                                          \
                 for (int gi = 0; gi < gn; gi++)                                                                        \
-                    a0 = ADD(a0, LOAD(buf + ((size_t)gi * E + sstc_coded_index(cm, (size_t)o, (size_t)(g0 + gi))) * 16)); \
+                    a0 = ADD(a0, LOAD(buf + ((size_t)gi * E + sstc_coded_index(cm, (size_t)o, (size_t)(g0 + gi))) * W)); \
                 STORE(d0, a0);                                                                                         \
             }                                                                                                          \
         }                                                                                                              \
@@ -787,8 +744,14 @@ static int lut16_block_groups(const sstc_coded_matrix *cm) {
 #define LD_SI16(p) _mm512_loadu_si512((const void *)(p))
 #define ST_SI16(p, v) _mm512_storeu_si512((void *)(p), (v))
 #define NEG_SI16(v) _mm512_sub_epi32(_mm512_setzero_si512(), (v))
-LUT16_AVX512(float, __m512, _mm512_setzero_ps(), LD_PS16, ST_PS16, _mm512_add_ps, NEG_PS16)
-LUT16_AVX512(int32_t, __m512i, _mm512_setzero_si512(), LD_SI16, ST_SI16, _mm512_add_epi32, NEG_SI16)
+LUT_TILE(lut8_tile_float_avx2, 8, AVX2, lut_block_groups, float, __m256, _mm256_setzero_ps(), LD_PS, ST_PS, _mm256_add_ps,
+         NEG_PS)
+LUT_TILE(lut8_tile_int32_t_avx2, 8, AVX2, lut_block_groups, int32_t, __m256i, _mm256_setzero_si256(), LD_SI, ST_SI,
+         _mm256_add_epi32, NEG_SI)
+LUT_TILE(lut16_tile_float_avx512, 16, AVX512, lut16_block_groups, float, __m512, _mm512_setzero_ps(), LD_PS16, ST_PS16,
+         _mm512_add_ps, NEG_PS16)
+LUT_TILE(lut16_tile_int32_t_avx512, 16, AVX512, lut16_block_groups, int32_t, __m512i, _mm512_setzero_si512(), LD_SI16,
+         ST_SI16, _mm512_add_epi32, NEG_SI16)
 
 /* Units of work are (lane tile, row chunk); each builds its own tables, so
  * threads never wait for each other. Rows are split only when there are
