@@ -565,7 +565,11 @@ int sstc_compress_finish(sstc_compressor *c) {
     /* a final phase of zero epochs still has to be set up (masks or codes) */
     if (c->phase_started < c->nphases - 1 && start_phase(c, c->nphases - 1)) return sstc_errcode();
     if (c->quantizing) {
-        if (refit_deltas(c) || quantize_all(c)) return sstc_errcode();
+        /* the codes of the final weights at the step size the network was
+         * retrained with: a last refit moves every threshold delta/2 with no
+         * retraining after it (on the CIFAR-10 network coded on every layer
+         * it turned 14.8 % at the last epoch into 18.4 %) */
+        if (quantize_all(c)) return sstc_errcode();
     } else {
         apply_masks(c);
     }

@@ -156,7 +156,23 @@ Test(compress, pruning_and_quantization_respect_the_code) {
             }
         }
     }
+    /* the finish keeps the step size the network was retrained with: the
+     * final codes are those of the final weights at that delta */
+    float trained[16];
+    cr_assert_leq(c.ncoded, 16);
+    for (int k = 0; k < c.ncoded; k++) {
+        trained[k] = c.coded[k].delta;
+        /* weights that moved since delta was fitted (a refit would follow them) */
+        sstc_tensor *w = sstc_session_model(s)->layers[c.coded[k].layer].weight;
+        for (size_t i = 0; i < w->size; i++) w->data[i] *= 1.05f;
+    }
     cr_assert_eq(sstc_compress_finish(&c), 0, "%s", sstc_errmsg());
+    for (int k = 0; k < c.ncoded; k++) {
+        const sstc_coded_layer *cl = &c.coded[k];
+        cr_assert_eq(cl->delta, trained[k], "layer %d: delta %g after the finish, %g trained", k, cl->delta, trained[k]);
+        for (int i = 0; i < cl->rows * cl->cols; i++)
+            cr_assert(cl->q[i] == 0.0f || fabsf(cl->q[i]) == trained[k], "value %g with delta %g", cl->q[i], trained[k]);
+    }
     sstc_eval_result r;
     cr_assert_eq(sstc_session_evaluate(s, sstc_session_test_set(s), NULL, sstc_session_test_set(s)->n, &r), 0);
     cr_assert_lt(r.error, 0.25, "coded network error %g", r.error);
