@@ -62,7 +62,9 @@ $(BUILD)/test_sstc: $(TEST_OBJ) $(BUILD)/libsstc.a
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libsstc.a -lcriterion $(LDLIBS)
 
 # Tests run from the repository root so fixtures are found at tests/fixtures.
-test: $(BUILD)/test_sstc $(BUILD)/sstc check-symbols check-install
+# The MPI tests run when build/sstc-mpi exists (`make mpi`): it is brought up
+# to date first, so that they never test a stale binary.
+test: $(BUILD)/test_sstc $(BUILD)/sstc $(if $(wildcard $(BUILD)/sstc-mpi),$(BUILD)/sstc-mpi) check-symbols check-install
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ./$(BUILD)/test_sstc --jobs 2
 
 # Every symbol libsstc.a exports starts with sstc_ (the rest are static).
