@@ -90,6 +90,16 @@ def table_mnist():
             "stage_epochs": STAGE_EPOCHS, "retrain_epochs": RETRAIN_EPOCHS}
 
 
+def table_mnist_ablation():
+    # The ablation of the two techniques over three seeds of the retraining (the
+    # float network is the same): direct / +norm / +gradual / +both for (8,2).
+    # Its runs live beside the mnist table's (same names, same settings), so
+    # either table reuses the other's finished runs.
+    runs = [run_spec("sst", 8, 2, v, seed) for seed in (1, 2, 3) for v in BASE_VARIANTS]
+    return {"config": "configs/mnist_fc.ini", "float_run": "runs/mnist_fc", "runs": runs, "runs_dir": "mnist",
+            "stage_epochs": STAGE_EPOCHS, "retrain_epochs": RETRAIN_EPOCHS, "ablation": True}
+
+
 def table_fashion():
     runs = [run_spec("sst", 8, 2, v, 1) for v in BASE_VARIANTS]
     runs += [run_spec("ternary", 1, 1, "+norm", 1)]
@@ -183,7 +193,7 @@ def lever(r, suffix, what, sets):
     return dict(r, name=r["name"] + suffix, sets=r["sets"] + sets, lever=what)
 
 
-TABLES = {"mnist": table_mnist, "fashion": table_fashion, "cifar10": table_cifar10,
+TABLES = {"mnist": table_mnist, "mnist_ablation": table_mnist_ablation, "fashion": table_fashion, "cifar10": table_cifar10,
           "cifar10_cnn": table_cifar10_cnn}
 
 
@@ -324,6 +334,8 @@ def write_results(table, spec, rows, float_summary):
                 r["name"], r["N"], r["K"], "all layers" if r["layers"] == "all" else r["layers"],
                 r["variant"], r["lever"], s["epochs"], 100 * s["test_error"]))
         md.append("")
+    if spec.get("ablation"):
+        md += ablation_lines(rows)
     if spec.get("targets"):
         done = {r["name"]: r["summary"] for r in rows}
         md.append("Targets (test error at most the float network's plus a margin):")
@@ -375,6 +387,43 @@ def write_results(table, spec, rows, float_summary):
         f.write("\n".join(md) + "\n")
     print("wrote", csv_path)
     plot(table, rows, float_summary)
+
+
+def ablation_lines(rows):
+    """What each technique changes, against the spread over seeds.
+
+    For each comparison (a variant against the one without the technique) it
+    gives the difference of the mean test errors and the two ranges over seeds;
+    an effect is stated only where the ranges do not overlap (every seed of one
+    variant beats every seed of the other), and said to be within the seed
+    spread otherwise."""
+    errs = {}
+    for r in rows:
+        if r.get("lever") or r["method"] != "sst":
+            continue
+        errs.setdefault(r["variant"], []).append(100 * r["summary"]["test_error"])
+    pairs = [("+norm", "direct", "normalization"), ("+gradual", "direct", "gradual pruning"),
+             ("+both", "direct", "both techniques"), ("+both", "+gradual", "normalization on top of gradual pruning"),
+             ("+both", "+norm", "gradual pruning on top of normalization")]
+    out = ["Effects over seeds (mean test error of each variant, its range over seeds in brackets; an "
+           "effect is claimed only where the two ranges do not overlap):", ""]
+    for a, b, what in pairs:
+        ea, eb = errs.get(a, []), errs.get(b, [])
+        if len(ea) < 2 or len(eb) < 2:
+            out.append("- %s (%s against %s): fewer than 2 seeds of each so far" % (what, a, b))
+            continue
+        ma, mb = sum(ea) / len(ea), sum(eb) / len(eb)
+        rng = lambda e: "[%.2f, %.2f]" % (min(e), max(e))
+        if max(ea) < min(eb):
+            verdict = "lowers the error by %.2f points, beyond the seed spread" % (mb - ma)
+        elif min(ea) > max(eb):
+            verdict = "raises the error by %.2f points, beyond the seed spread" % (ma - mb)
+        else:
+            verdict = "difference %+.2f points, within the seed spread: no effect shown" % (ma - mb)
+        out.append("- %s: %s %.2f %s (%d seeds) against %s %.2f %s (%d seeds): %s" % (
+            what, a, ma, rng(ea), len(ea), b, mb, rng(eb), len(eb), verdict))
+    out.append("")
+    return out
 
 
 def plot(table, rows, fs):
@@ -506,7 +555,7 @@ def main():
                          "every other line waits for its checkpoint; then --collect builds the table")
     args = ap.parse_args()
     spec = TABLES[args.table]()
-    outroot = os.path.join(ROOT, "runs", "tables", args.table)
+    outroot = os.path.join(ROOT, "runs", "tables", spec.get("runs_dir", args.table))
     float_dir = os.path.join(ROOT, spec["float_run"])
     if args.emit:
         emit(spec, outroot, float_dir, args.only)

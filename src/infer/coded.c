@@ -671,15 +671,102 @@ LUT8_PORTABLE(int32_t)
  * sum of two of them, in the canonical order) without reading the table
  * back. A lane adds the same values in the same order in both widths, so
  * the two give the same bits (tested). */
+/* Codes of at most 2 non-zeros per group ((8,2), (16,2), (4,1), (8,1)) can
+ * skip the big tables: every entry is the sum of at most two "singles"
+ * (0, +x_p, -x_p: 2n + 1 vectors per group), so a row adds two vectors from
+ * a table small enough for L1 instead of one from a table of E vectors. The
+ * pair sum is formed first, in the order the big table forms it (slot 0 has
+ * the lower position), so the two paths give the same bits (tested).
+ * Measured (docs/inference.md): for (16,2) (513 entries, 32 KB per group and
+ * 16 lanes) the singles are 1.3-1.45x faster; for (8,2) (129 entries) the two
+ * are even or the big table wins; with one non-zero the big table is the
+ * singles table and one look-up. So the default takes the singles for K = 2
+ * with more than 256 entries. SSTC_BATCHED=tables|singles forces one path
+ * (singles wherever K <= 2), for benchmarks; sstc_coded_force_singles in code. */
+static int singles_mode = -1; /* -1: unread, 0: tables, 1: singles where K <= 2, 2: by the measured rule */
+void sstc_coded_force_singles(int mode) { singles_mode = mode; }
+int sstc_coded_use_singles(const sstc_coded_matrix *cm) {
+    if (singles_mode < 0) {
+        const char *v = getenv("SSTC_BATCHED");
+        singles_mode = v && !strcmp(v, "tables") ? 0 : v && !strcmp(v, "singles") ? 1 : 2;
+    }
+    if (!singles_mode || !cm->native || cm->slots > 2 || cm->entries > SSTC_INFER_MAX_NATIVE) return 0;
+    return singles_mode == 1 || (cm->slots == 2 && cm->entries > 256);
+}
+#define PAIR_BLOCK_BYTES ((size_t)32 << 10)
+static int pair_block_groups(const sstc_coded_matrix *cm, int w) {
+    int gb = (int)(PAIR_BLOCK_BYTES / ((size_t)(2 * cm->n + 1) * w * 4));
+    return gb < 1 ? 1 : gb;
+}
 #define LUT16_BLOCK_BYTES ((size_t)256 << 10) /* 1.2-1.8x faster than 1 MB or 64 KB on the bench_infer layers */
 static int lut16_block_groups(const sstc_coded_matrix *cm) {
     int gb = (int)(LUT16_BLOCK_BYTES / ((size_t)cm->entries * 64));
     return gb < 1 ? 1 : gb;
 }
+#define PAIR_ROWS(W, T, VT, ZERO, LOAD, STORE, ADD, IDX)                                                                  \
+    {                                                                                                                  \
+                int o = r0;                                                                                            \
+                for (; o + 4 <= r1; o += 4) {                                                                          \
+                    T *d = acc + (size_t)o * ld + l0;                                                                  \
+                    const __typeof__(*(IDX)) *ix = (IDX) + (size_t)o * G + g0;                                                 \
+                    VT a0 = g0 ? LOAD(d) : ZERO, a1 = g0 ? LOAD(d + ld) : ZERO;                                        \
+                    VT a2 = g0 ? LOAD(d + 2 * ld) : ZERO, a3 = g0 ? LOAD(d + 3 * ld) : ZERO;                           \
+                    for (int gi = 0; gi < gn; gi++) {                                                                  \
+                        const T *L = buf + (size_t)gi * SE * W;                                                        \
+                        uint32_t e0 = dec[ix[gi]], e1 = dec[ix[G + gi]], e2 = dec[ix[2 * G + gi]], e3 = dec[ix[3 * G + gi]]; \
+                        a0 = ADD(a0, ADD(LOAD(L + (e0 & 0xffff)), LOAD(L + (e0 >> 16))));                             \
+                        a1 = ADD(a1, ADD(LOAD(L + (e1 & 0xffff)), LOAD(L + (e1 >> 16))));                             \
+                        a2 = ADD(a2, ADD(LOAD(L + (e2 & 0xffff)), LOAD(L + (e2 >> 16))));                             \
+                        a3 = ADD(a3, ADD(LOAD(L + (e3 & 0xffff)), LOAD(L + (e3 >> 16))));                             \
+                    }                                                                                                  \
+                    STORE(d, a0);                                                                                      \
+                    STORE(d + ld, a1);                                                                                 \
+                    STORE(d + 2 * ld, a2);                                                                             \
+                    STORE(d + 3 * ld, a3);                                                                             \
+                }                                                                                                      \
+                for (; o < r1; o++) {                                                                                  \
+                    T *d = acc + (size_t)o * ld + l0;                                                                  \
+                    const __typeof__(*(IDX)) *ix = (IDX) + (size_t)o * G + g0;                                                 \
+                    VT a0 = g0 ? LOAD(d) : ZERO;                                                                       \
+                    for (int gi = 0; gi < gn; gi++) {                                                                  \
+                        const T *L = buf + (size_t)gi * SE * W;                                                        \
+                        uint32_t e0 = dec[ix[gi]];                                                                     \
+                        a0 = ADD(a0, ADD(LOAD(L + (e0 & 0xffff)), LOAD(L + (e0 >> 16))));                             \
+                    }                                                                                                  \
+                    STORE(d, a0);                                                                                      \
+                }                                                                                                      \
+    }
 #define LUT_TILE(NAME, W, TARGET, GROUPS, T, VT, ZERO, LOAD, STORE, ADD, NEG)                                                               \
     TARGET static void NAME(const sstc_coded_matrix *cm, const T *xt, size_t ld, size_t l0, int r0, int r1, T *acc,  \
                             T *buf) {                                               \
         int G = cm->groups, E = cm->entries, n = cm->n, GB = GROUPS(cm);                                   \
+        if (sstc_coded_use_singles(cm)) { /* K <= 2: two look-ups in a table of 2n + 1 entries */                      \
+            int SE = 2 * n + 1, GS = pair_block_groups(cm, W);                                                         \
+            uint32_t dec[SSTC_INFER_MAX_NATIVE]; /* entry -> the offsets of its two singles' vectors, slot 0 in the low half */           \
+            for (int e = 0; e < E; e++) {                                                                              \
+                uint32_t d[2] = {0, 0};                                                                                \
+                for (int k = 0; k < cm->slots; k++)                                                                    \
+                    if (cm->sval[e * cm->slots + k])                                                                   \
+                        d[k] = (uint32_t)(1 + 2 * cm->spos[e * cm->slots + k] + (cm->sval[e * cm->slots + k] < 0)) * W; \
+                dec[e] = d[0] | d[1] << 16;                                                                            \
+            }                                                                                                          \
+            for (int g0 = 0; g0 < G; g0 += GS) {                                                                       \
+                int gn = G - g0 < GS ? G - g0 : GS;                                                                    \
+                for (int gi = 0; gi < gn; gi++) {                                                                      \
+                    T *L = buf + (size_t)gi * SE * W;                                                                  \
+                    STORE(L, ZERO);                                                                                    \
+                    for (int p = 0; p < n; p++) {                                                                      \
+                        int j = (g0 + gi) * n + p;                                                                     \
+                        VT v = j < cm->cols ? LOAD(xt + (size_t)j * ld + l0) : ZERO;                                   \
+                        STORE(L + (1 + 2 * p) * W, v);                                                                 \
+                        STORE(L + (2 + 2 * p) * W, NEG(v));                                                            \
+                    }                                                                                                  \
+                }                                                                                                      \
+                if (cm->idx8) PAIR_ROWS(W, T, VT, ZERO, LOAD, STORE, ADD, cm->idx8)                                       \
+                else PAIR_ROWS(W, T, VT, ZERO, LOAD, STORE, ADD, cm->idx16)                                            \
+            }                                                                                                          \
+            return;                                                                                                    \
+        }                                                                                                              \
         int pair8 = cm->native && cm->N == 8 && cm->K == 2; /* canonical order: 0, then +-x_p, then pairs */            \
         for (int g0 = 0; g0 < G; g0 += GB) {                                                                           \
             int gn = G - g0 < GB ? G - g0 : GB;                                                                        \

@@ -470,6 +470,21 @@ static inline float affine(const sstc_infer_op *op, int o, float acc) {
     return op->relu && v < 0 ? 0.0f : v;
 }
 
+/* The batched FC layers' transposes, (B x cols) -> (cols x ld) and back, in
+ * blocks of TBLK columns: a block's TBLK rows of the transposed side stay in
+ * L1 while the other side is read or written in whole lines (column by column
+ * over a 256-byte stride, the plain loops took longer than the product). */
+#define TBLK 16
+#define TRANSPOSE_IN(T)                                                                                                \
+    _Pragma("omp parallel for schedule(static) if (cols * (size_t)B > PAR_WORK)")                                      \
+    for (size_t j0 = 0; j0 < cols; j0 += TBLK) {                                                                       \
+        size_t j1 = j0 + TBLK < cols ? j0 + TBLK : cols;                                                               \
+        for (int b = 0; b < B; b++)                                                                                    \
+            for (size_t j = j0; j < j1; j++) xt[j * ld + b] = in[(size_t)b * cols + j];                                \
+        for (size_t j = j0; j < j1; j++)                                                                               \
+            for (size_t b = (size_t)B; b < ld; b++) xt[j * ld + b] = 0;                                                \
+    }
+
 static int fc_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *src, int B, float *out) {
     const float *in = src[0];
     int R = op->oc;
@@ -496,14 +511,12 @@ static int fc_f32(sstc_engine *e, const sstc_infer_op *op, const float *const *s
     size_t ld = sstc_round8((size_t)B);
     float *xt = scratch(e, S_XT, cols * ld * sizeof(float)), *acc = scratch(e, S_ACC, (size_t)R * ld * sizeof(float));
     if (!xt || !acc) return SSTC_ENOMEM;
-    for (size_t j = 0; j < cols; j++) {
-        float *r = xt + j * ld;
-        for (int b = 0; b < B; b++) r[b] = in[(size_t)b * cols + j];
-        for (size_t b = (size_t)B; b < ld; b++) r[b] = 0;
-    }
+    TRANSPOSE_IN(float)
     sstc_coded_gemm_f32(&op->cm, xt, ld, acc);
-    for (int b = 0; b < B; b++)
-        for (int o = 0; o < R; o++) out[(size_t)b * R + o] = affine(op, o, acc[(size_t)o * ld + b]);
+#pragma omp parallel for schedule(static) if ((size_t)R * B > PAR_WORK)
+    for (int o0 = 0; o0 < R; o0 += TBLK)
+        for (int b = 0; b < B; b++)
+            for (int o = o0; o < R && o < o0 + TBLK; o++) out[(size_t)b * R + o] = affine(op, o, acc[(size_t)o * ld + b]);
     return SSTC_OK;
 }
 
@@ -663,15 +676,13 @@ static int fc_i8(sstc_engine *e, const sstc_infer_op *op, const int8_t *const *s
     int32_t *xt = scratch(e, S_XT, cols * ld * sizeof(int32_t));
     int32_t *acc = scratch(e, S_ACC, (size_t)R * ld * sizeof(int32_t));
     if (!xt || !acc) return SSTC_ENOMEM;
-    for (size_t j = 0; j < cols; j++) {
-        int32_t *r = xt + j * ld;
-        for (int b = 0; b < B; b++) r[b] = in[(size_t)b * cols + j];
-        for (size_t b = (size_t)B; b < ld; b++) r[b] = 0;
-    }
+    TRANSPOSE_IN(int32_t)
     sstc_coded_gemm_i32(&op->cm, xt, ld, acc);
-    for (int b = 0; b < B; b++)
-        for (int o = 0; o < R; o++)
-            emit_i8(op, o, (float)acc[(size_t)o * ld + b], out, logits, (size_t)b * R + o);
+#pragma omp parallel for schedule(static) if ((size_t)R * B > PAR_WORK)
+    for (int o0 = 0; o0 < R; o0 += TBLK)
+        for (int b = 0; b < B; b++)
+            for (int o = o0; o < R && o < o0 + TBLK; o++)
+                emit_i8(op, o, (float)acc[(size_t)o * ld + b], out, logits, (size_t)b * R + o);
     return SSTC_OK;
 }
 

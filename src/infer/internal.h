@@ -108,6 +108,12 @@ void sstc_infer_force_portable(int on);
  * default), so that every path the machine has is run; and whether this
  * machine has the instructions of a level. */
 void sstc_infer_force_isa(int level);
+/* The batched kernels' path for codes of at most 2 non-zeros per group:
+ * 0 one vector of the big entry table per row and group, 1 two vectors of a
+ * small table of singles (wherever K <= 2), 2 the measured default (singles
+ * for K = 2 codes of more than 256 entries, such as (16,2)). */
+void sstc_coded_force_singles(int mode);
+int sstc_coded_use_singles(const sstc_coded_matrix *cm);
 int sstc_infer_isa_available(int level);
 
 /* Round half away from zero and saturate to [lo, 127]; NaN gives lo. The C

@@ -475,8 +475,8 @@ Test(infer_engine, the_16_lane_batched_kernel_gives_the_8_lane_kernels_bits) {
     if (!sstc_infer_isa_available(2)) return; /* nothing to compare on this CPU */
     sstc_rng r;
     sstc_rng_seed(&r, 81);
-    const int nk[][2] = {{8, 2}, {16, 2}, {8, 3}};
-    for (int c = 0; c < 3; c++) {
+    const int nk[][2] = {{8, 2}, {16, 2}, {8, 3}, {8, 1}, {4, 1}};
+    for (int c = 0; c < 5; c++) {
         int rows = 45, cols = 613, N = nk[c][0], K = nk[c][1];
         size_t ld = 40;
         int8_t *T = malloc((size_t)rows * cols);
@@ -497,6 +497,21 @@ Test(infer_engine, the_16_lane_batched_kernel_gives_the_8_lane_kernels_bits) {
         omp_set_num_threads(1);
         cr_assert_eq(memcmp(a8, a16, (size_t)rows * ld * sizeof(float)), 0, "(%d,%d): 8 and 16 lanes", N, K);
         cr_assert_eq(memcmp(a16, a16t, (size_t)rows * ld * sizeof(float)), 0, "(%d,%d): 1 and 3 threads", N, K);
+        /* codes of 2 non-zeros per group and more than 256 entries take the
+         * table of singles by default; the big entry table and the singles
+         * (forced for every K <= 2) form the same sums in the same order */
+        cr_assert_eq(sstc_coded_use_singles(&cm), K == 2 && cm.entries > 256, "(%d,%d): default path", N, K);
+        for (int mode = 0; mode < 2; mode++) {
+            sstc_coded_force_singles(mode);
+            cr_assert_eq(sstc_coded_use_singles(&cm), mode && K <= 2, "(%d,%d) mode %d", N, K, mode);
+            for (int isa = 1; isa <= 2; isa++) {
+                sstc_infer_force_isa(isa);
+                cr_assert_eq(sstc_coded_gemm_lut_f32(&cm, x, ld, a16t), SSTC_OK);
+                cr_assert_eq(memcmp(a16, a16t, (size_t)rows * ld * sizeof(float)), 0, "(%d,%d) isa %d mode %d", N, K,
+                             isa, mode);
+            }
+        }
+        sstc_coded_force_singles(2);
         /* and both are the product: against a double-precision loop */
         for (int o = 0; o < rows; o++)
             for (size_t l = 0; l < ld; l++) {
