@@ -678,10 +678,14 @@ LUT8_PORTABLE(int32_t)
  * pair sum is formed first, in the order the big table forms it (slot 0 has
  * the lower position), so the two paths give the same bits (tested).
  * Measured (docs/inference.md): for (16,2) (513 entries, 32 KB per group and
- * 16 lanes) the singles are 1.3-1.45x faster; for (8,2) (129 entries) the two
- * are even or the big table wins; with one non-zero the big table is the
- * singles table and one look-up. So the default takes the singles for K = 2
- * with more than 256 entries. SSTC_BATCHED=tables|singles forces one path
+ * 16 lanes) the singles are 1.3-1.45x faster; for (8,2) (129 entries) on
+ * 1024 or 4096 rows the two are even or the big table wins, but on layers of
+ * few rows, where building the big tables (E vectors per group) costs as much
+ * as the look-ups (one per row and group), the singles win: the CIFAR-10
+ * network's convolutions (64-256 rows) run 1.07-1.15x faster. With one
+ * non-zero the big table is the singles table and one look-up. So the
+ * default takes the singles for K = 2 with more than 256 entries or at most
+ * 256 rows. SSTC_BATCHED=tables|singles forces one path
  * (singles wherever K <= 2), for benchmarks; sstc_coded_force_singles in code. */
 static int singles_mode = -1; /* -1: unread, 0: tables, 1: singles where K <= 2, 2: by the measured rule */
 void sstc_coded_force_singles(int mode) { singles_mode = mode; }
@@ -691,7 +695,7 @@ int sstc_coded_use_singles(const sstc_coded_matrix *cm) {
         singles_mode = v && !strcmp(v, "tables") ? 0 : v && !strcmp(v, "singles") ? 1 : 2;
     }
     if (!singles_mode || !cm->native || cm->slots > 2 || cm->entries > SSTC_INFER_MAX_NATIVE) return 0;
-    return singles_mode == 1 || (cm->slots == 2 && cm->entries > 256);
+    return singles_mode == 1 || (cm->slots == 2 && (cm->entries > 256 || cm->rows <= 256));
 }
 #define PAIR_BLOCK_BYTES ((size_t)32 << 10)
 static int pair_block_groups(const sstc_coded_matrix *cm, int w) {

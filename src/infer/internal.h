@@ -111,7 +111,8 @@ void sstc_infer_force_isa(int level);
 /* The batched kernels' path for codes of at most 2 non-zeros per group:
  * 0 one vector of the big entry table per row and group, 1 two vectors of a
  * small table of singles (wherever K <= 2), 2 the measured default (singles
- * for K = 2 codes of more than 256 entries, such as (16,2)). */
+ * for K = 2 codes of more than 256 entries, such as (16,2), or at most
+ * 256 rows). */
 void sstc_coded_force_singles(int mode);
 int sstc_coded_use_singles(const sstc_coded_matrix *cm);
 int sstc_infer_isa_available(int level);
