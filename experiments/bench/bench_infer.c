@@ -1,7 +1,7 @@
 /* Inference benchmark: coded FC layers against OpenBLAS on the equivalent
  * float weights (the decoded delta*t values), and a whole MNIST MLP.
  *
- *   build/bench_infer [--threads N] [--rounds R] [--model MODEL.sst] [--only layers|network|cnn] [--spin]
+ *   build/bench_infer [--threads N] [--rounds R] [--model MODEL.sst] [--only layers|network|cnn] [--passive]
  *
  * For (8,2), (16,2) and plain ternary, a 1024x1024 and a 4096x4096 layer at
  * batch 1 and 64: the engine's coded kernel (look-up tables at batch 1, the
@@ -17,10 +17,14 @@
  * layer (8,2)-coded, against its float twin (im2col + sgemm), at batch 1 and
  * 64 (--only cnn: this one alone).
  *
- * Unless OMP_WAIT_POLICY is set (or --spin is given) the benchmark restarts
- * itself with OMP_WAIT_POLICY=passive: on a machine whose cores are shared
- * with other jobs, spinning OpenMP threads wait whole scheduler time slices
- * for a descheduled partner, which swamps both sides of the comparison. */
+ * OpenMP's waiting policy decides the small layers, where a parallel region
+ * lasts a few microseconds: unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set,
+ * the benchmark restarts itself with what the sstc command line runs with
+ * (GOMP_SPINCOUNT=10000: idle threads spin briefly, then sleep), so that the
+ * figures are what `sstc infer` gets. --passive restarts it with
+ * OMP_WAIT_POLICY=passive instead (every region wakes sleeping threads): on a
+ * machine whose cores are busy with other jobs, spinning threads can wait
+ * for a descheduled partner; under it both sides pay a wake-up per region. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -332,15 +336,20 @@ static void bench_network(sstc_rng *r, const char *model_path, const char *name,
 }
 
 int main(int argc, char **argv) {
-    int spin = 0;
-    for (int i = 1; i < argc; i++) spin |= !strcmp(argv[i], "--spin");
-    if (!spin && !getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
+    int passive = 0;
+    for (int i = 1; i < argc; i++) passive |= !strcmp(argv[i], "--passive");
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) {
+        if (passive) setenv("OMP_WAIT_POLICY", "passive", 1);
+        else setenv("GOMP_SPINCOUNT", "10000", 1);
         execv("/proc/self/exe", argv);
         /* no /proc: carry on with the default policy */
     }
     /* the float baseline gets the fastest OpenBLAS kernel this CPU runs */
     cli_platform_init(argc, argv);
+    {
+        const char *w = getenv("OMP_WAIT_POLICY"), *c = getenv("GOMP_SPINCOUNT");
+        printf("openmp wait: OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s\n", w ? w : "-", c ? c : "-");
+    }
     int threads = 0, rounds = 7;
     const char *model = NULL, *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -348,10 +357,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
-        else if (!strcmp(argv[i], "--spin")) continue;
+        else if (!strcmp(argv[i], "--passive")) continue;
         else {
             fprintf(stderr, "usage: bench_infer [--threads N] [--rounds R] [--model MODEL.sst] [--only layers|network|cnn] "
-                            "[--spin]\n");
+                            "[--passive]\n");
             return 2;
         }
     }

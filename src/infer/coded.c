@@ -6,6 +6,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sstc/error.h"
 
@@ -436,20 +437,52 @@ PLANES_ROWS(float, __m512, _mm512_setzero_ps(), _mm512_loadu_ps, PERM_PS, _mm512
 PLANES_ROWS(int32_t, __m512i, _mm512_setzero_si512(), _mm512_loadu_si512, _mm512_permutexvar_epi32, _mm512_add_epi32,
             _mm512_sub_epi32, _mm512_mask_storeu_epi32)
 
-/* Layers below this many weights run on one thread: the whole product then
- * takes about 10 us, less than waking a second thread costs. */
-#define PLANES_PAR_MIN ((size_t)1 << 22)
+/* Layers below this many weights run on one thread. What a second thread
+ * costs depends on OpenMP's waiting policy: threads that sleep between
+ * regions (OMP_WAIT_POLICY=passive) take longer to wake than a 1024x1024
+ * product takes (about 8 us), so then only layers of 4M weights and more are
+ * split; threads that spin a while first (the sstc command line's
+ * GOMP_SPINCOUNT=10000, or OpenMP's default) join within a microsecond, and
+ * layers from 512K weights on are split (measured, docs/inference.md: the
+ * 1024x1024 layer 7.8 -> 5.1-7.1 us, the MNIST network 42-45k -> 58-65k
+ * images/s). SSTC_PLANES_PAR_MIN overrides it. */
+static size_t planes_par_min_v;
+void sstc_coded_set_planes_par_min(size_t weights) { planes_par_min_v = weights; }
+static size_t planes_par_min(void) {
+    size_t v = planes_par_min_v;
+    if (!v) {
+        const char *e = getenv("SSTC_PLANES_PAR_MIN"), *w = getenv("OMP_WAIT_POLICY");
+        if (e) v = (size_t)atol(e);
+        else v = w && !strcasecmp(w, "passive") ? (size_t)1 << 22 : (size_t)1 << 19;
+        if (!v) v = 1;
+        planes_par_min_v = v;
+    }
+    return v;
+}
+#define PLANES_PAR_MIN planes_par_min()
 
 /* Threads split the input blocks: each builds the tables of its blocks and
  * adds their look-ups for every row into its own partial sums, so the threads
  * never wait for each other before the join (a barrier costs a wake-up when
  * waiting threads sleep); the partial sums are added at the end. */
+/* The partial sums of a split product, kept from call to call (a malloc per
+ * call costs more than a small layer's join). */
+static _Thread_local void *part_buf;
+static _Thread_local size_t part_cap;
+static void *part_scratch(size_t bytes) {
+    if (bytes > part_cap) {
+        free(part_buf);
+        part_buf = malloc(bytes);
+        part_cap = part_buf ? bytes : 0;
+    }
+    return part_buf;
+}
 #define PLANES_GEMV(T)                                                                                                 \
     static void planes_gemv_##T(const sstc_coded_matrix *cm, const T *x, T *tab, T *acc) {                             \
         int IB = cm->iblocks, R = cm->rows;                                                                            \
         int parts = (size_t)R * (size_t)cm->cols >= PLANES_PAR_MIN ? omp_get_max_threads() : 1;                        \
         if (parts > IB) parts = IB;                                                                                    \
-        T *part = parts > 1 ? malloc((size_t)parts * ((size_t)R + 16) * sizeof(T)) : NULL;                             \
+        T *part = parts > 1 ? part_scratch((size_t)parts * ((size_t)R + 16) * sizeof(T)) : NULL;                       \
         if (!part) {                                                                                                   \
             planes_tables_##T(x, cm->cols, 0, 4 * IB, tab);                                                            \
             planes_rows_##T(cm, tab, 0, IB, acc);                                                                      \
@@ -465,7 +498,6 @@ PLANES_ROWS(int32_t, __m512i, _mm512_setzero_si512(), _mm512_loadu_si512, _mm512
             for (int t = 1; t < parts; t++) sum += part[(size_t)t * ((size_t)R + 16) + o];                             \
             acc[o] = sum;                                                                                              \
         }                                                                                                              \
-        free(part);                                                                                                    \
     }
 PLANES_GEMV(float)
 PLANES_GEMV(int32_t)

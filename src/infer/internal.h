@@ -114,6 +114,10 @@ void sstc_infer_force_isa(int level);
  * for K = 2 codes of more than 256 entries, such as (16,2), or at most
  * 256 rows). */
 void sstc_coded_force_singles(int mode);
+/* The one-vector sign-plane kernel splits layers of at least this many
+ * weights over the threads (0: back to the default, which depends on
+ * OMP_WAIT_POLICY; see coded.c). */
+void sstc_coded_set_planes_par_min(size_t weights);
 int sstc_coded_use_singles(const sstc_coded_matrix *cm);
 int sstc_infer_isa_available(int level);
 

@@ -523,3 +523,46 @@ Test(infer_engine, the_16_lane_batched_kernel_gives_the_8_lane_kernels_bits) {
         sstc_coded_matrix_free(&cm);
     }
 }
+
+/* The sign-plane kernel for one input vector, split over 2 and 3 threads
+ * (each thread a range of input blocks, partial sums added at the end), gives
+ * the one-thread integer sums exactly and the float sums to rounding. */
+Test(infer_engine, the_sign_plane_kernel_split_over_threads_gives_the_same_sums) {
+    if (!sstc_infer_isa_available(2)) return; /* the sign planes are the AVX-512 kernel */
+    sstc_rng r;
+    sstc_rng_seed(&r, 83);
+    int rows = 70, cols = 1100;
+    int8_t *T = malloc((size_t)rows * cols);
+    ti_random_ternary(&r, T, rows, cols, 8, 2);
+    sstc_coded_matrix cm;
+    cr_assert_eq(sstc_coded_matrix_from_ternary(&cm, T, rows, cols, 8, 2), SSTC_OK);
+    cr_assert_not_null(cm.planes);
+    float *x = malloc(cols * sizeof(float)), *lut = malloc(sstc_coded_lut_size(&cm) * sizeof(float));
+    int32_t *xi = malloc(cols * sizeof(int32_t)), *luti = malloc(sstc_coded_lut_size(&cm) * sizeof(int32_t));
+    float a1[70], at[70];
+    int32_t i1[70], it[70];
+    for (int j = 0; j < cols; j++) {
+        xi[j] = (int32_t)sstc_rng_below(&r, 255) - 127;
+        x[j] = sstc_rng_normal(&r);
+    }
+    sstc_coded_set_planes_par_min((size_t)1 << 40);
+    sstc_coded_gemv_f32(&cm, x, lut, a1);
+    sstc_coded_gemv_i32(&cm, xi, luti, i1);
+    sstc_coded_set_planes_par_min(1);
+    for (int th = 2; th <= 3; th++) {
+        omp_set_num_threads(th);
+        sstc_coded_gemv_f32(&cm, x, lut, at);
+        sstc_coded_gemv_i32(&cm, xi, luti, it);
+        cr_assert_eq(memcmp(i1, it, sizeof(i1)), 0, "%d threads: integer sums", th);
+        for (int o = 0; o < rows; o++) {
+            double sf = 0;
+            for (int j = 0; j < cols; j++) sf += T[(size_t)o * cols + j] * (double)x[j];
+            cr_assert_leq(fabs(at[o] - sf), 1e-4 * (1 + fabs(sf)), "%d threads row %d: %g vs %g", th, o, at[o], sf);
+            cr_assert_leq(fabsf(at[o] - a1[o]), 1e-4f * (1 + fabsf(a1[o])), "%d threads row %d", th, o);
+        }
+    }
+    omp_set_num_threads(1);
+    sstc_coded_set_planes_par_min(0);
+    free(T), free(x), free(lut), free(xi), free(luti);
+    sstc_coded_matrix_free(&cm);
+}
