@@ -214,17 +214,25 @@ def load(path):
         return json.load(f)
 
 
+def run_key(line):
+    """The settings of a CSV row that tell runs apart: method, N, K,
+    normalization, schedule, layers, seed, epochs, distillation."""
+    c = line.split(",")
+    return tuple(c[i] for i in (2, 3, 4, 5, 6, 7, 8, 13)) + (c[17] if len(c) > 17 and c[17] else "0",)
+
+
 def write_results(table, spec, rows, float_summary):
     os.makedirs(RESULTS, exist_ok=True)
     # Tables that share a CSV (the CIFAR-10 networks) keep each other's rows:
     # the rows of other configs are carried over, this table's are rewritten.
     csv_path = os.path.join(RESULTS, spec.get("csv", table) + ".csv")
-    kept = []
+    kept, earlier = [], []
     if os.path.exists(csv_path):
         with open(csv_path) as f:
             lines = f.read().splitlines()
         if lines and lines[0] == HEADER:
             kept = [l for l in lines[1:] if l and l.split(",", 1)[0] != spec["config"]]
+            earlier = [l for l in lines[1:] if l and l.split(",", 1)[0] == spec["config"] and l.split(",")[2] != "float"]
         elif lines and lines[0].startswith("dataset,") and spec.get("csv", table) in TABLES:
             # a CSV from before the config column: its rows came from the table
             # of that name, which had no flip averaging and no distillation
@@ -242,12 +250,19 @@ def write_results(table, spec, rows, float_summary):
         f.write("%s,%s,float,,,,,,%d,32,1,%.6f,%.6f,%d,%.1f,%s,\n" % (
             spec["config"], fs["dataset"], fs["seed"], fs["test_error"], fs["test_error"], fs["epochs"], fs["seconds"],
             flip(fs)))
+        mine = []
         for r in rows:
             s = r["summary"]
-            f.write("%s,%s,%s,%d,%d,%s,%s,%s,%d,%.4f,%.2f,%.6f,%.6f,%d,%.1f,%s,%g\n" % (
+            mine.append("%s,%s,%s,%d,%d,%s,%s,%s,%d,%.4f,%.2f,%.6f,%.6f,%d,%.1f,%s,%g" % (
                 spec["config"], s["dataset"], s["method"], s["N"], s["K"], s["normalize"], s["schedule"],
                 s["layers"].replace(",", " "), s["seed"], s["bits_per_weight"], s["compression"],
                 s["test_error"], s["float_test_error"], s["epochs"], s["seconds"], flip(s), s.get("distill", 0)))
+        # Rows of runs whose folders are not here (made on another machine, or
+        # removed) are carried over unless a run here has the same settings.
+        have = {run_key(l) for l in mine}
+        carried = [l for l in earlier if run_key(l) not in have]
+        for l in mine + carried:
+            f.write(l + "\n")
     os.replace(csv_path + ".tmp", csv_path)
     md = [f"# {table}: structured sparse ternary coding", "",
           "Written by `experiments/compress_table.py %s` from the runs' summary.json files." % table,
@@ -361,6 +376,18 @@ def write_results(table, spec, rows, float_summary):
                     what, 100 * e, 100 * f, 100 * margin, 100 * (f + margin), "met" if e <= f + margin else "not met"))
             else:
                 md.append("- %s: not run yet" % what)
+        md.append("")
+    if carried:
+        md.append("Runs carried over from the CSV (their folders are not on the machine that wrote this table, "
+                  "so they are not in the cells above; each was made by an earlier build, with its own float "
+                  "reference):")
+        md.append("")
+        md.append("| code | layers | normalize | schedule | seed | epochs | distill | test error % | float % |")
+        md.append("|---|---|---|---|---|---|---|---|---|")
+        for l in carried:
+            c = l.split(",")
+            md.append("| %s (%s,%s) | %s | %s | %s | %s | %s | %s | %.2f | %.2f |" % (
+                c[2], c[3], c[4], c[7], c[5], c[6], c[8], c[13], c[17] or "0", 100 * float(c[11]), 100 * float(c[12])))
         md.append("")
     flipped = any(r["summary"].get("test_flip") for r in rows)
     md.append("| run | seed | epochs | seconds | test error % |" + (" one view % |" if flipped else "") +
