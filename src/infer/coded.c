@@ -400,8 +400,14 @@ PLANES_TABLES(int32_t, __m512i, _mm512_setzero_si512(), _mm512_set1_epi32, _mm51
         __mmask16 keep = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);                               \
         MSTORE(acc + r0, keep, v);                                                                                     \
     }                                                                                                                  \
+    AVX512 static void planes_rowrange_##T(const sstc_coded_matrix *cm, const T *tab, int qa, int qb, int rb, int RB,  \
+                                           T *acc);                                                                    \
     AVX512 static void planes_rows_##T(const sstc_coded_matrix *cm, const T *tab, int qa, int qb, T *acc) {            \
-        int IB = cm->iblocks, RB = cm->rblocks, rb = 0;                                                                \
+        planes_rowrange_##T(cm, tab, qa, qb, 0, cm->rblocks, acc);                                                     \
+    }                                                                                                                  \
+    AVX512 static void planes_rowrange_##T(const sstc_coded_matrix *cm, const T *tab, int qa, int qb, int rb, int RB,  \
+                                           T *acc) {                                                                   \
+        int IB = cm->iblocks;                                                                                          \
         size_t blk = (size_t)IB * 64;                                                                                  \
         for (; rb + 4 <= RB; rb += 4) {                                                                                \
             VT P0 = ZERO, P1 = ZERO, P2 = ZERO, P3 = ZERO, M0 = ZERO, M1 = ZERO, M2 = ZERO, M3 = ZERO;                 \
@@ -461,42 +467,45 @@ static size_t planes_par_min(void) {
 }
 #define PLANES_PAR_MIN planes_par_min()
 
-/* Threads split the input blocks: each builds the tables of its blocks and
- * adds their look-ups for every row into its own partial sums, so the threads
- * never wait for each other before the join (a barrier costs a wake-up when
- * waiting threads sleep); the partial sums are added at the end. */
-/* The partial sums of a split product, kept from call to call (a malloc per
- * call costs more than a small layer's join). */
-static _Thread_local void *part_buf;
-static _Thread_local size_t part_cap;
-static void *part_scratch(size_t bytes) {
-    if (bytes > part_cap) {
-        free(part_buf);
-        part_buf = malloc(bytes);
-        part_cap = part_buf ? bytes : 0;
+/* Each thread builds the whole tables (its own copy: a few percent of the
+ * product) and adds up a share of the row blocks over all inputs: every row
+ * is summed in the same order as on one thread (the same bits whatever the
+ * thread count), with no partial sums to add and no barrier. Measured
+ * against the earlier split (threads took shares of the input blocks, then
+ * their partial sums were added) and against shared tables behind a barrier
+ * in docs/inference.md. */
+/* The other threads' copies of the tables, kept from call to call (a malloc
+ * per call costs more than a small layer's product). */
+static _Thread_local void *tab_buf;
+static _Thread_local size_t tab_cap;
+static void *tab_scratch(size_t bytes) {
+    if (bytes > tab_cap) {
+        free(tab_buf);
+        tab_buf = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        tab_cap = tab_buf ? bytes : 0;
     }
-    return part_buf;
+    return tab_buf;
 }
 #define PLANES_GEMV(T)                                                                                                 \
     static void planes_gemv_##T(const sstc_coded_matrix *cm, const T *x, T *tab, T *acc) {                             \
-        int IB = cm->iblocks, R = cm->rows;                                                                            \
-        int parts = (size_t)R * (size_t)cm->cols >= PLANES_PAR_MIN ? omp_get_max_threads() : 1;                        \
-        if (parts > IB) parts = IB;                                                                                    \
-        T *part = parts > 1 ? part_scratch((size_t)parts * ((size_t)R + 16) * sizeof(T)) : NULL;                       \
-        if (!part) {                                                                                                   \
+        int IB = cm->iblocks, RB = cm->rblocks;                                                                        \
+        int parts = (size_t)cm->rows * (size_t)cm->cols >= PLANES_PAR_MIN ? omp_get_max_threads() : 1;                \
+        if (parts > RB) parts = RB;                                                                                    \
+        /* every thread its own copy of the tables: no barrier, which costs a \
+         * wake-up when waiting threads sleep (OMP_WAIT_POLICY=passive) */     \
+        size_t tsz = (size_t)IB * 64;                                                                                  \
+        T *copies = parts > 1 ? tab_scratch((size_t)(parts - 1) * tsz * sizeof(T)) : NULL;                            \
+        if (!copies) parts = 1;                                                                                        \
+        if (parts <= 1) {                                                                                              \
             planes_tables_##T(x, cm->cols, 0, 4 * IB, tab);                                                            \
             planes_rows_##T(cm, tab, 0, IB, acc);                                                                      \
             return;                                                                                                    \
         }                                                                                                              \
-        _Pragma("omp parallel for schedule(static)") for (int t = 0; t < parts; t++) {                                 \
-            int qa = (int)((long)IB * t / parts), qb = (int)((long)IB * (t + 1) / parts);                              \
-            planes_tables_##T(x, cm->cols, 4 * qa, 4 * qb, tab);                                                       \
-            planes_rows_##T(cm, tab, qa, qb, part + (size_t)t * ((size_t)R + 16));                                     \
-        }                                                                                                              \
-        for (int o = 0; o < R; o++) {                                                                                  \
-            T sum = part[o];                                                                                           \
-            for (int t = 1; t < parts; t++) sum += part[(size_t)t * ((size_t)R + 16) + o];                             \
-            acc[o] = sum;                                                                                              \
+        _Pragma("omp parallel num_threads(parts)") {                                                                   \
+            int t = omp_get_thread_num(), n = omp_get_num_threads();                                                   \
+            T *mine = t ? copies + (size_t)(t - 1) * tsz : tab;                                                        \
+            planes_tables_##T(x, cm->cols, 0, 4 * IB, mine);                                                           \
+            planes_rowrange_##T(cm, mine, 0, IB, (int)((long)RB * t / n), (int)((long)RB * (t + 1) / n), acc);         \
         }                                                                                                              \
     }
 PLANES_GEMV(float)
