@@ -453,6 +453,55 @@ def ablation_lines(rows):
     return out
 
 
+def effects_from_csv(table, spec):
+    """Rewrite the effects-over-seeds lines of TABLE.md from the CSV rows of the
+    table's ablation runs: its config, (N,K) and layers, the table's epoch
+    budget, no distillation; the variant is read off the normalize and
+    schedule columns."""
+    if not spec.get("ablation"):
+        sys.exit("%s is not an ablation table" % table)
+    csv_path = os.path.join(RESULTS, spec.get("csv", table) + ".csv")
+    md_path = os.path.join(RESULTS, table + ".md")
+    with open(csv_path) as f:
+        lines = f.read().splitlines()
+    if not lines or lines[0] != HEADER:
+        sys.exit("%s: not a results CSV of this script (header differs)" % csv_path)
+    wanted = {(r["method"], r["N"], r["K"], r["layers"]) for r in spec["runs"] if not r.get("lever")}
+    by_setting = {v: k for k, v in VARIANTS.items()}
+    rows = []
+    for l in lines[1:]:
+        c = l.split(",")
+        if len(c) < 18 or c[0] != spec["config"] or c[2] == "float" or (c[17] or "0") != "0":
+            continue
+        N, K = int(c[3]), int(c[4])
+        if (c[2], N, K, c[7]) not in wanted:
+            continue
+        gradual = c[6] != "direct"
+        stages = len(SCHEDULES.get((N, K), SCHEDULES[(8, 2)]).split(","))
+        if int(c[13]) != stages * spec["stage_epochs"] + spec["retrain_epochs"]:
+            continue
+        variant = by_setting.get((c[5], gradual))
+        if variant:
+            rows.append({"variant": variant, "method": c[2], "summary": {"test_error": float(c[11])}})
+    if not rows:
+        sys.exit("%s: no rows of the ablation runs" % csv_path)
+    with open(md_path) as f:
+        md = f.read().splitlines()
+    # drop an earlier effects section (its heading line, the blank line, the list)
+    if any(l.startswith("Effects over seeds") for l in md):
+        i = next(i for i, l in enumerate(md) if l.startswith("Effects over seeds"))
+        j = i + 2
+        while j < len(md) and md[j].startswith("- "):
+            j += 1
+        del md[i:j + 1]
+    at = next((i for i, l in enumerate(md) if l.startswith("Targets") or l.startswith("| run |")), len(md))
+    md[at:at] = ablation_lines(rows)
+    with open(md_path + ".tmp", "w") as f:
+        f.write("\n".join(md) + "\n")
+    os.replace(md_path + ".tmp", md_path)
+    print("wrote the effects of %d runs from %s into %s" % (len(rows), csv_path, md_path))
+
+
 def plot(table, rows, fs):
     if not shutil.which("gnuplot"):
         print("gnuplot not found (apt-get install gnuplot-nox): no plot")
@@ -580,8 +629,14 @@ def main():
                     help="print the unfinished runs as shell commands, one per line, for GNU parallel or a Slurm "
                          "array (experiments/slurm_array.sh); the float network's training is the first line and "
                          "every other line waits for its checkpoint; then --collect builds the table")
+    ap.add_argument("--effects", action="store_true",
+                    help="recompute the effects-over-seeds section of an ablation table's Markdown from its CSV "
+                         "rows (for when the run folders are no longer on the machine)")
     args = ap.parse_args()
     spec = TABLES[args.table]()
+    if args.effects:
+        effects_from_csv(args.table, spec)
+        return
     outroot = os.path.join(ROOT, "runs", "tables", spec.get("runs_dir", args.table))
     float_dir = os.path.join(ROOT, spec["float_run"])
     if args.emit:

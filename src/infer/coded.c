@@ -458,9 +458,10 @@ static size_t planes_par_min(void) {
     size_t v = planes_par_min_v;
     if (!v) {
         const char *e = getenv("SSTC_PLANES_PAR_MIN"), *w = getenv("OMP_WAIT_POLICY");
-        if (e) v = (size_t)atol(e);
+        char *end = NULL;
+        unsigned long long u = e ? strtoull(e, &end, 10) : 0;
+        if (e && *e >= '0' && *e <= '9' && !*end && u > 0) v = (size_t)u; /* anything else: the default */
         else v = w && !strcasecmp(w, "passive") ? (size_t)1 << 22 : (size_t)1 << 19;
-        if (!v) v = 1;
         planes_par_min_v = v;
     }
     return v;
