@@ -30,6 +30,7 @@ typedef struct {
     int layer;        /* index into model->layers */
     int rows, cols;   /* weight matrix (out x fan_in) */
     float delta;      /* per-layer step of the ternary code */
+    float *row_delta; /* one step per row instead ([compress] delta = row), else NULL */
     uint8_t *mask;    /* pruning mask (rows x cols), NULL when not pruning */
     float *q;         /* quantized weights delta*T (rows x cols) */
     int8_t *t;        /* ternary codes T (rows x cols) */

@@ -56,6 +56,7 @@ typedef struct {
     sstc_lr_kind retrain_schedule;
     sstc_layer_select layers;
     int skip_first, skip_last;  /* leave the first/last coded-kind layer in float */
+    int row_delta;              /* delta = row: one step per output row (0: one per layer) */
     int refit_every;            /* batches between delta refits (0 = once per epoch) */
     int bn_batches;             /* batches used to re-estimate batch-norm statistics */
     float distill;              /* weight of the distillation term (0: off) */

@@ -76,6 +76,10 @@ int sstc_compress_init(sstc_compressor *c, sstc_session *s) {
         cl->t = malloc(l->weight->size);
         if (!cl->q || !cl->t) return sstc_fail(SSTC_ENOMEM, "compress: out of memory");
         cl->delta = 1.0f;
+        if (z->row_delta) {
+            if (!(cl->row_delta = malloc((size_t)cl->rows * sizeof(float)))) return sstc_fail(SSTC_ENOMEM, "compress: out of memory");
+            for (int r = 0; r < cl->rows; r++) cl->row_delta[r] = 1.0f;
+        }
     }
     /* phases */
     int e = 0;
@@ -96,6 +100,7 @@ void sstc_compress_free(sstc_compressor *c) {
         free(c->coded[i].mask);
         free(c->coded[i].q);
         free(c->coded[i].t);
+        free(c->coded[i].row_delta);
     }
     c->ncoded = 0;
 }
@@ -418,14 +423,18 @@ static int quantize_all(sstc_compressor *c) {
         sstc_coded_layer *cl = &c->coded[k];
         const float *W = m->layers[cl->layer].weight->data;
         int rows = cl->rows, cols = cl->cols, N = c->N, K = c->K, bad = 0;
+        const float *rd = cl->row_delta;
         float d = cl->delta;
         int chunk = 64;
 #pragma omp parallel for schedule(static) reduction(| : bad)
         for (int r0 = 0; r0 < rows; r0 += chunk) {
             int n = rows - r0 < chunk ? rows - r0 : chunk;
             size_t off = (size_t)r0 * cols;
-            if (sstc_project_matrix(W + off, n, cols, N, K, &d, 0, cl->t + off)) bad = 1;
-            for (size_t i = off; i < off + (size_t)n * cols; i++) cl->q[i] = d * (float)cl->t[i];
+            if (sstc_project_matrix(W + off, n, cols, N, K, rd ? rd + r0 : &d, rd != NULL, cl->t + off)) bad = 1;
+            for (int r = r0; r < r0 + n; r++) {
+                float dr = rd ? rd[r] : d;
+                for (size_t i = (size_t)r * cols; i < (size_t)(r + 1) * cols; i++) cl->q[i] = dr * (float)cl->t[i];
+            }
         }
         if (bad) return sstc_fail(SSTC_ENUMERIC, "quantize: layer '%s' has NaN or Inf weights", m->layers[cl->layer].name);
         m->layers[cl->layer].weight_override = cl->q;
@@ -438,7 +447,9 @@ static int refit_deltas(sstc_compressor *c) {
     for (int k = 0; k < c->ncoded; k++) {
         sstc_coded_layer *cl = &c->coded[k];
         float d;
-        if (sstc_fit_delta(m->layers[cl->layer].weight->data, cl->rows, cl->cols, c->N, c->K, 0, &d, NULL))
+        const float *W = m->layers[cl->layer].weight->data;
+        if (sstc_fit_delta(W, cl->rows, cl->cols, c->N, c->K, 0, &d, NULL) ||
+            (cl->row_delta && sstc_fit_delta(W, cl->rows, cl->cols, c->N, c->K, 1, cl->row_delta, NULL)))
             return sstc_fail_prefix(sstc_errcode(), "layer '%s': ", m->layers[cl->layer].name);
         cl->delta = d;
     }
@@ -599,12 +610,13 @@ int sstc_compress_state_save(const sstc_compressor *c, void **blob, size_t *len)
     int F = m->in_perm ? sstc_model_input_size(m) : 0;
     size_t n = 8 + 4 * 6;
     for (int k = 0; k < c->ncoded; k++)
-        n += 4 + 4 + 1 + (c->coded[k].mask ? (size_t)c->coded[k].rows * c->coded[k].cols : 0);
+        n += 4 + 4 + 1 + (c->coded[k].mask ? (size_t)c->coded[k].rows * c->coded[k].cols : 0) +
+             1 + (c->coded[k].row_delta ? 4 * (size_t)c->coded[k].rows : 0);
     n += 4 + 4 * (size_t)F; /* the input permutation (count 0: none) */
     unsigned char *b = malloc(n), *p = b;
     if (!b) return sstc_fail(SSTC_ENOMEM, "compress: out of memory");
     memcpy(p, STATE_MAGIC, 8), p += 8;
-    int32_t hdr[6] = {1, c->ncoded, c->phase_started, c->quantizing, c->bn_reestimated, 0};
+    int32_t hdr[6] = {2, c->ncoded, c->phase_started, c->quantizing, c->bn_reestimated, 0};
     memcpy(&hdr[5], &c->float_test_error, 4);
     memcpy(p, hdr, sizeof hdr), p += sizeof hdr;
     for (int k = 0; k < c->ncoded; k++) {
@@ -612,6 +624,9 @@ int sstc_compress_state_save(const sstc_compressor *c, void **blob, size_t *len)
         int32_t li = cl->layer;
         memcpy(p, &li, 4), p += 4;
         memcpy(p, &cl->delta, 4), p += 4;
+        /* version 2: the per-row steps (delta = row) */
+        *p++ = cl->row_delta != NULL;
+        if (cl->row_delta) memcpy(p, cl->row_delta, 4 * (size_t)cl->rows), p += 4 * (size_t)cl->rows;
         *p++ = cl->mask != NULL;
         if (cl->mask) {
             memcpy(p, cl->mask, (size_t)cl->rows * cl->cols);
@@ -636,7 +651,9 @@ int sstc_compress_state_load(sstc_compressor *c, const void *blob, size_t len) {
     p += 8;
     int32_t hdr[6];
     memcpy(hdr, p, sizeof hdr), p += sizeof hdr;
-    if (hdr[0] != 1) return sstc_fail(SSTC_EFORMAT, "compression state: version %d, expected 1", hdr[0]);
+    int version = hdr[0];
+    if (version != 1 && version != 2)
+        return sstc_fail(SSTC_EFORMAT, "compression state: version %d, expected 1 or 2", version);
     if (hdr[1] != c->ncoded)
         return sstc_fail(SSTC_EFORMAT, "compression state: %d coded layers, the config codes %d", hdr[1], c->ncoded);
     c->phase_started = hdr[2];
@@ -645,12 +662,26 @@ int sstc_compress_state_load(sstc_compressor *c, const void *blob, size_t len) {
     memcpy(&c->float_test_error, &hdr[5], 4);
     for (int k = 0; k < c->ncoded; k++) {
         sstc_coded_layer *cl = &c->coded[k];
-        if (end - p < 9) return sstc_fail(SSTC_EFORMAT, "compression state: truncated at layer %d", k);
+        if (end - p < (version >= 2 ? 10 : 9)) return sstc_fail(SSTC_EFORMAT, "compression state: truncated at layer %d", k);
         int32_t li;
         memcpy(&li, p, 4), p += 4;
         if (li != cl->layer)
             return sstc_fail(SSTC_EFORMAT, "compression state: coded layer %d is layer %d, the config says %d", k, li, cl->layer);
         memcpy(&cl->delta, p, 4), p += 4;
+        int has_rows = version >= 2 ? *p++ : 0;
+        if (has_rows != (cl->row_delta != NULL))
+            return sstc_fail(SSTC_EFORMAT, "compression state: layer %d has one delta %s, the config asks for %s "
+                             "([compress] delta = %s)", k, has_rows ? "per row" : "for the layer",
+                             cl->row_delta ? "one per row" : "one for the layer", cl->row_delta ? "row" : "layer");
+        if (has_rows) {
+            if ((size_t)(end - p) < 4 * (size_t)cl->rows + 1)
+                return sstc_fail(SSTC_EFORMAT, "compression state: truncated row deltas of layer %d", k);
+            memcpy(cl->row_delta, p, 4 * (size_t)cl->rows), p += 4 * (size_t)cl->rows;
+            for (int r = 0; r < cl->rows; r++)
+                if (!(cl->row_delta[r] > 0) || !isfinite(cl->row_delta[r]))
+                    return sstc_fail(SSTC_EFORMAT, "compression state: layer %d row %d: delta %g (expected > 0)", k, r,
+                                     cl->row_delta[r]);
+        }
         int has_mask = *p++;
         size_t n = (size_t)cl->rows * cl->cols;
         if (has_mask) {

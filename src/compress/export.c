@@ -124,7 +124,7 @@ int sstc_compress_sst_model(const sstc_compressor *c, const sstc_model *m, int i
             if (cl) {
                 L->N = c->N;
                 L->K = c->K;
-                L->per_row_delta = 0;
+                L->per_row_delta = cl->row_delta != NULL;
             }
             if ((rc = sstc_sst_layer_alloc(L))) break;
             int rows = l->out_features, cols = l->in_features;
@@ -135,7 +135,7 @@ int sstc_compress_sst_model(const sstc_compressor *c, const sstc_model *m, int i
                 float a = 1.0f, b = 0.0f;
                 if (bn) bn_affine(bn, o, &a, &b);
                 if (cl) {
-                    L->scale[o] = a * so * cl->delta;
+                    L->scale[o] = a * so * (cl->row_delta ? cl->row_delta[o] : cl->delta);
                     L->bias[o] = a * bo + b;
                 } else {
                     const float *w = l->weight->data + (size_t)o * cols;
@@ -144,14 +144,16 @@ int sstc_compress_sst_model(const sstc_compressor *c, const sstc_model *m, int i
                 }
             }
             if (cl) {
-                L->delta[0] = cl->delta;
+                if (cl->row_delta) memcpy(L->delta, cl->row_delta, (size_t)rows * sizeof(float));
+                else L->delta[0] = cl->delta;
                 free(T);
                 T = malloc((size_t)rows * cols);
                 if (!T) {
                     rc = sstc_fail(SSTC_ENOMEM, "write_sst: out of memory");
                     break;
                 }
-                if ((rc = sstc_project_matrix(l->weight->data, rows, cols, c->N, c->K, &cl->delta, 0, T))) break;
+                if ((rc = sstc_project_matrix(l->weight->data, rows, cols, c->N, c->K, cl->row_delta ? cl->row_delta : &cl->delta,
+                                              cl->row_delta != NULL, T))) break;
                 /* the codes the network was evaluated with */
                 if (memcmp(T, cl->t, (size_t)rows * cols)) {
                     rc = sstc_fail(SSTC_ESTATE, "write_sst: layer '%s': codes differ from the evaluated ones", l->name);

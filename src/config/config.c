@@ -87,6 +87,7 @@ static const sstc_key_def compress_keys[] = {
     {.key = "layers", .type = SSTC_KEY_LAYERSEL, .off = PF(layers)},
     KBOOL("skip_first", PF(skip_first)),
     KBOOL("skip_last", PF(skip_last)),
+    KENUM("delta", PF(row_delta), "layer|row"),
     KINT("refit_every", PF(refit_every), 0, 1e9),
     KINT("bn_batches", PF(bn_batches), 0, 1e6),
     KFLOAT("distill", PF(distill), 0, 1),

@@ -189,8 +189,11 @@ static int count_batches(void *u, sstc_session *s) {
     return 0;
 }
 
-static const char *resume_spec = "N = 4\nK = 1\nnormalize = row+interleave\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\n"
-                                  "refit_every = 3\n";
+static const char *resume_spec_layer = "N = 4\nK = 1\nnormalize = row+interleave\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\n"
+                                        "refit_every = 3\n";
+static const char *resume_spec_row = "N = 4\nK = 1\nnormalize = row+interleave\nschedule = 2,1\nstage_epochs = 1\nretrain_epochs = 2\n"
+                                      "refit_every = 3\ndelta = row\n";
+static const char *resume_spec;
 
 static double pipeline(int stop_batch, const char *ck, float *w_out) {
     sstc_session *s = NULL;
@@ -243,7 +246,7 @@ static double pipeline(int stop_batch, const char *ck, float *w_out) {
     return r.loss;
 }
 
-Test(compress, interrupted_and_resumed_compression_equals_uninterrupted) {
+static void resume_equals_uninterrupted(void) {
     char ck[300];
     snprintf(ck, sizeof ck, "%s/c.sstc", dir);
     static float a[24 * 64], b[24 * 64], d[24 * 64];
@@ -255,6 +258,17 @@ Test(compress, interrupted_and_resumed_compression_equals_uninterrupted) {
     cr_assert_eq(memcmp(a, d, sizeof a), 0, "resume inside quantized retraining changed the result");
     cr_assert_eq(la, lb);
     cr_assert_eq(la, ld);
+}
+
+Test(compress, interrupted_and_resumed_compression_equals_uninterrupted) {
+    resume_spec = resume_spec_layer;
+    resume_equals_uninterrupted();
+}
+
+/* delta = row: the per-row steps travel in the checkpoint as well */
+Test(compress, interrupted_and_resumed_compression_with_row_deltas_equals_uninterrupted) {
+    resume_spec = resume_spec_row;
+    resume_equals_uninterrupted();
 }
 
 /* A reference forward pass over an FC/ReLU-only .sst model, straight from
@@ -289,11 +303,11 @@ static void sst_forward(const sstc_sst_model *m, const float *x0, float *logits)
     memcpy(logits, a, (size_t)n * sizeof(float));
 }
 
-static void sst_export_check(const char *normalize) {
+static void sst_export_check(const char *normalize, const char *extra) {
     sstc_session *s = NULL;
     sstc_compressor c;
-    char spec[128];
-    snprintf(spec, sizeof spec, "N = 8\nK = 2\nnormalize = %s\nretrain_epochs = 1\n", normalize);
+    char spec[192];
+    snprintf(spec, sizeof spec, "N = 8\nK = 2\nnormalize = %s\nretrain_epochs = 1\n%s", normalize, extra);
     open_trained(&s, spec, NULL, 0);
     cr_assert_eq(sstc_compress_init(&c, s), 0);
     double diff, tl, te;
@@ -311,6 +325,27 @@ static void sst_export_check(const char *normalize) {
     cr_assert_eq(m->n_layers, 5 + perm, "[permute], fc(+bn folded), relu, fc, relu, fc");
     cr_assert_eq(m->layers[0].kind == SSTC_SST_PERMUTE, perm);
     cr_assert_float_eq(m->in_mean[0], sstc_session_normalizer(s)->mean[0], 0);
+    int row = strstr(extra, "delta = row") != NULL;
+    for (int i = perm, k = 0; i < m->n_layers; i++) {
+        const sstc_sst_layer *L = &m->layers[i];
+        if (L->kind != SSTC_SST_FC) continue;
+        const sstc_coded_layer *cl = &c.coded[k++];
+        cr_assert_eq(L->per_row_delta, row, "layer %d: per-row flag %d", i, L->per_row_delta);
+        cr_assert_eq(cl->row_delta != NULL, row);
+        if (!row) continue;
+        /* the file's steps are the ones the network was coded with, one per row,
+         * and every coded value of row r is 0 or +-delta_r */
+        int differ = 0;
+        for (int r = 0; r < L->out; r++) {
+            cr_assert_eq(L->delta[r], cl->row_delta[r], "layer %d row %d", i, r);
+            differ |= L->delta[r] != L->delta[0];
+            for (int j = 0; j < cl->cols; j++) {
+                float q = cl->q[(size_t)r * cl->cols + j];
+                cr_assert(q == 0.0f || fabsf(q) == cl->row_delta[r], "row %d: value %g with delta %g", r, q, cl->row_delta[r]);
+            }
+        }
+        cr_assert(differ, "layer %d: every row has the same step", i);
+    }
     float *logits = malloc((size_t)sstc_session_test_set(s)->n * 2 * sizeof(float));
     cr_assert_eq(sstc_session_logits(s, sstc_session_test_set(s), sstc_session_test_set(s)->n, logits), 0);
     for (int i = 0; i < sstc_session_test_set(s)->n; i++) {
@@ -328,8 +363,13 @@ static void sst_export_check(const char *normalize) {
 }
 
 Test(compress, sst_export_reproduces_the_networks_logits) {
-    sst_export_check("row");
-    sst_export_check("row+interleave");
+    sst_export_check("row", "");
+    sst_export_check("row+interleave", "");
+}
+
+Test(compress, sst_export_with_one_delta_per_row_reproduces_the_networks_logits) {
+    sst_export_check("row", "delta = row\n");
+    sst_export_check("none", "delta = row\n");
 }
 
 Test(compress, zero_retraining_epochs_still_code_the_network) {
