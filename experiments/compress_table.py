@@ -35,7 +35,7 @@ RESULTS = os.path.join(ROOT, "experiments", "results")
 # test_flip: whether test_error averages each image with its mirror image, in which
 # case test_error_single is the single-view figure (empty otherwise)
 HEADER = ("config,dataset,method,N,K,normalize,schedule,layers,seed,bits_per_weight,compression,"
-          "test_error,float_test_error,epochs,seconds,test_flip,test_error_single,distill")
+          "test_error,float_test_error,epochs,seconds,test_flip,test_error_single,distill,delta,run")
 
 # Gradual pruning schedules: strictly decreasing, ending at K.
 SCHEDULES = {(4, 1): "2,1", (8, 1): "4,2,1", (8, 2): "4,3,2", (8, 3): "6,4,3",
@@ -159,7 +159,12 @@ def table_cifar10_cnn():
                  "in float", distill + ["compress.skip_first=true"])
     constant = lever(long_(1), "_r12_d05_const", "as the headline row, constant retraining learning rate "
                      "instead of cosine", distill + ["compress.retrain_schedule=constant"])
-    runs = [headline[0], fc, fc_distill, base, longer, short_distill] + headline[1:] + [
+    # one step size per row (docs/method.md section 2): the short budget, then the long one
+    row = ["compress.delta=row"]
+    short_row = lever(base, "_drow", "one step size per row (delta = row)", row)
+    row_long = [lever(long_(s), "_r12_drow", "2 epochs per stage, 12 of final retraining, one step size per row "
+                      "(delta = row)", row) for s in (1, 2, 3)]
+    runs = [headline[0], fc, fc_distill, base, short_row] + row_long + [longer, short_distill] + headline[1:] + [
         skip, constant, spec("sst", 8, 2, "direct", 1), spec("sst", 8, 2, "+norm", 1),
         spec("sst", 8, 2, "+gradual", 1)]
     targets = [("(8,2) on the FC layers, both techniques", fc["name"], 0.002),
@@ -168,6 +173,9 @@ def table_cifar10_cnn():
     targets += [("(8,2) on all layers, " + h["lever"] + ", seed %d" % (i + 1), h["name"], 0.01)
                 for i, h in enumerate(headline)]
     targets.append(("(8,2) on all layers, the headline row, mean over seeds", [h["name"] for h in headline], 0.01))
+    targets.append(("(8,2) on all layers, one step size per row (short budget)", short_row["name"], 0.01))
+    targets.append(("(8,2) on all layers, " + row_long[0]["lever"] + ", mean over seeds",
+                    [h["name"] for h in row_long], 0.01))
     notes = ["Runs whose summary.json is older than the change that keeps the trained delta for the final "
              "codes (docs/method.md section 5) refitted delta after their last epoch, with no retraining after "
              "it: for them `test error` is well above `last epoch`. Delete such a run's folder and run the "
@@ -216,9 +224,23 @@ def load(path):
 
 def run_key(line):
     """The settings of a CSV row that tell runs apart: method, N, K,
-    normalization, schedule, layers, seed, epochs, distillation."""
+    normalization, schedule, layers, seed, epochs, distillation, step size
+    (one per layer or per row)."""
     c = line.split(",")
-    return tuple(c[i] for i in (2, 3, 4, 5, 6, 7, 8, 13)) + (c[17] if len(c) > 17 and c[17] else "0",)
+    return tuple(c[i] for i in (2, 3, 4, 5, 6, 7, 8, 13)) + (
+        c[17] if len(c) > 17 and c[17] else "0", c[18] if len(c) > 18 and c[18] else "layer")
+
+
+def run_name(line):
+    """The run folder's name of a CSV row ('' in rows written before the column)."""
+    c = line.split(",")
+    return c[19] if len(c) > 19 else ""
+
+
+def same_run(a, b):
+    """Two CSV rows describe the same run: same settings and, where both rows
+    name their run (levers such as skip_first change no other column), the same name."""
+    return run_key(a) == run_key(b) and (not run_name(a) or not run_name(b) or run_name(a) == run_name(b))
 
 
 def write_results(table, spec, rows, float_summary):
@@ -230,6 +252,9 @@ def write_results(table, spec, rows, float_summary):
     if os.path.exists(csv_path):
         with open(csv_path) as f:
             lines = f.read().splitlines()
+        old_header = HEADER.rsplit(",", 2)[0]  # before the delta and run columns
+        if lines and lines[0] == old_header:
+            lines = [HEADER] + [l + ",," for l in lines[1:] if l]
         if lines and lines[0] == HEADER:
             kept = [l for l in lines[1:] if l and l.split(",", 1)[0] != spec["config"]]
             earlier = [l for l in lines[1:] if l and l.split(",", 1)[0] == spec["config"] and l.split(",")[2] != "float"]
@@ -247,20 +272,22 @@ def write_results(table, spec, rows, float_summary):
         def flip(s):
             single = s.get("test_error_single")
             return "%d,%s" % (1 if s.get("test_flip") else 0, "%.6f" % single if single is not None else "")
-        f.write("%s,%s,float,,,,,,%d,32,1,%.6f,%.6f,%d,%.1f,%s,\n" % (
+        f.write("%s,%s,float,,,,,,%d,32,1,%.6f,%.6f,%d,%.1f,%s,,,%s\n" % (
             spec["config"], fs["dataset"], fs["seed"], fs["test_error"], fs["test_error"], fs["epochs"], fs["seconds"],
-            flip(fs)))
+            flip(fs), os.path.basename(os.path.normpath(spec["float_run"]))))
         mine = []
         for r in rows:
             s = r["summary"]
-            mine.append("%s,%s,%s,%d,%d,%s,%s,%s,%d,%.4f,%.2f,%.6f,%.6f,%d,%.1f,%s,%g" % (
+            # summaries written before the "delta" field: the run's own settings tell
+            delta = s.get("delta") or ("row" if "compress.delta=row" in r.get("sets", []) else "layer")
+            mine.append("%s,%s,%s,%d,%d,%s,%s,%s,%d,%.4f,%.2f,%.6f,%.6f,%d,%.1f,%s,%g,%s,%s" % (
                 spec["config"], s["dataset"], s["method"], s["N"], s["K"], s["normalize"], s["schedule"],
                 s["layers"].replace(",", " "), s["seed"], s["bits_per_weight"], s["compression"],
-                s["test_error"], s["float_test_error"], s["epochs"], s["seconds"], flip(s), s.get("distill", 0)))
+                s["test_error"], s["float_test_error"], s["epochs"], s["seconds"], flip(s), s.get("distill", 0),
+                delta, r["name"]))
         # Rows of runs whose folders are not here (made on another machine, or
         # removed) are carried over unless a run here has the same settings.
-        have = {run_key(l) for l in mine}
-        carried = [l for l in earlier if run_key(l) not in have]
+        carried = [l for l in earlier if not any(same_run(l, m) for m in mine)]
         for l in mine + carried:
             f.write(l + "\n")
     os.replace(csv_path + ".tmp", csv_path)
@@ -382,12 +409,13 @@ def write_results(table, spec, rows, float_summary):
                   "so they are not in the cells above; each was made by an earlier build, with its own float "
                   "reference):")
         md.append("")
-        md.append("| code | layers | normalize | schedule | seed | epochs | distill | test error % | float % |")
-        md.append("|---|---|---|---|---|---|---|---|---|")
+        md.append("| code | layers | normalize | schedule | seed | epochs | distill | delta | run | test error % | float % |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for l in carried:
             c = l.split(",")
-            md.append("| %s (%s,%s) | %s | %s | %s | %s | %s | %s | %.2f | %.2f |" % (
-                c[2], c[3], c[4], c[7], c[5], c[6], c[8], c[13], c[17] or "0", 100 * float(c[11]), 100 * float(c[12])))
+            md.append("| %s (%s,%s) | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f |" % (
+                c[2], c[3], c[4], c[7], c[5], c[6], c[8], c[13], c[17] or "0", c[18] or "layer",
+                run_name(l) or "-", 100 * float(c[11]), 100 * float(c[12])))
         md.append("")
     flipped = any(r["summary"].get("test_flip") for r in rows)
     md.append("| run | seed | epochs | seconds | test error % |" + (" one view % |" if flipped else "") +
@@ -464,6 +492,8 @@ def effects_from_csv(table, spec):
     md_path = os.path.join(RESULTS, table + ".md")
     with open(csv_path) as f:
         lines = f.read().splitlines()
+    if lines and lines[0] == HEADER.rsplit(",", 2)[0]:  # before the delta and run columns
+        lines = [HEADER] + [l + ",," for l in lines[1:] if l]
     if not lines or lines[0] != HEADER:
         sys.exit("%s: not a results CSV of this script (header differs)" % csv_path)
     wanted = {(r["method"], r["N"], r["K"], r["layers"]) for r in spec["runs"] if not r.get("lever")}
@@ -471,7 +501,8 @@ def effects_from_csv(table, spec):
     rows = []
     for l in lines[1:]:
         c = l.split(",")
-        if len(c) < 18 or c[0] != spec["config"] or c[2] == "float" or (c[17] or "0") != "0":
+        if len(c) < 18 or c[0] != spec["config"] or c[2] == "float" or (c[17] or "0") != "0" or \
+                (len(c) > 18 and c[18] not in ("", "layer")):
             continue
         N, K = int(c[3]), int(c[4])
         if (c[2], N, K, c[7]) not in wanted:

@@ -95,6 +95,7 @@ static int hook_summary(void *user, sstc_session *s, cJSON *o) {
     cJSON_AddNumberToObject(o, "stage_epochs", z->stage_epochs);
     cJSON_AddNumberToObject(o, "retrain_epochs", z->retrain_epochs);
     cJSON_AddNumberToObject(o, "distill", z->distill);
+    cJSON_AddStringToObject(o, "delta", z->row_delta ? "row" : "layer");
     if (z->distill > 0) cJSON_AddNumberToObject(o, "distill_temperature", z->distill_temperature);
     cJSON_AddNumberToObject(o, "bits_per_weight", bpw);
     cJSON_AddNumberToObject(o, "compression", 32.0 / bpw);
