@@ -66,6 +66,19 @@ typedef struct {
      * in bits 4-7. 2 bits per weight, decoded from the code table once. */
     uint8_t *planes;
     int rblocks, iblocks;   /* ceil(rows / 16), ceil(cols / 16) */
+    /* Pair indices of the one-vector AVX-512 float kernel for codes of 8
+     * inputs per group and at most 2 non-zeros ((8,1), (8,2); NULL
+     * otherwise): blocks of 16 rows x 4 groups, 64 bytes each, ordered [row
+     * block][group quad]; byte 4*i + k holds, for row i of the block and
+     * group k of the quad, two positions a (bits 0-3) and b (bits 4-7) into
+     * the group's 16-entry table {x_0 .. x_7, -x_0 .. -x_7}: a two-non-zero
+     * entry is its two signed positions, the zero entry +x_0 and -x_0 (an
+     * exact zero), a one-non-zero entry its signed position as a and no b:
+     * pmask (one 16-bit mask per row block and group, bit i for row i)
+     * clears b's look-up there. 1.125 bits per weight. */
+    uint8_t *pairs;
+    uint16_t *pmask;
+    int gquads;             /* ceil(groups / 4) */
 } sstc_coded_matrix;
 
 /* Builds the resident form of a coded FC or CONV layer (validated by the reader). */
@@ -78,7 +91,7 @@ static inline uint32_t sstc_coded_index(const sstc_coded_matrix *cm, size_t row,
     size_t i = row * (size_t)cm->groups + g;
     return cm->idx8 ? cm->idx8[i] : cm->idx16[i];
 }
-/* Bytes of the resident indices (and sign planes, where built). */
+/* Bytes of the resident indices (and sign planes and pair indices, where built). */
 size_t sstc_coded_index_bytes(const sstc_coded_matrix *cm);
 /* Look-up table elements the lut kernel needs (groups x entries); 0 if too large. */
 size_t sstc_coded_lut_size(const sstc_coded_matrix *cm);
@@ -118,6 +131,9 @@ void sstc_coded_force_singles(int mode);
  * weights over the threads (0: back to the default, which depends on
  * OMP_WAIT_POLICY; see coded.c). */
 void sstc_coded_set_planes_par_min(size_t weights);
+/* Tests and benchmarks: 0 keeps the float one-vector product on the sign
+ * planes even where the pair kernel applies, 1 (the default) uses it. */
+void sstc_coded_use_pairs(int on);
 int sstc_coded_use_singles(const sstc_coded_matrix *cm);
 int sstc_infer_isa_available(int level);
 

@@ -566,3 +566,71 @@ Test(infer_engine, the_sign_plane_kernel_split_over_threads_gives_the_same_sums)
     free(T), free(x), free(lut), free(xi), free(luti);
     sstc_coded_matrix_free(&cm);
 }
+
+Test(infer_engine, the_pair_kernel_gives_the_reference_sums_and_the_same_bits_on_any_thread_count) {
+    if (!sstc_infer_isa_available(2)) return; /* the pair kernel is AVX-512 */
+    sstc_rng r;
+    sstc_rng_seed(&r, 91);
+    /* odd sizes: rows not a multiple of 16 (and of 64), inputs not a multiple
+     * of 8 or 32, one input group, and a layer of one row block */
+    const int shape[][4] = {{70, 1100, 8, 2}, {37, 1003, 8, 1}, {130, 13, 8, 2}, {16, 8, 8, 2}, {5, 64, 8, 2}};
+    for (int c = 0; c < 5; c++) {
+        int rows = shape[c][0], cols = shape[c][1], N = shape[c][2], K = shape[c][3];
+        int8_t *T = malloc((size_t)rows * cols);
+        ti_random_ternary(&r, T, rows, cols, N, K);
+        sstc_coded_matrix cm;
+        cr_assert_eq(sstc_coded_matrix_from_ternary(&cm, T, rows, cols, N, K), SSTC_OK, "%s", sstc_errmsg());
+        cr_assert_not_null(cm.pairs, "(%d,%d): pair indices built", N, K);
+        float *x = malloc((size_t)cols * sizeof(float)), *lut = malloc(sstc_coded_lut_size(&cm) * sizeof(float));
+        float *a1 = malloc((size_t)rows * sizeof(float)), *at = malloc((size_t)rows * sizeof(float));
+        float *ap = malloc((size_t)rows * sizeof(float));
+        for (int j = 0; j < cols; j++) x[j] = sstc_rng_normal(&r);
+        x[cols - 1] = 0.0f, x[0] = -0.0f; /* signed zeros */
+        sstc_coded_set_planes_par_min((size_t)1 << 40);
+        sstc_coded_use_pairs(0);
+        sstc_coded_gemv_f32(&cm, x, lut, ap); /* the sign planes */
+        sstc_coded_use_pairs(1);
+        sstc_coded_gemv_f32(&cm, x, lut, a1);
+        sstc_coded_set_planes_par_min(1);
+        for (int th = 1; th <= 3; th++) {
+            omp_set_num_threads(th);
+            memset(at, 0xff, (size_t)rows * sizeof(float)); /* NaNs: every row must be written */
+            sstc_coded_gemv_f32(&cm, x, lut, at);
+            cr_assert_eq(memcmp(a1, at, (size_t)rows * sizeof(float)), 0, "%dx%d, %d threads: the same bits", rows, cols, th);
+        }
+        for (int o = 0; o < rows; o++) {
+            double sf = 0;
+            for (int j = 0; j < cols; j++) sf += T[(size_t)o * cols + j] * (double)x[j];
+            cr_assert_leq(fabs(a1[o] - sf), 1e-4 * (1 + fabs(sf)), "%dx%d (%d,%d) row %d: %g vs %g", rows, cols, N, K, o,
+                          a1[o], sf);
+            cr_assert_leq(fabs(a1[o] - ap[o]), 1e-4 * (1 + fabs(sf)), "row %d: pairs %g, planes %g", o, a1[o], ap[o]);
+        }
+        omp_set_num_threads(1);
+        sstc_coded_set_planes_par_min(0);
+        free(T), free(x), free(lut), free(a1), free(at), free(ap);
+        sstc_coded_matrix_free(&cm);
+    }
+}
+
+Test(infer_engine, the_pair_kernel_is_exact_where_every_sum_is) {
+    /* small integers as floats: every partial sum is exact, so the pair
+     * kernel (halved tables, doubled sums) must give the integer product */
+    if (!sstc_infer_isa_available(2)) return;
+    sstc_rng r;
+    sstc_rng_seed(&r, 92);
+    int rows = 48, cols = 256;
+    int8_t *T = malloc((size_t)rows * cols);
+    ti_random_ternary(&r, T, rows, cols, 8, 2);
+    sstc_coded_matrix cm;
+    cr_assert_eq(sstc_coded_matrix_from_ternary(&cm, T, rows, cols, 8, 2), SSTC_OK, "%s", sstc_errmsg());
+    float x[256], acc[48], *lut = malloc(sstc_coded_lut_size(&cm) * sizeof(float));
+    for (int j = 0; j < cols; j++) x[j] = (float)((int)sstc_rng_below(&r, 201) - 100);
+    sstc_coded_gemv_f32(&cm, x, lut, acc);
+    for (int o = 0; o < rows; o++) {
+        long s = 0;
+        for (int j = 0; j < cols; j++) s += T[(size_t)o * cols + j] * (long)x[j];
+        cr_assert_eq(acc[o], (float)s, "row %d: %g vs %ld", o, acc[o], s);
+    }
+    free(T), free(lut);
+    sstc_coded_matrix_free(&cm);
+}
