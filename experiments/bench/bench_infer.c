@@ -41,6 +41,11 @@
 #include "sstc/sst.h"
 #include "sstc/tensor.h"
 
+/* src/infer/internal.h (whose names clash with tensor.h's): 0 runs the
+ * one-vector float product of (8,K) layers on the sign planes instead of
+ * the pair kernel. */
+void sstc_coded_use_pairs(int on);
+
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -167,6 +172,16 @@ static void bench_layer(sstc_rng *r, int n, int N, int K, const char *code, int 
         printf("bench layer=%dx%d batch=%d code=%s coded_us=%.1f float_us=%.1f speedup=%.2f coded_bytes=%zu "
                "float_bytes=%zu\n",
                n, n, B, code, coded, flt, flt / coded, info.coded_index_bytes, nn * sizeof(float));
+        if (B == 1 && N == 8 && K <= 2) {
+            /* the sign-plane kernel on the same layer, for the record (the
+             * pair kernel replaces it for these codes where AVX-512 runs) */
+            sstc_coded_use_pairs(0);
+            c.y = y;
+            double planes = time_us(run_engine, &c, rounds);
+            sstc_coded_use_pairs(1);
+            printf("bench layer=%dx%d batch=1 code=%s-planes coded_us=%.1f float_us=%.1f speedup=%.2f\n", n, n, code,
+                   planes, flt, flt / planes);
+        }
         fflush(stdout);
     }
     free(x), free(y), free(yf), free(W);

@@ -25,20 +25,19 @@ void sstc_coded_matrix_free(sstc_coded_matrix *cm) {
     free(cm->sval);
     free(cm->planes);
     free(cm->pairs);
-    free(cm->pmask);
     memset(cm, 0, sizeof *cm);
 }
 
 size_t sstc_coded_index_bytes(const sstc_coded_matrix *cm) {
     size_t planes = cm->planes ? (size_t)cm->rblocks * cm->iblocks * 64 : 0;
-    size_t pairs = cm->pairs ? (size_t)cm->rblocks * cm->gquads * (64 + 4 * sizeof *cm->pmask) : 0;
+    size_t pairs = cm->pairs ? (size_t)cm->rblocks * cm->gquads * 64 : 0;
     return (size_t)cm->rows * (size_t)cm->groups * (cm->idx8 ? 1 : 2) + planes + pairs;
 }
 
 size_t sstc_coded_lut_size(const sstc_coded_matrix *cm) {
     size_t n = (size_t)cm->groups * (size_t)cm->entries;
     size_t np = cm->planes ? (size_t)cm->iblocks * 64 : 0; /* 16 floats per chunk of 4 inputs */
-    size_t nq = cm->pairs ? (size_t)cm->gquads * 64 : 0;   /* 16 floats per group */
+    size_t nq = cm->pairs ? (size_t)cm->gquads * 128 : 0;  /* 32 floats per group */
     if (np > n) n = np;
     if (nq > n) n = nq;
     return n <= SSTC_INFER_MAX_LUT ? n : 0;
@@ -52,11 +51,8 @@ static int build_pairs(sstc_coded_matrix *cm) {
     int RB = (cm->rows + 15) / 16, G = cm->groups, GQ = (G + 3) / 4, S = cm->slots;
     size_t bytes = (size_t)RB * GQ * 64 + 64; /* +64: the kernel reads up to 3 bytes past a block */
     cm->pairs = malloc(bytes);
-    cm->pmask = malloc((size_t)RB * GQ * 4 * sizeof *cm->pmask);
-    if (!cm->pairs || !cm->pmask)
-        return sstc_fail(SSTC_ENOMEM, "infer: out of memory for the pair indices of a %dx%d layer", cm->rows, cm->cols);
-    memset(cm->pairs, 0x80, bytes);
-    memset(cm->pmask, 0xff, (size_t)RB * GQ * 4 * sizeof *cm->pmask);
+    if (!cm->pairs) return sstc_fail(SSTC_ENOMEM, "infer: out of memory for the pair indices of a %dx%d layer", cm->rows, cm->cols);
+    memset(cm->pairs, 0x91, bytes); /* the zero entry */
     cm->gquads = GQ;
     for (int r = 0; r < cm->rows; r++)
         for (int g = 0; g < G; g++) {
@@ -66,9 +62,9 @@ static int build_pairs(sstc_coded_matrix *cm) {
                 int8_t v = cm->sval[(size_t)e * S + k];
                 if (v) pos[used++] = cm->spos[(size_t)e * S + k] + (v < 0 ? 8 : 0);
             }
-            uint8_t byte = used == 2 ? (uint8_t)(pos[0] | pos[1] << 4) : used == 1 ? (uint8_t)(pos[0] | pos[0] << 4) : 0x80;
+            /* slots hold ascending positions: a second non-zero is never at position 0 */
+            uint8_t byte = used == 2 ? (uint8_t)(pos[0] | pos[1] << 4) : used == 1 ? (uint8_t)pos[0] : 0x91;
             cm->pairs[((size_t)(r / 16) * GQ + (size_t)(g / 4)) * 64 + (size_t)(r % 16) * 4 + (size_t)(g % 4)] = byte;
-            if (used == 1) cm->pmask[(size_t)(r / 16) * GQ * 4 + (size_t)g] &= (uint16_t)~(1u << (r % 16));
         }
     return SSTC_OK;
 }
@@ -548,7 +544,8 @@ PLANES_GEMV(int32_t)
 
 /* ---- pair kernel (AVX-512, one float input vector, (8,1) and (8,2)) ------------ */
 
-/* Group g's table: its 8 inputs, then their negations (0 past the last input). */
+/* Group g's two tables: A = its 8 inputs, then their negations (0 past the
+ * last input); B = the same with entries 0 and 8 (+x_0 and -x_0) zero. */
 AVX512 static void pairs_tables(const float *x, int cols, int GQ, float *tab) {
     const __m512 zero = _mm512_setzero_ps();
     for (int g = 0; g < 4 * GQ; g++) {
@@ -556,45 +553,46 @@ AVX512 static void pairs_tables(const float *x, int cols, int GQ, float *tab) {
         __mmask16 m = left >= 8 ? (__mmask16)0xFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
         __m512 h = _mm512_maskz_loadu_ps(m, x + (left > 0 ? 8 * g : 0));
         h = _mm512_shuffle_f32x4(h, h, _MM_SHUFFLE(1, 0, 1, 0)); /* lanes 8-15 = lanes 0-7 */
-        _mm512_storeu_ps(tab + (size_t)16 * g, _mm512_mask_sub_ps(h, 0xFF00, zero, h));
+        h = _mm512_mask_sub_ps(h, 0xFF00, zero, h);
+        _mm512_storeu_ps(tab + (size_t)32 * g, h);
+        _mm512_storeu_ps(tab + (size_t)32 * g + 16, _mm512_maskz_mov_ps(0xFEFE, h));
     }
 }
 
-/* Per 16 rows and group: two permutes (positions a and b of every row's
- * byte: the permute reads only the low 4 bits of each lane, so a directly,
- * b after a shift by 4; b's look-up zeroed by the group's mask where the
- * entry has one non-zero) and their sum; the 64 bytes of a block are read at
- * offsets 0..3 as in the sign-plane kernel. Each group's pair is summed
- * first (exact for the zero entry's +x_0 and -x_0), then added to the row's
- * sum in group order. */
-#define PAIRS_ONE(A, v, t, k)                                                                                          \
-    A = _mm512_add_ps(A, _mm512_add_ps(PERM_PS(v, t), _mm512_maskz_permutexvar_ps((k), _mm512_srli_epi32(v, 4), t)))
-#define PAIRS_STEP(b, mk, A)                                                                                           \
+/* Per 16 rows and group: two permutes, position a of every row's byte into
+ * table A and position b into table B (the permute reads only the low 4
+ * bits of each lane, so a directly, b after a shift by 4), and their sum.
+ * A one-non-zero entry is (its position, 0: B's zero), the zero entry
+ * (+x_1, -x_1), whose sum is an exact zero. The 64 bytes of a block are read
+ * at offsets 0..3 as in the sign-plane kernel. Each group's pair is summed
+ * first, then added to the row's sum in group order. */
+#define PAIRS_ONE(A, v, ta, tb) A = _mm512_add_ps(A, _mm512_add_ps(PERM_PS(v, ta), PERM_PS(_mm512_srli_epi32(v, 4), tb)))
+#define PAIRS_STEP(b, A)                                                                                               \
     do {                                                                                                               \
         __m512i v0 = _mm512_loadu_si512(b), v1 = _mm512_loadu_si512((b) + 1);                                          \
         __m512i v2 = _mm512_loadu_si512((b) + 2), v3 = _mm512_loadu_si512((b) + 3);                                    \
-        PAIRS_ONE(A, v0, t0, (mk)[0]);                                                                                 \
-        PAIRS_ONE(A, v1, t1, (mk)[1]);                                                                                 \
-        PAIRS_ONE(A, v2, t2, (mk)[2]);                                                                                 \
-        PAIRS_ONE(A, v3, t3, (mk)[3]);                                                                                 \
+        PAIRS_ONE(A, v0, a0, b0);                                                                                      \
+        PAIRS_ONE(A, v1, a1, b1);                                                                                      \
+        PAIRS_ONE(A, v2, a2, b2);                                                                                      \
+        PAIRS_ONE(A, v3, a3, b3);                                                                                      \
     } while (0)
+#define PAIRS_LOAD_TABLES(tq)                                                                                          \
+    __m512 a0 = _mm512_loadu_ps(tq), b0 = _mm512_loadu_ps((tq) + 16), a1 = _mm512_loadu_ps((tq) + 32);                 \
+    __m512 b1 = _mm512_loadu_ps((tq) + 48), a2 = _mm512_loadu_ps((tq) + 64), b2 = _mm512_loadu_ps((tq) + 80);          \
+    __m512 a3 = _mm512_loadu_ps((tq) + 96), b3 = _mm512_loadu_ps((tq) + 112)
 AVX512 static void pairs_rowrange(const sstc_coded_matrix *cm, const float *tab, int rb, int RB, float *acc) {
     int GQ = cm->gquads;
-    size_t blk = (size_t)GQ * 64, mblk = (size_t)GQ * 4;
+    size_t blk = (size_t)GQ * 64;
     for (; rb + 4 <= RB; rb += 4) {
         __m512 A0 = _mm512_setzero_ps(), A1 = A0, A2 = A0, A3 = A0;
         const uint8_t *base = cm->pairs + (size_t)rb * blk;
-        const uint16_t *mb = cm->pmask + (size_t)rb * mblk;
         for (int q = 0; q < GQ; q++) {
-            const float *tq = tab + (size_t)q * 64;
-            __m512 t0 = _mm512_loadu_ps(tq), t1 = _mm512_loadu_ps(tq + 16);
-            __m512 t2 = _mm512_loadu_ps(tq + 32), t3 = _mm512_loadu_ps(tq + 48);
+            PAIRS_LOAD_TABLES(tab + (size_t)q * 128);
             const uint8_t *b = base + (size_t)q * 64;
-            const uint16_t *m = mb + (size_t)q * 4;
-            PAIRS_STEP(b, m, A0);
-            PAIRS_STEP(b + blk, m + mblk, A1);
-            PAIRS_STEP(b + 2 * blk, m + 2 * mblk, A2);
-            PAIRS_STEP(b + 3 * blk, m + 3 * mblk, A3);
+            PAIRS_STEP(b, A0);
+            PAIRS_STEP(b + blk, A1);
+            PAIRS_STEP(b + 2 * blk, A2);
+            PAIRS_STEP(b + 3 * blk, A3);
         }
         planes_store_float(cm, rb, A0, acc);
         planes_store_float(cm, rb + 1, A1, acc);
@@ -604,12 +602,9 @@ AVX512 static void pairs_rowrange(const sstc_coded_matrix *cm, const float *tab,
     for (; rb < RB; rb++) {
         __m512 A0 = _mm512_setzero_ps();
         const uint8_t *base = cm->pairs + (size_t)rb * blk;
-        const uint16_t *mb = cm->pmask + (size_t)rb * mblk;
         for (int q = 0; q < GQ; q++) {
-            const float *tq = tab + (size_t)q * 64;
-            __m512 t0 = _mm512_loadu_ps(tq), t1 = _mm512_loadu_ps(tq + 16);
-            __m512 t2 = _mm512_loadu_ps(tq + 32), t3 = _mm512_loadu_ps(tq + 48);
-            PAIRS_STEP(base + (size_t)q * 64, mb + (size_t)q * 4, A0);
+            PAIRS_LOAD_TABLES(tab + (size_t)q * 128);
+            PAIRS_STEP(base + (size_t)q * 64, A0);
         }
         planes_store_float(cm, rb, A0, acc);
     }
@@ -626,7 +621,7 @@ static int pairs_gemv(const sstc_coded_matrix *cm, const float *x, float *tab, f
     int GQ = cm->gquads, RB = cm->rblocks;
     int parts = (size_t)cm->rows * (size_t)cm->cols >= PLANES_PAR_MIN ? omp_get_max_threads() : 1;
     if (parts > RB) parts = RB;
-    size_t tsz = (size_t)GQ * 64;
+    size_t tsz = (size_t)GQ * 128;
     float *copies = parts > 1 ? tab_scratch((size_t)(parts - 1) * tsz * sizeof(float)) : NULL;
     if (!copies) parts = 1;
     if (parts <= 1) {

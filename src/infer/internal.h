@@ -71,13 +71,13 @@ typedef struct {
      * otherwise): blocks of 16 rows x 4 groups, 64 bytes each, ordered [row
      * block][group quad]; byte 4*i + k holds, for row i of the block and
      * group k of the quad, two positions a (bits 0-3) and b (bits 4-7) into
-     * the group's 16-entry table {x_0 .. x_7, -x_0 .. -x_7}: a two-non-zero
-     * entry is its two signed positions, the zero entry +x_0 and -x_0 (an
-     * exact zero), a one-non-zero entry its signed position as a and no b:
-     * pmask (one 16-bit mask per row block and group, bit i for row i)
-     * clears b's look-up there. 1.125 bits per weight. */
+     * the group's 16-entry tables A = {x_0 .. x_7, -x_0 .. -x_7} and B (the
+     * same with +x_0 and -x_0 replaced by 0): a two-non-zero entry is its
+     * two signed positions (ascending, so b is never at position 0), a
+     * one-non-zero entry its signed position as a and 0 (B's zero) as b, the
+     * zero entry +x_1 and -x_1 (an exact zero). 1 bit per weight, as in the
+     * file. */
     uint8_t *pairs;
-    uint16_t *pmask;
     int gquads;             /* ceil(groups / 4) */
 } sstc_coded_matrix;
 
