@@ -542,22 +542,26 @@ static void *tab_scratch(size_t bytes) {
 PLANES_GEMV(float)
 PLANES_GEMV(int32_t)
 
-/* ---- pair kernel (AVX-512, one float input vector, (8,1) and (8,2)) ------------ */
+/* ---- pair kernel (AVX-512, one input vector, (8,1) and (8,2)) ------------------ */
 
 /* Group g's two tables: A = its 8 inputs, then their negations (0 past the
  * last input); B = the same with entries 0 and 8 (+x_0 and -x_0) zero. */
-AVX512 static void pairs_tables(const float *x, int cols, int GQ, float *tab) {
-    const __m512 zero = _mm512_setzero_ps();
-    for (int g = 0; g < 4 * GQ; g++) {
-        int left = cols - 8 * g;
-        __mmask16 m = left >= 8 ? (__mmask16)0xFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-        __m512 h = _mm512_maskz_loadu_ps(m, x + (left > 0 ? 8 * g : 0));
-        h = _mm512_shuffle_f32x4(h, h, _MM_SHUFFLE(1, 0, 1, 0)); /* lanes 8-15 = lanes 0-7 */
-        h = _mm512_mask_sub_ps(h, 0xFF00, zero, h);
-        _mm512_storeu_ps(tab + (size_t)32 * g, h);
-        _mm512_storeu_ps(tab + (size_t)32 * g + 16, _mm512_maskz_mov_ps(0xFEFE, h));
+#define PAIRS_TABLES(T, VT, MLOAD, SHUF, ZERO, MSUB, MZMOV, STORE)                                                     \
+    AVX512 static void pairs_tables_##T(const T *x, int cols, int GQ, T *tab) {                                        \
+        for (int g = 0; g < 4 * GQ; g++) {                                                                             \
+            int left = cols - 8 * g;                                                                                   \
+            __mmask16 m = left >= 8 ? (__mmask16)0xFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;                  \
+            VT h = MLOAD(m, x + (left > 0 ? 8 * g : 0));                                                               \
+            h = SHUF(h, h, _MM_SHUFFLE(1, 0, 1, 0)); /* lanes 8-15 = lanes 0-7 */                                      \
+            h = MSUB(h, 0xFF00, ZERO, h);                                                                              \
+            STORE(tab + (size_t)32 * g, h);                                                                            \
+            STORE(tab + (size_t)32 * g + 16, MZMOV(0xFEFE, h));                                                        \
+        }                                                                                                              \
     }
-}
+PAIRS_TABLES(float, __m512, _mm512_maskz_loadu_ps, _mm512_shuffle_f32x4, _mm512_setzero_ps(), _mm512_mask_sub_ps,
+             _mm512_maskz_mov_ps, _mm512_storeu_ps)
+PAIRS_TABLES(int32_t, __m512i, _mm512_maskz_loadu_epi32, _mm512_shuffle_i32x4, _mm512_setzero_si512(),
+             _mm512_mask_sub_epi32, _mm512_maskz_mov_epi32, _mm512_storeu_si512)
 
 /* Per 16 rows and group: two permutes, position a of every row's byte into
  * table A and position b into table B (the permute reads only the low 4
@@ -566,7 +570,7 @@ AVX512 static void pairs_tables(const float *x, int cols, int GQ, float *tab) {
  * (+x_1, -x_1), whose sum is an exact zero. The 64 bytes of a block are read
  * at offsets 0..3 as in the sign-plane kernel. Each group's pair is summed
  * first, then added to the row's sum in group order. */
-#define PAIRS_ONE(A, v, ta, tb) A = _mm512_add_ps(A, _mm512_add_ps(PERM_PS(v, ta), PERM_PS(_mm512_srli_epi32(v, 4), tb)))
+#define PAIRS_ONE(A, v, ta, tb) A = ADD(A, ADD(PERM(v, ta), PERM(_mm512_srli_epi32(v, 4), tb)))
 #define PAIRS_STEP(b, A)                                                                                               \
     do {                                                                                                               \
         __m512i v0 = _mm512_loadu_si512(b), v1 = _mm512_loadu_si512((b) + 1);                                          \
@@ -576,70 +580,80 @@ AVX512 static void pairs_tables(const float *x, int cols, int GQ, float *tab) {
         PAIRS_ONE(A, v2, a2, b2);                                                                                      \
         PAIRS_ONE(A, v3, a3, b3);                                                                                      \
     } while (0)
-#define PAIRS_LOAD_TABLES(tq)                                                                                          \
-    __m512 a0 = _mm512_loadu_ps(tq), b0 = _mm512_loadu_ps((tq) + 16), a1 = _mm512_loadu_ps((tq) + 32);                 \
-    __m512 b1 = _mm512_loadu_ps((tq) + 48), a2 = _mm512_loadu_ps((tq) + 64), b2 = _mm512_loadu_ps((tq) + 80);          \
-    __m512 a3 = _mm512_loadu_ps((tq) + 96), b3 = _mm512_loadu_ps((tq) + 112)
-AVX512 static void pairs_rowrange(const sstc_coded_matrix *cm, const float *tab, int rb, int RB, float *acc) {
-    int GQ = cm->gquads;
-    size_t blk = (size_t)GQ * 64;
-    for (; rb + 4 <= RB; rb += 4) {
-        __m512 A0 = _mm512_setzero_ps(), A1 = A0, A2 = A0, A3 = A0;
-        const uint8_t *base = cm->pairs + (size_t)rb * blk;
-        for (int q = 0; q < GQ; q++) {
-            PAIRS_LOAD_TABLES(tab + (size_t)q * 128);
-            const uint8_t *b = base + (size_t)q * 64;
-            PAIRS_STEP(b, A0);
-            PAIRS_STEP(b + blk, A1);
-            PAIRS_STEP(b + 2 * blk, A2);
-            PAIRS_STEP(b + 3 * blk, A3);
-        }
-        planes_store_float(cm, rb, A0, acc);
-        planes_store_float(cm, rb + 1, A1, acc);
-        planes_store_float(cm, rb + 2, A2, acc);
-        planes_store_float(cm, rb + 3, A3, acc);
+#define PAIRS_LOAD_TABLES(VT, LOADT, tq)                                                                               \
+    VT a0 = LOADT(tq), b0 = LOADT((tq) + 16), a1 = LOADT((tq) + 32), b1 = LOADT((tq) + 48);                            \
+    VT a2 = LOADT((tq) + 64), b2 = LOADT((tq) + 80), a3 = LOADT((tq) + 96), b3 = LOADT((tq) + 112)
+#define PAIRS_ROWS(T, VT, ZERO, LOADT)                                                                                 \
+    AVX512 static void pairs_rowrange_##T(const sstc_coded_matrix *cm, const T *tab, int rb, int RB, T *acc) {         \
+        int GQ = cm->gquads;                                                                                           \
+        size_t blk = (size_t)GQ * 64;                                                                                  \
+        for (; rb + 4 <= RB; rb += 4) {                                                                                \
+            VT A0 = ZERO, A1 = ZERO, A2 = ZERO, A3 = ZERO;                                                             \
+            const uint8_t *base = cm->pairs + (size_t)rb * blk;                                                        \
+            for (int q = 0; q < GQ; q++) {                                                                             \
+                PAIRS_LOAD_TABLES(VT, LOADT, tab + (size_t)q * 128);                                                   \
+                const uint8_t *b = base + (size_t)q * 64;                                                              \
+                PAIRS_STEP(b, A0);                                                                                     \
+                PAIRS_STEP(b + blk, A1);                                                                               \
+                PAIRS_STEP(b + 2 * blk, A2);                                                                           \
+                PAIRS_STEP(b + 3 * blk, A3);                                                                           \
+            }                                                                                                          \
+            planes_store_##T(cm, rb, A0, acc);                                                                         \
+            planes_store_##T(cm, rb + 1, A1, acc);                                                                     \
+            planes_store_##T(cm, rb + 2, A2, acc);                                                                     \
+            planes_store_##T(cm, rb + 3, A3, acc);                                                                     \
+        }                                                                                                              \
+        for (; rb < RB; rb++) {                                                                                        \
+            VT A0 = ZERO;                                                                                              \
+            const uint8_t *base = cm->pairs + (size_t)rb * blk;                                                        \
+            for (int q = 0; q < GQ; q++) {                                                                             \
+                PAIRS_LOAD_TABLES(VT, LOADT, tab + (size_t)q * 128);                                                   \
+                PAIRS_STEP(base + (size_t)q * 64, A0);                                                                 \
+            }                                                                                                          \
+            planes_store_##T(cm, rb, A0, acc);                                                                         \
+        }                                                                                                              \
     }
-    for (; rb < RB; rb++) {
-        __m512 A0 = _mm512_setzero_ps();
-        const uint8_t *base = cm->pairs + (size_t)rb * blk;
-        for (int q = 0; q < GQ; q++) {
-            PAIRS_LOAD_TABLES(tab + (size_t)q * 128);
-            PAIRS_STEP(base + (size_t)q * 64, A0);
-        }
-        planes_store_float(cm, rb, A0, acc);
-    }
-}
+#define PERM PERM_PS
+#define ADD _mm512_add_ps
+PAIRS_ROWS(float, __m512, _mm512_setzero_ps(), _mm512_loadu_ps)
+#undef PERM
+#undef ADD
+#define PERM _mm512_permutexvar_epi32
+#define ADD _mm512_add_epi32
+PAIRS_ROWS(int32_t, __m512i, _mm512_setzero_si512(), _mm512_loadu_si512)
+#undef PERM
+#undef ADD
 
 static int pairs_on = 1;
 void sstc_coded_use_pairs(int on) { pairs_on = on; }
 
 /* Split over the threads as the sign-plane kernel is: every thread its own
- * tables (a 16th of the inputs' bytes per thread here), a share of the row
+ * tables (half the inputs' bytes per thread here), a share of the row
  * blocks, the same bits whatever the thread count. */
-static int pairs_gemv(const sstc_coded_matrix *cm, const float *x, float *tab, float *acc) {
-    if (!cm->pairs || !pairs_on || !sstc_infer_avx512()) return 0;
-    int GQ = cm->gquads, RB = cm->rblocks;
-    int parts = (size_t)cm->rows * (size_t)cm->cols >= PLANES_PAR_MIN ? omp_get_max_threads() : 1;
-    if (parts > RB) parts = RB;
-    size_t tsz = (size_t)GQ * 128;
-    float *copies = parts > 1 ? tab_scratch((size_t)(parts - 1) * tsz * sizeof(float)) : NULL;
-    if (!copies) parts = 1;
-    if (parts <= 1) {
-        pairs_tables(x, cm->cols, GQ, tab);
-        pairs_rowrange(cm, tab, 0, RB, acc);
-        return 1;
+#define PAIRS_GEMV(T)                                                                                                  \
+    static int pairs_gemv_##T(const sstc_coded_matrix *cm, const T *x, T *tab, T *acc) {                               \
+        if (!cm->pairs || !pairs_on || !sstc_infer_avx512()) return 0;                                                 \
+        int GQ = cm->gquads, RB = cm->rblocks;                                                                         \
+        int parts = (size_t)cm->rows * (size_t)cm->cols >= PLANES_PAR_MIN ? omp_get_max_threads() : 1;                \
+        if (parts > RB) parts = RB;                                                                                    \
+        size_t tsz = (size_t)GQ * 128;                                                                                 \
+        T *copies = parts > 1 ? tab_scratch((size_t)(parts - 1) * tsz * sizeof(T)) : NULL;                            \
+        if (!copies) parts = 1;                                                                                        \
+        if (parts <= 1) {                                                                                              \
+            pairs_tables_##T(x, cm->cols, GQ, tab);                                                                    \
+            pairs_rowrange_##T(cm, tab, 0, RB, acc);                                                                   \
+            return 1;                                                                                                  \
+        }                                                                                                              \
+        _Pragma("omp parallel num_threads(parts)") {                                                                   \
+            int t = omp_get_thread_num(), n = omp_get_num_threads();                                                   \
+            T *mine = t ? copies + (size_t)(t - 1) * tsz : tab;                                                        \
+            pairs_tables_##T(x, cm->cols, GQ, mine);                                                                   \
+            pairs_rowrange_##T(cm, mine, (int)((long)RB * t / n), (int)((long)RB * (t + 1) / n), acc);                 \
+        }                                                                                                              \
+        return 1;                                                                                                      \
     }
-#pragma omp parallel num_threads(parts)
-    {
-        int t = omp_get_thread_num(), n = omp_get_num_threads();
-        float *mine = t ? copies + (size_t)(t - 1) * tsz : tab;
-        pairs_tables(x, cm->cols, GQ, mine);
-        pairs_rowrange(cm, mine, (int)((long)RB * t / n), (int)((long)RB * (t + 1) / n), acc);
-    }
-    return 1;
-}
-#define PAIRS_GEMV_float(cm, x, lut, acc) pairs_gemv(cm, x, lut, acc)
-#define PAIRS_GEMV_int32_t(cm, x, lut, acc) 0
+PAIRS_GEMV(float)
+PAIRS_GEMV(int32_t)
 
 /* Threads split the groups, not the rows: each builds the tables of its
  * groups and adds them up for every row into its own partial sums, so the
@@ -653,7 +667,7 @@ static int pairs_gemv(const sstc_coded_matrix *cm, const float *x, float *tab, f
         else lut_rows16_##SUF##_avx2(cm, cm->idx16, lut, g0, g1, acc);                                                 \
     }                                                                                                                  \
     void sstc_coded_gemv_##SUF(const sstc_coded_matrix *cm, const T *x, T *lut, T *acc) {                              \
-        if (PAIRS_GEMV_##T(cm, x, lut, acc)) return;                                                                    \
+        if (pairs_gemv_##T(cm, x, lut, acc)) return;                                                                    \
         if (cm->planes && sstc_infer_avx512()) {                                                                       \
             planes_gemv_##T(cm, x, lut, acc);                                                                          \
             return;                                                                                                    \

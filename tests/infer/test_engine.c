@@ -584,8 +584,27 @@ Test(infer_engine, the_pair_kernel_gives_the_reference_sums_and_the_same_bits_on
         float *x = malloc((size_t)cols * sizeof(float)), *lut = malloc(sstc_coded_lut_size(&cm) * sizeof(float));
         float *a1 = malloc((size_t)rows * sizeof(float)), *at = malloc((size_t)rows * sizeof(float));
         float *ap = malloc((size_t)rows * sizeof(float));
-        for (int j = 0; j < cols; j++) x[j] = sstc_rng_normal(&r);
+        int32_t *xi = malloc((size_t)cols * sizeof(int32_t)), *luti = malloc(sstc_coded_lut_size(&cm) * sizeof(int32_t));
+        int32_t *ai = malloc((size_t)rows * sizeof(int32_t)), *aip = malloc((size_t)rows * sizeof(int32_t));
+        for (int j = 0; j < cols; j++) x[j] = sstc_rng_normal(&r), xi[j] = (int32_t)sstc_rng_below(&r, 255) - 127;
         x[cols - 1] = 0.0f, x[0] = -0.0f; /* signed zeros */
+        /* integer sums (the int8 path): exact on every kernel and thread count */
+        sstc_coded_use_pairs(0);
+        sstc_coded_gemv_i32(&cm, xi, luti, aip);
+        sstc_coded_use_pairs(1);
+        for (int th = 1; th <= 3; th++) {
+            omp_set_num_threads(th);
+            sstc_coded_set_planes_par_min(th == 1 ? (size_t)1 << 40 : 1);
+            sstc_coded_gemv_i32(&cm, xi, luti, ai);
+            for (int o = 0; o < rows; o++) {
+                long si = 0;
+                for (int j = 0; j < cols; j++) si += T[(size_t)o * cols + j] * (long)xi[j];
+                cr_assert_eq(ai[o], si, "%dx%d (%d,%d) %d threads int row %d", rows, cols, N, K, th, o);
+                cr_assert_eq(aip[o], si, "%dx%d (%d,%d) sign planes int row %d", rows, cols, N, K, o);
+            }
+        }
+        omp_set_num_threads(1);
+        free(xi), free(luti), free(ai), free(aip);
         sstc_coded_set_planes_par_min((size_t)1 << 40);
         sstc_coded_use_pairs(0);
         sstc_coded_gemv_f32(&cm, x, lut, ap); /* the sign planes */
