@@ -19,7 +19,11 @@
  *    convolution, transposed to xt (cols x ld)): the same tables with every
  *    entry a vector of 8 lanes, built per block of groups that fits in L1,
  *    then one vector add per row and group;
- *  - planes (one input vector, AVX-512): the matrix kept as two bit planes
+ *  - pairs (one input vector, AVX-512, codes of 8 inputs and at most 2
+ *    non-zeros): each entry as two signed positions into two 16-entry
+ *    tables of the group's inputs and their negations (one register each),
+ *    two permutes and two adds per group of 16 rows;
+ *  - planes (one input vector, AVX-512, other codes): the matrix kept as two bit planes
  *    (+1 and -1 positions) in chunks of 4 inputs; per chunk a 16-entry table
  *    of the subset sums of its 4 inputs fills one vector register, and one
  *    permute instruction looks up 16 rows at once (T-MAC's idea with the
