@@ -483,20 +483,31 @@ PLANES_ROWS(int32_t, __m512i, _mm512_setzero_si512(), _mm512_loadu_si512, _mm512
  * 1024x1024 layer 7.8 -> 5.1-7.1 us, the MNIST network 42-45k -> 58-65k
  * images/s). SSTC_PLANES_PAR_MIN overrides it. */
 static size_t planes_par_min_v;
-void sstc_coded_set_planes_par_min(size_t weights) { planes_par_min_v = weights; }
+static int planes_par_min_explicit; /* set by SSTC_PLANES_PAR_MIN or the function below */
+void sstc_coded_set_planes_par_min(size_t weights) { planes_par_min_v = weights, planes_par_min_explicit = weights > 0; }
 static size_t planes_par_min(void) {
     size_t v = planes_par_min_v;
     if (!v) {
         const char *e = getenv("SSTC_PLANES_PAR_MIN"), *w = getenv("OMP_WAIT_POLICY");
         char *end = NULL;
         unsigned long long u = e ? strtoull(e, &end, 10) : 0;
-        if (e && *e >= '0' && *e <= '9' && !*end && u > 0) v = (size_t)u; /* anything else: the default */
-        else v = w && !strcasecmp(w, "passive") ? (size_t)1 << 22 : (size_t)1 << 19;
+        if (e && *e >= '0' && *e <= '9' && !*end && u > 0) v = (size_t)u, planes_par_min_explicit = 1;
+        else v = w && !strcasecmp(w, "passive") ? (size_t)1 << 22 : (size_t)1 << 19; /* anything else: the default */
         planes_par_min_v = v;
     }
     return v;
 }
-#define PLANES_PAR_MIN planes_par_min()
+/* How many threads a one-vector product of this layer runs on: the layer's
+ * measured choice (sstc_coded_tune) where there is one for this thread count
+ * and no explicit threshold was given, else the threshold rule above. */
+static _Thread_local int force_parts; /* the tuner's */
+static int gemv_parts(const sstc_coded_matrix *cm) {
+    int T = omp_get_max_threads();
+    if (force_parts) return force_parts < T ? force_parts : T;
+    size_t par_min = planes_par_min();
+    if (!planes_par_min_explicit && cm->tuned_threads == T && cm->tuned_parts) return cm->tuned_parts;
+    return (size_t)cm->rows * (size_t)cm->cols >= par_min ? T : 1;
+}
 
 /* Each thread builds the whole tables (its own copy: a few percent of the
  * product) and adds up a share of the row blocks over all inputs: every row
@@ -520,7 +531,7 @@ static void *tab_scratch(size_t bytes) {
 #define PLANES_GEMV(T)                                                                                                 \
     static void planes_gemv_##T(const sstc_coded_matrix *cm, const T *x, T *tab, T *acc) {                             \
         int IB = cm->iblocks, RB = cm->rblocks;                                                                        \
-        int parts = (size_t)cm->rows * (size_t)cm->cols >= PLANES_PAR_MIN ? omp_get_max_threads() : 1;                \
+        int parts = gemv_parts(cm);                                                                                    \
         if (parts > RB) parts = RB;                                                                                    \
         /* every thread its own copy of the tables: no barrier, which costs a \
          * wake-up when waiting threads sleep (OMP_WAIT_POLICY=passive) */     \
@@ -634,7 +645,7 @@ void sstc_coded_use_pairs(int on) { pairs_on = on; }
     static int pairs_gemv_##T(const sstc_coded_matrix *cm, const T *x, T *tab, T *acc) {                               \
         if (!cm->pairs || !pairs_on || !sstc_infer_avx512()) return 0;                                                 \
         int GQ = cm->gquads, RB = cm->rblocks;                                                                         \
-        int parts = (size_t)cm->rows * (size_t)cm->cols >= PLANES_PAR_MIN ? omp_get_max_threads() : 1;                \
+        int parts = gemv_parts(cm);                                                                                    \
         if (parts > RB) parts = RB;                                                                                    \
         size_t tsz = (size_t)GQ * 128;                                                                                 \
         T *copies = parts > 1 ? tab_scratch((size_t)(parts - 1) * tsz * sizeof(T)) : NULL;                            \
@@ -654,6 +665,42 @@ void sstc_coded_use_pairs(int on) { pairs_on = on; }
     }
 PAIRS_GEMV(float)
 PAIRS_GEMV(int32_t)
+
+/* What a parallel region costs differs tenfold between machines (measured:
+ * under a microsecond on one 2-core virtual machine, 3.2 us on another of
+ * the same type), and the one-vector products of mid-sized layers take a
+ * few microseconds: so each layer from 128K weights on times its float
+ * product on one thread and on all of them once, when it is built (best of
+ * 5 calls each, a few hundred microseconds for a 4096x4096 layer), and keeps
+ * the faster; the split needs to win by 10 %. Both give the same bits. */
+void sstc_coded_tune(sstc_coded_matrix *cm) {
+    int T = omp_get_max_threads();
+    cm->tuned_threads = 0, cm->tuned_parts = 0;
+    if (T <= 1 || !sstc_infer_avx512() || !(cm->pairs || cm->planes)) return;
+    size_t w = (size_t)cm->rows * (size_t)cm->cols;
+    if (w < ((size_t)1 << 17) || cm->rblocks < 2) {
+        cm->tuned_threads = T, cm->tuned_parts = 1;
+        return;
+    }
+    size_t nl = sstc_coded_lut_size(cm);
+    float *x = malloc((size_t)cm->cols * sizeof(float)), *lut = malloc((nl ? nl : 1) * sizeof(float));
+    float *acc = malloc((size_t)cm->rows * sizeof(float));
+    if (!x || !lut || !acc || !nl) goto done;
+    for (int j = 0; j < cm->cols; j++) x[j] = (float)(j % 7) - 3.0f;
+    double best[2] = {1e30, 1e30};
+    for (int rep = 0; rep < 6; rep++)
+        for (int k = 0; k < 2; k++) {
+            force_parts = k ? T : 1;
+            double t0 = omp_get_wtime();
+            sstc_coded_gemv_f32(cm, x, lut, acc);
+            double t = omp_get_wtime() - t0;
+            if (rep && t < best[k]) best[k] = t; /* the first call of each warms the caches */
+        }
+    force_parts = 0;
+    cm->tuned_threads = T, cm->tuned_parts = best[1] < 0.9 * best[0] ? T : 1;
+done:
+    free(x), free(lut), free(acc);
+}
 
 /* Threads split the groups, not the rows: each builds the tables of its
  * groups and adds them up for every row into its own partial sums, so the

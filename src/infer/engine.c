@@ -84,7 +84,10 @@ static int plan_weighted(sstc_infer_op *op, const sstc_sst_layer *L) {
     op->coded = L->coded;
     if (L->coded) {
         memcpy(op->a, L->scale, out * sizeof *op->a);
-        return sstc_coded_matrix_init(&op->cm, L);
+        int rc = sstc_coded_matrix_init(&op->cm, L);
+        /* FC layers run one-vector products at batch 1: time them once */
+        if (!rc && op->kind == SSTC_OP_FC) sstc_coded_tune(&op->cm);
+        return rc;
     }
     for (size_t o = 0; o < out; o++) op->a[o] = 1.0f;
     op->weight = copy_floats(L->weight, out * op->fan_in);

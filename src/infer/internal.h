@@ -83,6 +83,10 @@ typedef struct {
      * file. */
     uint8_t *pairs;
     int gquads;             /* ceil(groups / 4) */
+    /* sstc_coded_tune's choice for the one-vector products: tuned_parts
+     * threads (1 or tuned_threads) when omp_get_max_threads() is
+     * tuned_threads; 0: not tuned. */
+    int tuned_threads, tuned_parts;
 } sstc_coded_matrix;
 
 /* Builds the resident form of a coded FC or CONV layer (validated by the reader). */
@@ -138,6 +142,11 @@ void sstc_coded_set_planes_par_min(size_t weights);
 /* Tests and benchmarks: 0 keeps the float one-vector product on the sign
  * planes even where the pair kernel applies, 1 (the default) uses it. */
 void sstc_coded_use_pairs(int on);
+/* Times the layer's one-vector float product on one thread and on all of
+ * them and keeps the faster for later calls (at this thread count); the
+ * engine calls it for every coded layer it builds. An explicit threshold
+ * (SSTC_PLANES_PAR_MIN, sstc_coded_set_planes_par_min) overrides it. */
+void sstc_coded_tune(sstc_coded_matrix *cm);
 int sstc_coded_use_singles(const sstc_coded_matrix *cm);
 int sstc_infer_isa_available(int level);
 

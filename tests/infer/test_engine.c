@@ -653,3 +653,33 @@ Test(infer_engine, the_pair_kernel_is_exact_where_every_sum_is) {
     free(T), free(lut);
     sstc_coded_matrix_free(&cm);
 }
+
+Test(infer_engine, a_tuned_layer_keeps_one_of_the_two_choices_and_its_sums) {
+    if (!sstc_infer_isa_available(2)) return;
+    sstc_rng r;
+    sstc_rng_seed(&r, 93);
+    int rows = 512, cols = 520; /* 266K weights: tuned */
+    int8_t *T = malloc((size_t)rows * cols);
+    ti_random_ternary(&r, T, rows, cols, 8, 2);
+    sstc_coded_matrix cm;
+    cr_assert_eq(sstc_coded_matrix_from_ternary(&cm, T, rows, cols, 8, 2), SSTC_OK, "%s", sstc_errmsg());
+    float *x = malloc(cols * sizeof(float)), *lut = malloc(sstc_coded_lut_size(&cm) * sizeof(float));
+    float *a = malloc(rows * sizeof(float)), *b = malloc(rows * sizeof(float));
+    for (int j = 0; j < cols; j++) x[j] = sstc_rng_normal(&r);
+    omp_set_num_threads(2);
+    sstc_coded_gemv_f32(&cm, x, lut, a);
+    sstc_coded_tune(&cm);
+    cr_assert_eq(cm.tuned_threads, 2);
+    cr_assert(cm.tuned_parts == 1 || cm.tuned_parts == 2, "tuned to %d threads", cm.tuned_parts);
+    sstc_coded_gemv_f32(&cm, x, lut, b);
+    cr_assert_eq(memcmp(a, b, rows * sizeof(float)), 0, "the same bits after tuning");
+    /* small layers stay on one thread without timing */
+    sstc_coded_matrix small;
+    cr_assert_eq(sstc_coded_matrix_from_ternary(&small, T, 64, 520, 8, 2), SSTC_OK);
+    sstc_coded_tune(&small);
+    cr_assert_eq(small.tuned_parts, 1);
+    omp_set_num_threads(1);
+    free(T), free(x), free(lut), free(a), free(b);
+    sstc_coded_matrix_free(&cm);
+    sstc_coded_matrix_free(&small);
+}
