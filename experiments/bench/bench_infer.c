@@ -397,6 +397,22 @@ int main(int argc, char **argv) {
     const char *wp = getenv("OMP_WAIT_POLICY");
     printf("# bench_infer: threads=%d avx2=%d rounds=%d wait_policy=%s openblas=%s (median times)\n",
            omp_get_max_threads(), info.avx2, rounds, wp ? wp : "default", openblas_get_corename());
+    {
+        /* what a parallel region costs here: it decides whether splitting a
+         * one-vector product pays (sstc_coded_tune, docs/inference.md) */
+        volatile int sink = 0;
+        double best = 1e30;
+        for (int k = 0; k < 5; k++) {
+            double t0 = now();
+            for (int i = 0; i < 20000; i++) {
+#pragma omp parallel
+                if (omp_get_thread_num() == 0) sink = sink + 1;
+            }
+            double t = (now() - t0) / 20000 * 1e6;
+            if (k && t < best) best = t;
+        }
+        printf("# empty parallel region on %d threads: %.2f us (best of 4 loops of 20000)\n", omp_get_max_threads(), best);
+    }
     sstc_rng r;
     sstc_rng_seed(&r, 2017);
     if (!only || !strcmp(only, "layers")) {
